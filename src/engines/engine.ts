@@ -1,0 +1,89 @@
+// The engine interface: everything the trainer and the notebooks need from the code that runs the model.
+// An engine owns the current weights and the optimizer state; all randomness comes from the run's seed and
+// the step (see util/rng), so two engines given the same weights and batch compute the same step.
+
+import { ModelConfig, ModelDims } from "../model/config";
+import { OptimizerConfig } from "../training/optimizer";
+import { Rng, Stream } from "../util/rng";
+import { NamedTensors } from "../util/tensors";
+
+export interface EngineSetup {
+  model: ModelConfig;
+  dims: ModelDims;
+  optimizer: OptimizerConfig;
+  /** The model seed: also seeds dropout masks and noise, per step. */
+  seed: number;
+}
+
+/** A set of equations: inputs row-major [size, seqLen] (x, op, y, =), targets [size]. */
+export interface Batch {
+  size: number;
+  inputs: Int32Array;
+  targets: Int32Array;
+}
+
+export interface StepResult {
+  /** Mean cross-entropy on the batch before the update. */
+  loss: number;
+  accuracy: number;
+}
+
+export interface GradientResult extends StepResult {
+  /** d(mean loss)/d(weight), by weight name; with the step's dropout masks and weight noise applied. */
+  grads: Map<string, Float32Array>;
+}
+
+export interface EvalResult {
+  count: number;
+  /** Mean cross-entropy (natural log). */
+  loss: number;
+  accuracy: number;
+  /** Fraction of examples whose float32 loss is exactly 0: the softmax saturated, they give no gradient. */
+  saturated: number;
+}
+
+export interface Engine {
+  /** "tfjs", … */
+  readonly name: string;
+  /** What it runs on, e.g. "wasm" or "node-gpu". */
+  readonly backend: string;
+  /** Sets up the model and a fresh optimizer for `weights` (the initial weights when training from scratch). */
+  initialize(setup: EngineSetup, weights: NamedTensors): void;
+  /** One forward/backward pass and one optimizer update; `step` is the 0-based index of this update. */
+  trainStep(batch: Batch, step: number): StepResult;
+  /** The loss and gradients of step `step` without updating anything (for parity tests and analysis). */
+  gradients(batch: Batch, step: number): GradientResult;
+  /** Loss and accuracy on a whole set, without dropout or noise. */
+  evaluate(set: Batch): EvalResult;
+  /** Logits [size, numSymbols] for a set, row-major. */
+  logits(set: Batch): Float32Array;
+  readWeights(): NamedTensors;
+  writeWeights(weights: NamedTensors): void;
+  readOptimizerState(): NamedTensors;
+  writeOptimizerState(state: NamedTensors): void;
+  dispose(): void;
+}
+
+/**
+ * Inverted-dropout masks (0 or 1/(1−p)) for one training step, one per dropout site, in the order the model
+ * applies them: transformer, per layer, attention output then FFN output, each [size·seqLen, width];
+ * MLP, the hidden layer [size, hidden]. Empty when dropout is off.
+ */
+export function dropoutMasks(model: ModelConfig, dims: ModelDims, size: number, seed: number, step: number): Float32Array[] {
+  if (model.dropout <= 0) return [];
+  const rng = Rng.for(seed, Stream.dropout, step);
+  const keep = 1 - model.dropout;
+  const mask = (n: number) => {
+    const m = new Float32Array(n);
+    for (let i = 0; i < n; i++) m[i] = rng.uniform() < keep ? 1 / keep : 0;
+    return m;
+  };
+  if (model.kind === "mlp") return [mask(size * model.hidden)];
+  const masks: Float32Array[] = [];
+  for (let l = 0; l < model.layers; l++) masks.push(mask(size * dims.seqLen * model.width), mask(size * dims.seqLen * model.width));
+  return masks;
+}
+
+/** The names of the engines this build offers, best first (a faster engine registers itself ahead). */
+export const ENGINE_NAMES = ["tfjs"] as const;
+export type EngineName = (typeof ENGINE_NAMES)[number];

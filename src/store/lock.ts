@@ -1,0 +1,242 @@
+// An exclusive per-run lock file so two processes never train the same run at once.
+//
+// Protocol: the lock is `<dir>/lock`, created with O_EXCL and holding {pid, host, startedAt}. A lock is
+// stale when its pid is dead on this host, or when it is unreadable and older than STALE_UNREADABLE_MS
+// (its writer died between creating and filling it). Stale locks are removed only under a short-lived
+// recovery guard (`<dir>/lock.recover`, also O_EXCL), so two processes recovering the same stale lock
+// cannot delete each other's fresh lock: whoever holds the guard re-checks that the file is still the
+// stale one before unlinking it, and both then race on the exclusive create, which only one wins.
+
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+
+export interface LockHolder {
+  pid: number;
+  host: string;
+  /** ISO 8601 time the lock was taken. */
+  startedAt: string;
+}
+
+/** An unreadable lock younger than this may still be being written by a live process. */
+const STALE_UNREADABLE_MS = 60_000;
+/** The recovery guard is held for microseconds; one this old was left by a process that died holding it. */
+const STALE_GUARD_MS = 10_000;
+/** Bounds the retry loop when other processes are concurrently recovering or taking the lock. */
+const MAX_ATTEMPTS = 50;
+const RETRY_DELAY_MS = 20;
+
+export class RunLockedError extends Error {
+  /** Who holds the lock; null when the lock file is unreadable (e.g. still being written). */
+  readonly holder: LockHolder | null;
+  readonly lockPath: string;
+
+  constructor(lockPath: string, holder: LockHolder | null) {
+    const who = holder
+      ? `process ${holder.pid} on host ${holder.host} since ${holder.startedAt}`
+      : "a process whose lock file is not readable yet";
+    super(
+      `run ${path.dirname(lockPath)} is locked by ${who}; ` +
+        `if no such process is running, delete ${lockPath}`,
+    );
+    this.name = "RunLockedError";
+    this.lockPath = lockPath;
+    this.holder = holder;
+  }
+}
+
+/**
+ * Locks held by this process, keyed by the lock file's identity (one directory can be named by
+ * different paths); released on exit so a normal exit never leaves a lock behind.
+ */
+const heldLocks = new Map<string, RunLock>();
+let exitHookInstalled = false;
+
+function releaseAllOnExit(): void {
+  for (const lock of heldLocks.values()) {
+    try {
+      lock.release();
+    } catch {
+      // exiting anyway; a leftover lock is recovered as stale since our pid will be dead
+    }
+  }
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException).code;
+}
+
+function parseHolder(text: string): LockHolder | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof value !== "object" || value === null) return null;
+  const { pid, host, startedAt } = value as Record<string, unknown>;
+  if (!Number.isSafeInteger(pid) || (pid as number) <= 0) return null;
+  if (typeof host !== "string" || typeof startedAt !== "string") return null;
+  return { pid: pid as number, host, startedAt };
+}
+
+function fileIdentity(stat: fs.Stats): string {
+  return `${stat.dev}:${stat.ino}`;
+}
+
+function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to another user
+    return errnoCode(err) !== "ESRCH";
+  }
+}
+
+interface LockFileState {
+  holder: LockHolder | null;
+  stale: boolean;
+}
+
+/** Reads the lock at `lockPath`; null when there is none. */
+function inspectLock(lockPath: string): LockFileState | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(lockPath, "r");
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return null;
+    throw err;
+  }
+  try {
+    // stat and content from one open file, so they describe the same lock even if it is being replaced
+    const stat = fs.fstatSync(fd);
+    const holder = parseHolder(fs.readFileSync(fd, "utf8"));
+    return { holder, stale: isStale(holder, stat) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function isStale(holder: LockHolder | null, stat: fs.Stats): boolean {
+  if (!holder) return Date.now() - stat.mtimeMs > STALE_UNREADABLE_MS;
+  // A lock on another host cannot be checked from here, so it is trusted.
+  if (holder.host !== os.hostname()) return false;
+  // Our own pid but not held by this process: left by an earlier process that had the same pid
+  // (common in containers, where the pid namespace restarts).
+  if (holder.pid === process.pid) return !heldLocks.has(fileIdentity(stat));
+  return !isProcessAlive(holder.pid);
+}
+
+/**
+ * Removes the lock if it is still stale when re-checked under the guard (another process may have
+ * recovered and re-taken it since we looked). Returns false when another process holds the guard.
+ */
+function removeStaleLock(lockPath: string): boolean {
+  const guardPath = `${lockPath}.recover`;
+  let guard: number;
+  try {
+    guard = fs.openSync(guardPath, "wx");
+  } catch (err) {
+    if (errnoCode(err) !== "EEXIST") throw err;
+    removeAbandonedGuard(guardPath);
+    return false;
+  }
+  try {
+    const current = inspectLock(lockPath);
+    if (current?.stale) fs.unlinkSync(lockPath);
+  } finally {
+    fs.closeSync(guard);
+    fs.rmSync(guardPath, { force: true });
+  }
+  return true;
+}
+
+function removeAbandonedGuard(guardPath: string): void {
+  try {
+    if (Date.now() - fs.statSync(guardPath).mtimeMs > STALE_GUARD_MS) fs.rmSync(guardPath, { force: true });
+  } catch (err) {
+    if (errnoCode(err) !== "ENOENT") throw err;
+  }
+}
+
+export class RunLock {
+  /** The lock file, `<dir>/lock`. */
+  readonly path: string;
+  readonly holder: LockHolder;
+  /** The exact bytes we wrote, so release() never removes a lock that is no longer ours. */
+  private readonly content: string;
+  private readonly identity: string;
+  private held = true;
+
+  private constructor(lockPath: string, holder: LockHolder, content: string, identity: string) {
+    this.path = lockPath;
+    this.holder = holder;
+    this.content = content;
+    this.identity = identity;
+  }
+
+  /** Takes the lock on the run directory `dir`, recovering a stale lock; throws RunLockedError if held. */
+  static acquire(dir: string): RunLock {
+    const lockPath = path.join(dir, "lock");
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const lock = RunLock.tryCreate(lockPath);
+      if (lock) return lock;
+      const existing = inspectLock(lockPath);
+      if (!existing) continue; // released between our create and our read
+      if (!existing.stale) throw new RunLockedError(lockPath, existing.holder);
+      if (!removeStaleLock(lockPath)) sleepSync(RETRY_DELAY_MS);
+    }
+    throw new Error(`could not take ${lockPath} after ${MAX_ATTEMPTS} attempts: other processes keep contending for it`);
+  }
+
+  /** Exclusive create; null if a lock file already exists. */
+  private static tryCreate(lockPath: string): RunLock | null {
+    let fd: number;
+    try {
+      fd = fs.openSync(lockPath, "wx", 0o644);
+    } catch (err) {
+      if (errnoCode(err) === "EEXIST") return null;
+      throw err;
+    }
+    const holder: LockHolder = { pid: process.pid, host: os.hostname(), startedAt: new Date().toISOString() };
+    const content = JSON.stringify(holder);
+    let stat: fs.Stats;
+    try {
+      fs.writeFileSync(fd, content);
+      fs.fsyncSync(fd);
+      stat = fs.fstatSync(fd);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(lockPath, { force: true });
+      throw err;
+    }
+    fs.closeSync(fd);
+    const lock = new RunLock(lockPath, holder, content, fileIdentity(stat));
+    heldLocks.set(lock.identity, lock);
+    if (!exitHookInstalled) {
+      process.on("exit", releaseAllOnExit);
+      exitHookInstalled = true;
+    }
+    return lock;
+  }
+
+  /** Removes the lock file if it is still ours; safe to call more than once. */
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    heldLocks.delete(this.identity);
+    let text: string;
+    try {
+      text = fs.readFileSync(this.path, "utf8");
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return;
+      throw err;
+    }
+    if (text === this.content) fs.rmSync(this.path, { force: true });
+  }
+}

@@ -1,0 +1,252 @@
+// The run store: one directory per run, named by a hash of the run's full config.
+//
+//   <root>/<id>/config.json                  the RunConfig (canonical JSON)
+//   <root>/<id>/run.json                     status, steps done, first steps at 99%, engine, backend, times
+//   <root>/<id>/metrics.csv                  one row per evaluation (see training/metrics)
+//   <root>/<id>/checkpoints/step-NNNNNNNNN.safetensors   periodic: weights + optimizer state
+//   <root>/<id>/checkpoints/final.safetensors            at the end of the run
+//   <root>/<id>/lock                         while a process trains it
+//
+// Every file is replaced atomically (write, fsync, rename), so a reader never sees a half-written one.
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { RunConfig } from "../training/config";
+import { NamedTensors } from "../util/tensors";
+import { writeFileAtomic, isTempFileName, removeStaleTempFiles } from "./atomic";
+import { formatCsv, parseCsv } from "./csv";
+import { canonicalJson, configHash } from "./hash";
+import { RunLock } from "./lock";
+import { readCheckpoint, writeCheckpoint } from "./safetensors";
+
+export type RunStatus = "created" | "running" | "stopped" | "finished";
+
+/** run.json */
+export interface RunState {
+  id: string;
+  status: RunStatus;
+  /** Optimizer updates done (as of the last evaluation or checkpoint written). */
+  stepsDone: number;
+  /** "budget" or "early-stop" once finished. */
+  stopReason: "budget" | "early-stop" | null;
+  /** First evaluated step with training / validation accuracy ≥ 99% (null: not yet). */
+  firstTrain99: number | null;
+  firstVal99: number | null;
+  engine: string | null;
+  backend: string | null;
+  createdAt: string;
+  updatedAt: string;
+  /** Training time summed over every session of this run, in seconds. */
+  trainSeconds: number;
+}
+
+export type MetricsRow = Record<string, number>;
+
+export interface Metrics {
+  columns: string[];
+  rows: MetricsRow[];
+}
+
+export interface RunInfo extends RunState {
+  dir: string;
+  config: RunConfig;
+}
+
+export interface CheckpointFile {
+  /** Steps done when it was written. */
+  step: number;
+  final: boolean;
+  path: string;
+}
+
+const FORMAT_VERSION = "1";
+
+/** The project's data/runs, wherever the process was started (notebooks run in notebooks/); GROK_STORE overrides. */
+export function defaultStoreRoot(): string {
+  return process.env.GROK_STORE ? path.resolve(process.env.GROK_STORE) : path.resolve(__dirname, "..", "..", "..", "data", "runs");
+}
+
+export class RunStore {
+  readonly root: string;
+
+  constructor(root: string = defaultStoreRoot()) {
+    this.root = path.resolve(root);
+  }
+
+  static idFor(config: RunConfig): string {
+    return configHash(config);
+  }
+
+  dir(id: string): string {
+    return path.join(this.root, id);
+  }
+
+  has(id: string): boolean {
+    return fs.existsSync(path.join(this.dir(id), "config.json"));
+  }
+
+  /**
+   * Creates the run directory for a normalized config (or checks that an existing one holds the same
+   * config) and takes its lock. The caller releases the lock.
+   */
+  openForTraining(config: RunConfig): { id: string; lock: RunLock; state: RunState } {
+    const id = RunStore.idFor(config);
+    const dir = this.dir(id);
+    fs.mkdirSync(path.join(dir, "checkpoints"), { recursive: true });
+    const lock = RunLock.acquire(dir);
+    try {
+      removeStaleTempFiles(dir);
+      removeStaleTempFiles(path.join(dir, "checkpoints"));
+      const configPath = path.join(dir, "config.json");
+      if (fs.existsSync(configPath)) {
+        const existing = this.readConfig(id);
+        if (canonicalJson(existing) !== canonicalJson(config)) {
+          throw new Error(`run ${id} in ${dir} holds a different config (hash collision or edited config.json)`);
+        }
+      } else {
+        writeFileAtomic(configPath, JSON.stringify(config, null, 2) + "\n");
+      }
+      let state: RunState;
+      if (fs.existsSync(path.join(dir, "run.json"))) state = this.readState(id);
+      else {
+        const now = new Date().toISOString();
+        state = {
+          id,
+          status: "created",
+          stepsDone: 0,
+          stopReason: null,
+          firstTrain99: null,
+          firstVal99: null,
+          engine: null,
+          backend: null,
+          createdAt: now,
+          updatedAt: now,
+          trainSeconds: 0,
+        };
+        this.writeState(state);
+      }
+      return { id, lock, state };
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  readConfig(id: string): RunConfig {
+    return readJson(path.join(this.dir(id), "config.json")) as RunConfig;
+  }
+
+  readState(id: string): RunState {
+    const state = readJson(path.join(this.dir(id), "run.json")) as RunState;
+    if (typeof state.status !== "string" || typeof state.stepsDone !== "number") {
+      throw new Error(`${path.join(this.dir(id), "run.json")}: not a run state (missing status or stepsDone)`);
+    }
+    return state;
+  }
+
+  writeState(state: RunState): void {
+    state.updatedAt = new Date().toISOString();
+    writeFileAtomic(path.join(this.dir(state.id), "run.json"), JSON.stringify(state, null, 2) + "\n");
+  }
+
+  info(id: string): RunInfo {
+    return { ...this.readState(id), dir: this.dir(id), config: this.readConfig(id) };
+  }
+
+  /** Every run in the store, oldest first; directories that are not runs are skipped. */
+  list(): RunInfo[] {
+    if (!fs.existsSync(this.root)) return [];
+    const runs: RunInfo[] = [];
+    for (const name of fs.readdirSync(this.root)) {
+      const dir = path.join(this.root, name);
+      if (!fs.existsSync(path.join(dir, "run.json")) || !fs.existsSync(path.join(dir, "config.json"))) continue;
+      runs.push(this.info(name));
+    }
+    return runs.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
+  }
+
+  /** A run id from an id, a unique prefix of one, or a run directory's path. */
+  resolve(ref: string): string {
+    if (ref.includes(path.sep) && fs.existsSync(path.join(ref, "run.json"))) {
+      const dir = path.resolve(ref);
+      if (path.dirname(dir) !== this.root) throw new Error(`${ref} is not in the store ${this.root} (use --store)`);
+      return path.basename(dir);
+    }
+    if (this.has(ref)) return ref;
+    const matches = fs.existsSync(this.root) ? fs.readdirSync(this.root).filter((n) => n.startsWith(ref) && this.has(n)) : [];
+    if (matches.length === 1) return matches[0];
+    if (matches.length > 1) throw new Error(`run "${ref}" is ambiguous in ${this.root}: ${matches.join(", ")}`);
+    throw new Error(`no run "${ref}" in ${this.root}`);
+  }
+
+  readMetrics(id: string): Metrics {
+    const file = path.join(this.dir(id), "metrics.csv");
+    if (!fs.existsSync(file)) return { columns: [], rows: [] };
+    return parseCsv(fs.readFileSync(file, "utf8"), file);
+  }
+
+  writeMetrics(id: string, metrics: Metrics): void {
+    writeFileAtomic(path.join(this.dir(id), "metrics.csv"), formatCsv(metrics.columns, metrics.rows));
+  }
+
+  checkpoints(id: string): CheckpointFile[] {
+    const dir = path.join(this.dir(id), "checkpoints");
+    if (!fs.existsSync(dir)) return [];
+    const out: CheckpointFile[] = [];
+    for (const name of fs.readdirSync(dir)) {
+      if (isTempFileName(name)) continue;
+      const m = /^step-(\d+)\.safetensors$/.exec(name);
+      if (m) out.push({ step: Number(m[1]), final: false, path: path.join(dir, name) });
+      else if (name === "final.safetensors") {
+        const { metadata } = readCheckpoint(path.join(dir, name));
+        out.push({ step: Number(metadata.step), final: true, path: path.join(dir, name) });
+      }
+    }
+    return out.sort((a, b) => a.step - b.step || Number(a.final) - Number(b.final));
+  }
+
+  /**
+   * Writes a checkpoint of weights + optimizer state after `step` updates, then keeps only the newest
+   * `keep` periodic ones (0: keep all). The final checkpoint is never pruned.
+   */
+  writeCheckpoint(id: string, step: number, tensors: NamedTensors, metadata: Record<string, string>, opts: { final: boolean; keep: number }): string {
+    const dir = path.join(this.dir(id), "checkpoints");
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, opts.final ? "final.safetensors" : `step-${String(step).padStart(9, "0")}.safetensors`);
+    writeCheckpoint(file, tensors, { format: "grokking-workbench checkpoint", version: FORMAT_VERSION, run: id, step: String(step), ...metadata });
+    if (!opts.final && opts.keep > 0) {
+      const periodic = this.checkpoints(id).filter((c) => !c.final);
+      for (const old of periodic.slice(0, Math.max(0, periodic.length - opts.keep))) fs.rmSync(old.path, { force: true });
+    }
+    return file;
+  }
+
+  /** Reads a checkpoint: the final one, the newest one ("latest"), or the one written after a given step. */
+  readCheckpoint(id: string, which: "final" | "latest" | number = "latest"): { step: number; tensors: NamedTensors; metadata: Record<string, string> } {
+    const all = this.checkpoints(id);
+    let file: CheckpointFile | undefined;
+    if (which === "final") file = all.find((c) => c.final);
+    else if (which === "latest") file = all[all.length - 1];
+    else file = all.find((c) => c.step === which);
+    if (!file) {
+      const have = all.map((c) => (c.final ? `final(${c.step})` : String(c.step))).join(", ") || "none";
+      throw new Error(`run ${id} has no ${which === "latest" ? "" : `${which} `}checkpoint (have: ${have})`);
+    }
+    const { tensors, metadata } = readCheckpoint(file.path);
+    return { step: file.step, tensors, metadata };
+  }
+}
+
+function readJson(file: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new Error(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,186 @@
+// Checkpoints in the safetensors format (huggingface.co/docs/safetensors), so they load directly in
+// Python (`safetensors.numpy.load_file`) and other tools:
+//   [u64 little-endian N][N bytes of UTF-8 JSON header, space-padded][raw little-endian tensor data]
+// The header maps each tensor name to {dtype, shape, data_offsets: [begin, end]} (offsets relative to
+// the start of the data section) and may hold "__metadata__": a string-to-string map.
+
+import * as fs from "node:fs";
+import { NamedTensors, sizeOf, Tensor32 } from "../util/tensors";
+import { writeFileAtomic } from "./atomic";
+
+const METADATA_KEY = "__metadata__";
+const HEADER_LENGTH_BYTES = 8;
+/** The header is padded so the data section starts 8-byte aligned, as the reference writer does. */
+const HEADER_ALIGNMENT = 8;
+const F32_BYTES = 4;
+
+const hostIsLittleEndian = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+interface HeaderEntry {
+  dtype: "F32";
+  shape: number[];
+  data_offsets: [number, number];
+}
+
+function isValidShape(shape: unknown): shape is number[] {
+  return Array.isArray(shape) && shape.every((d) => Number.isSafeInteger(d) && d >= 0);
+}
+
+/** Serializes `tensors` (in map order) and optional string metadata to safetensors bytes. */
+export function encodeSafetensors(tensors: NamedTensors, metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, HeaderEntry | Record<string, string>> = {};
+  if (metadata && Object.keys(metadata).length > 0) {
+    for (const [key, value] of Object.entries(metadata)) {
+      if (typeof value !== "string") throw new Error(`safetensors metadata "${key}" must be a string, got ${typeof value}`);
+    }
+    header[METADATA_KEY] = metadata;
+  }
+  let dataBytes = 0;
+  for (const [name, tensor] of tensors) {
+    if (name === METADATA_KEY) throw new Error(`"${METADATA_KEY}" is reserved and cannot name a tensor`);
+    if (!isValidShape(tensor.shape)) throw new Error(`tensor "${name}" has invalid shape [${tensor.shape}]`);
+    const count = sizeOf(tensor.shape);
+    if (tensor.data.length !== count) {
+      throw new Error(`tensor "${name}" of shape [${tensor.shape}] needs ${count} values, has ${tensor.data.length}`);
+    }
+    const begin = dataBytes;
+    dataBytes += count * F32_BYTES;
+    header[name] = { dtype: "F32", shape: [...tensor.shape], data_offsets: [begin, dataBytes] };
+  }
+
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const headerBytes = Math.ceil(json.length / HEADER_ALIGNMENT) * HEADER_ALIGNMENT;
+  const out = new Uint8Array(HEADER_LENGTH_BYTES + headerBytes + dataBytes);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes), true);
+  out.set(json, HEADER_LENGTH_BYTES);
+  out.fill(0x20, HEADER_LENGTH_BYTES + json.length, HEADER_LENGTH_BYTES + headerBytes);
+
+  let offset = HEADER_LENGTH_BYTES + headerBytes;
+  for (const tensor of tensors.values()) {
+    writeFloat32LE(out, offset, tensor.data);
+    offset += tensor.data.length * F32_BYTES;
+  }
+  return out;
+}
+
+function writeFloat32LE(out: Uint8Array, offset: number, values: Float32Array): void {
+  if (hostIsLittleEndian) {
+    out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), offset);
+    return;
+  }
+  const view = new DataView(out.buffer, out.byteOffset + offset, values.byteLength);
+  for (let i = 0; i < values.length; i++) view.setFloat32(i * F32_BYTES, values[i], true);
+}
+
+/** Copies into a fresh Float32Array, which is aligned whatever the alignment of `bytes`. */
+function readFloat32LE(bytes: Uint8Array, offset: number, count: number): Float32Array {
+  const values = new Float32Array(count);
+  if (hostIsLittleEndian) {
+    new Uint8Array(values.buffer).set(bytes.subarray(offset, offset + count * F32_BYTES));
+    return values;
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset + offset, count * F32_BYTES);
+  for (let i = 0; i < count; i++) values[i] = view.getFloat32(i * F32_BYTES, true);
+  return values;
+}
+
+function describe(value: unknown): string {
+  return JSON.stringify(value) ?? String(value);
+}
+
+/**
+ * Parses and validates safetensors bytes; `source` (e.g. the file path) names the input in errors.
+ * Tensors come back in the order of their data offsets.
+ */
+export function decodeSafetensors(
+  bytes: Uint8Array,
+  source = "checkpoint",
+): { tensors: NamedTensors; metadata: Record<string, string> } {
+  function fail(problem: string): never {
+    throw new Error(`${source}: invalid safetensors file: ${problem}`);
+  }
+
+  if (bytes.length < HEADER_LENGTH_BYTES) {
+    fail(`file is ${bytes.length} bytes, shorter than the ${HEADER_LENGTH_BYTES}-byte header length`);
+  }
+  const headerLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(0, true);
+  const available = bytes.length - HEADER_LENGTH_BYTES;
+  if (headerLength > BigInt(available)) {
+    fail(`header length ${headerLength} exceeds the ${available} bytes after the length field`);
+  }
+  const dataStart = HEADER_LENGTH_BYTES + Number(headerLength);
+  const dataLength = bytes.length - dataStart;
+
+  let header: unknown;
+  try {
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(HEADER_LENGTH_BYTES, dataStart));
+    header = JSON.parse(text);
+  } catch (err) {
+    fail(`header is not valid UTF-8 JSON (${(err as Error).message})`);
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header)) {
+    fail("header is not a JSON object");
+  }
+
+  const metadata: Record<string, string> = {};
+  const entries: Array<{ name: string; shape: number[]; begin: number; end: number }> = [];
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
+    if (name === METADATA_KEY) {
+      if (typeof entry !== "object" || entry === null || Array.isArray(entry)) fail(`${METADATA_KEY} is not an object`);
+      for (const [key, value] of Object.entries(entry as Record<string, unknown>)) {
+        if (typeof value !== "string") fail(`${METADATA_KEY} entry "${key}" is not a string`);
+        metadata[key] = value;
+      }
+      continue;
+    }
+    if (typeof entry !== "object" || entry === null) fail(`tensor "${name}" has no description object`);
+    const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+    if (dtype !== "F32") fail(`tensor "${name}" has dtype ${describe(dtype)}; only F32 is supported`);
+    if (!isValidShape(shape)) fail(`tensor "${name}" has invalid shape ${describe(shape)}`);
+    if (
+      !Array.isArray(offsets) ||
+      offsets.length !== 2 ||
+      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      offsets[0] > offsets[1]
+    ) {
+      fail(`tensor "${name}" has invalid data_offsets ${describe(offsets)}`);
+    }
+    const [begin, end] = offsets as [number, number];
+    const expectedBytes = sizeOf(shape) * F32_BYTES;
+    if (end - begin !== expectedBytes) {
+      fail(`tensor "${name}" of shape [${shape}] needs ${expectedBytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
+    }
+    if (end > dataLength) {
+      fail(`tensor "${name}" data_offsets [${begin}, ${end}] run past the ${dataLength}-byte data section`);
+    }
+    entries.push({ name, shape, begin, end });
+  }
+
+  // The data section must be tiled exactly: no overlaps, no gaps, nothing after the last tensor.
+  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let previous = "the start of the data section";
+  for (const entry of entries) {
+    if (entry.begin < covered) fail(`tensor "${entry.name}" overlaps ${previous}`);
+    if (entry.begin > covered) fail(`${entry.begin - covered} unused bytes between ${previous} and tensor "${entry.name}"`);
+    covered = entry.end;
+    previous = `tensor "${entry.name}"`;
+  }
+  if (covered !== dataLength) fail(`${dataLength - covered} trailing bytes after ${previous}`);
+
+  const tensors: NamedTensors = new Map();
+  for (const { name, shape, begin, end } of entries) {
+    const tensor: Tensor32 = { shape: [...shape], data: readFloat32LE(bytes, dataStart + begin, (end - begin) / F32_BYTES) };
+    tensors.set(name, tensor);
+  }
+  return { tensors, metadata };
+}
+
+/** Writes a checkpoint atomically, so a crash never leaves a torn checkpoint under `path`. */
+export function writeCheckpoint(path: string, tensors: NamedTensors, metadata: Record<string, string> = {}): void {
+  writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+}
+
+export function readCheckpoint(path: string): { tensors: NamedTensors; metadata: Record<string, string> } {
+  return decodeSafetensors(fs.readFileSync(path), path);
+}

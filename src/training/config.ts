@@ -1,0 +1,138 @@
+// A run's full configuration. Everything here can change the result and so is part of the run's id (a hash
+// of this object); how a run is executed (engine, backend, store, checkpoint cadence) is not.
+
+import { DatasetConfig } from "../data/dataset";
+import { findOperation } from "../data/operations";
+import { DEFAULT_MLP, ModelConfig, PAPER_TRANSFORMER, validateModelConfig } from "../model/config";
+import { OptimizerConfig, PAPER_OPTIMIZER, validateOptimizerConfig } from "./optimizer";
+
+export interface EvalSchedule {
+  /** Evaluate after every one of the first `denseUntil` steps. */
+  denseUntil: number;
+  /** Then at about this many log-spaced steps per decade. */
+  perDecade: number;
+  /** And every `every` steps (0: off). */
+  every: number;
+}
+
+export interface TrainingConfig {
+  /** Seeds the initial weights, batch order, dropout and noise (the split has its own seed). */
+  seed: number;
+  /** The budget: number of optimizer updates. */
+  steps: number;
+  /** Examples per update: a number, "paper" (min(512, half the training set)) or "full" (the whole set). */
+  batchSize: number | "paper" | "full";
+  eval: EvalSchedule;
+  /** Stop once validation accuracy has stayed ≥ 99% at every evaluation for this many steps (null: never). */
+  earlyStopHold: number | null;
+}
+
+export interface RunConfig {
+  data: DatasetConfig;
+  model: ModelConfig;
+  optimizer: OptimizerConfig;
+  training: TrainingConfig;
+}
+
+export const DEFAULT_EVAL: EvalSchedule = { denseUntil: 10, perDecade: 40, every: 0 };
+
+/** The paper's default experiment (Appendix A.1.2) on x/y mod 97 with half the table for training. */
+export function paperConfig(): RunConfig {
+  return {
+    data: { op: "div", modulus: 97, trainFraction: 0.5, splitSeed: 0, outliers: 0 },
+    model: { ...PAPER_TRANSFORMER },
+    optimizer: { ...PAPER_OPTIMIZER },
+    training: { seed: 0, steps: 100_000, batchSize: "paper", eval: { ...DEFAULT_EVAL }, earlyStopHold: null },
+  };
+}
+
+/** The defaults of a model kind, so `--model mlp` gives a complete MLP configuration. */
+export function defaultModel(kind: ModelConfig["kind"]): ModelConfig {
+  if (kind === "mlp") return { ...DEFAULT_MLP };
+  if (kind === "transformer") return { ...PAPER_TRANSFORMER };
+  throw new Error(`model: kind must be transformer or mlp (got ${kind})`);
+}
+
+export class ConfigError extends Error {}
+
+/**
+ * Checks every field and returns a normalized copy (the operation by its id), or throws a ConfigError
+ * naming the field. Nothing is created on disk before this passes.
+ */
+export function normalizeConfig(cfg: RunConfig): RunConfig {
+  try {
+    const out: RunConfig = structuredClone(cfg);
+    for (const section of ["data", "model", "optimizer", "training"] as const) {
+      if (typeof out[section] !== "object" || out[section] === null) throw new Error(`${section}: missing section`);
+    }
+    for (const key of Object.keys(out)) {
+      if (!["data", "model", "optimizer", "training"].includes(key)) throw new Error(`unknown section "${key}"`);
+    }
+    // a misspelled field would otherwise be ignored silently and change nothing
+    const reference = paperConfig();
+    const known: Record<string, object> = {
+      data: reference.data,
+      model: defaultModel(out.model.kind),
+      optimizer: reference.optimizer,
+      training: reference.training,
+    };
+    for (const [section, fields] of Object.entries(known)) {
+      const keys = Object.keys(fields);
+      for (const key of Object.keys((out as unknown as Record<string, object>)[section])) {
+        if (!keys.includes(key)) throw new Error(`${section}: unknown field "${key}" (known: ${keys.join(", ")})`);
+      }
+      for (const key of keys) {
+        if (!(key in (out as unknown as Record<string, object>)[section])) throw new Error(`${section}: missing field "${key}"`);
+      }
+    }
+    const op = findOperation(String(out.data.op));
+    out.data.op = op.id;
+    if (op.domain === "s5") out.data.modulus = 0;
+    else if (!Number.isInteger(out.data.modulus) || out.data.modulus < 2) {
+      throw new Error(`data: modulus must be an integer ≥ 2 (got ${out.data.modulus})`);
+    }
+    if (!(out.data.trainFraction > 0 && out.data.trainFraction < 1)) {
+      throw new Error(`data: trainFraction must be in (0, 1) (got ${out.data.trainFraction})`);
+    }
+    for (const [name, v] of [["splitSeed", out.data.splitSeed], ["outliers", out.data.outliers]] as const) {
+      if (!Number.isInteger(v) || v < 0) throw new Error(`data: ${name} must be an integer ≥ 0 (got ${v})`);
+    }
+    validateModelConfig(out.model);
+    validateOptimizerConfig(out.optimizer);
+    const t = out.training;
+    if (!Number.isInteger(t.seed) || t.seed < 0) throw new Error(`training: seed must be an integer ≥ 0 (got ${t.seed})`);
+    if (!Number.isInteger(t.steps) || t.steps < 1) throw new Error(`training: steps must be a positive integer (got ${t.steps})`);
+    if (!(t.batchSize === "paper" || t.batchSize === "full" || (Number.isInteger(t.batchSize) && t.batchSize > 0))) {
+      throw new Error(`training: batchSize must be a positive integer, "paper" or "full" (got ${t.batchSize})`);
+    }
+    const e = t.eval;
+    if (!e || !Number.isInteger(e.denseUntil) || e.denseUntil < 0) throw new Error(`training: eval.denseUntil must be an integer ≥ 0`);
+    if (!Number.isInteger(e.perDecade) || e.perDecade < 0) throw new Error(`training: eval.perDecade must be an integer ≥ 0`);
+    if (!Number.isInteger(e.every) || e.every < 0) throw new Error(`training: eval.every must be an integer ≥ 0`);
+    if (t.earlyStopHold !== null && !(Number.isInteger(t.earlyStopHold) && t.earlyStopHold >= 0)) {
+      throw new Error(`training: earlyStopHold must be an integer ≥ 0 or null (got ${t.earlyStopHold})`);
+    }
+    return out;
+  } catch (err) {
+    throw new ConfigError(`invalid config: ${(err as Error).message}`);
+  }
+}
+
+/** The examples per update for a training set of `trainSize`. */
+export function resolveBatchSize(batchSize: TrainingConfig["batchSize"], trainSize: number): number {
+  if (batchSize === "full") return trainSize;
+  if (batchSize === "paper") return Math.min(512, Math.ceil(trainSize / 2));
+  return Math.min(batchSize, trainSize);
+}
+
+/** Whether to evaluate after `step` updates (step 0: the initial network). */
+export function isEvalStep(schedule: EvalSchedule, step: number, lastStep: number): boolean {
+  if (step === 0 || step === lastStep || step <= schedule.denseUntil) return true;
+  if (schedule.every > 0 && step % schedule.every === 0) return true;
+  if (schedule.perDecade > 0) {
+    // step is on the grid if it is the rounded value of 10^(k/perDecade) for some k
+    const k = Math.round(Math.log10(step) * schedule.perDecade);
+    for (const kk of [k - 1, k, k + 1]) if (Math.round(Math.pow(10, kk / schedule.perDecade)) === step) return true;
+  }
+  return false;
+}
