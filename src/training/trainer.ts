@@ -284,7 +284,7 @@ export function firstStepAtLeast(rows: MetricsRow[], column: string, threshold: 
 }
 
 /** Validation accuracy has stayed ≥ 99% at every evaluation of the last `hold` steps. */
-function earlyStopReached(rows: MetricsRow[], step: number, hold: number | null): boolean {
+export function earlyStopReached(rows: MetricsRow[], step: number, hold: number | null): boolean {
   if (hold === null || rows.length === 0) return false;
   let since: number | null = null;
   for (let i = rows.length - 1; i >= 0 && rows[i].val_acc >= ACC_99; i--) since = rows[i].step;
