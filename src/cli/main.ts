@@ -3,7 +3,7 @@
 import { parseArgs, ParseArgsConfig } from "node:util";
 import { ENGINE_NAMES, TFJS_BACKENDS } from "../engines/index";
 import { RunInfo, RunStore } from "../store/run-store";
-import { ConfigError, normalizeConfig, RunConfig } from "../training/config";
+import { ConfigError, RunConfig } from "../training/config";
 import { demoConfig } from "../training/presets";
 import { train, TrainOptions } from "../training/trainer";
 import { runBenchmark } from "./bench";
@@ -80,12 +80,9 @@ function runtimeOptions(values: Record<string, string | boolean | undefined>): T
 
 async function trainCommand(config: RunConfig, values: Record<string, string | boolean | undefined>): Promise<number> {
   const options = runtimeOptions(values);
-  const cfg = normalizeConfig(config);
-  const id = RunStore.idFor(cfg);
-  process.stderr.write(`run id ${id}\n`);
-  const result = await train(cfg, options);
+  const result = await train(config, options);
   if (values.json) process.stdout.write(JSON.stringify(showJson(options.store instanceof RunStore ? options.store : new RunStore(options.store), result), null, 2) + "\n");
-  else process.stdout.write(`${id}\n`);
+  else process.stdout.write(`${result.id}\n`);
   return result.interrupted ? 130 : 0;
 }
 

@@ -9,7 +9,7 @@ import { initParams, ModelDims } from "../model/config";
 import { Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
 import { l2norm, NamedTensors } from "../util/tensors";
 import { BatchSampler } from "./batches";
-import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "./config";
+import { ConfigError, isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "./config";
 import { learningRate, Optimizer } from "./optimizer";
 import { formatDuration, ProgressBar } from "./progress";
 
@@ -55,7 +55,12 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
     return { ...store.info(id), metrics: store.readMetrics(id), interrupted: false };
   }
   // everything that can fail on bad input fails here, before the run directory exists
-  const dataset = makeDataset(cfg.data);
+  let dataset: Dataset;
+  try {
+    dataset = makeDataset(cfg.data);
+  } catch (err) {
+    throw new ConfigError(`invalid config: data: ${(err as Error).message}`);
+  }
   const dims: ModelDims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
   const { engine, description } = await createEngine(options);
   try {
