@@ -9,9 +9,11 @@ import { paperConfig, RunConfig } from "./config";
  */
 export function demoConfig(): RunConfig {
   const cfg = paperConfig();
-  cfg.data = { op: "add", modulus: 23, trainFraction: 0.5, splitSeed: 0, outliers: 0 };
+  cfg.data = { op: "add", modulus: 47, trainFraction: 0.4, splitSeed: 0, outliers: 0 };
   cfg.model = { ...PAPER_TRANSFORMER, layers: 1, width: 64, heads: 4 };
-  cfg.training = { ...cfg.training, steps: 3000, batchSize: "full" };
+  cfg.optimizer = { ...cfg.optimizer, lr: 3e-3 };
+  // the paper's minibatch rule; stop 500 steps after validation accuracy holds at 99%
+  cfg.training = { ...cfg.training, steps: 8000, batchSize: "paper", earlyStopHold: 500 };
   return cfg;
 }
 
