@@ -11,7 +11,7 @@ export { PAPER_OPTIMIZER, learningRate } from "./training/optimizer";
 export type { OptimizerConfig } from "./training/optimizer";
 export { paperConfig, normalizeConfig, ConfigError } from "./training/config";
 export type { RunConfig, TrainingConfig, EvalSchedule } from "./training/config";
-export { PRESETS, demoConfig, fig1Config } from "./training/presets";
+export { PRESETS, demoConfig, fig1Config, FIG2_OPTIMIZER_VARIANTS } from "./training/presets";
 export { train } from "./training/trainer";
 export type { TrainOptions, TrainResult } from "./training/trainer";
 export { createEngine } from "./engines/index";

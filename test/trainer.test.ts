@@ -9,6 +9,7 @@ import { RunLock, RunLockedError } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
 import { isEvalStep, normalizeConfig, RunConfig } from "../src/training/config";
 import { PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { FIG2_OPTIMIZER_VARIANTS } from "../src/training/presets";
 import { earlyStopReached, train } from "../src/training/trainer";
 import { tempStore, tinyConfig, withoutTime } from "./helpers";
 
@@ -159,4 +160,18 @@ test("evaluation reports softmax saturation: float32 losses of exactly 0", async
   assert.equal(r.saturated, 0.5); // the first example has loss exactly 0; the second a huge finite loss
   assert.ok(Number.isFinite(r.loss) && r.loss > 400, `loss ${r.loss}`);
   engine.dispose();
+});
+
+test("each optimizer variant of the paper's Fig 2 is one config that trains", async () => {
+  const names = Object.keys(FIG2_OPTIMIZER_VARIANTS);
+  assert.equal(names.length, 9);
+  const ids = new Set<string>();
+  for (const name of names) {
+    const cfg = normalizeConfig(FIG2_OPTIMIZER_VARIANTS[name](tinyConfig({ steps: 3, batchSize: 16 })));
+    ids.add(RunStore.idFor(cfg));
+    const result = await train(cfg, { store: tempStore("fig2"), ...quiet });
+    assert.equal(result.stepsDone, 3, name);
+    assert.ok(result.metrics.rows.every((r) => Number.isFinite(r.train_loss)), name);
+  }
+  assert.equal(ids.size, 9, "two variants are the same config");
 });

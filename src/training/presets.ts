@@ -13,7 +13,7 @@ export function demoConfig(): RunConfig {
   cfg.model = { ...PAPER_TRANSFORMER, layers: 1, width: 64, heads: 4 };
   cfg.optimizer = { ...cfg.optimizer, lr: 3e-3 };
   // the paper's minibatch rule; stop 500 steps after validation accuracy holds at 99%
-  cfg.training = { ...cfg.training, steps: 8000, batchSize: "paper", earlyStopHold: 500 };
+  cfg.training = { ...cfg.training, steps: 10000, batchSize: "paper", earlyStopHold: 500 };
   return cfg;
 }
 
@@ -29,4 +29,65 @@ export const PRESETS: Record<string, () => RunConfig> = {
   paper: paperConfig,
   fig1: fig1Config,
   demo: demoConfig,
+};
+
+/** Applies a change to a copy of a config. */
+type Variant = (cfg: RunConfig) => RunConfig;
+
+function variant(change: (cfg: RunConfig) => void): Variant {
+  return (base) => {
+    const cfg = structuredClone(base);
+    change(cfg);
+    return cfg;
+  };
+}
+
+const adam = (cfg: RunConfig) => {
+  cfg.optimizer.kind = "adam";
+  cfg.optimizer.weightDecay = 0;
+};
+
+/**
+ * The nine optimizer variants of the paper's Fig 2 (left), each a change to a base config (the paper
+ * trains them on the S5 product). The paper gives no σ for the update noise; 0.1 is our choice.
+ */
+export const FIG2_OPTIMIZER_VARIANTS: Record<string, Variant> = {
+  "full-batch Adam": variant((c) => {
+    adam(c);
+    c.training.batchSize = "full";
+  }),
+  "minibatch Adam": variant((c) => {
+    adam(c);
+    c.training.batchSize = "paper";
+  }),
+  "full-batch Adam, update noise": variant((c) => {
+    adam(c);
+    c.training.batchSize = "full";
+    c.optimizer.updateNoise = 0.1;
+  }),
+  "Adam, residual dropout 0.1": variant((c) => {
+    adam(c);
+    c.model.dropout = 0.1;
+  }),
+  "AdamW, weight decay 1": variant((c) => {
+    c.optimizer.kind = "adamw";
+    c.optimizer.weightDecay = 1;
+  }),
+  "AdamW, decay toward init": variant((c) => {
+    c.optimizer.kind = "adamw";
+    c.optimizer.weightDecay = 1;
+    c.optimizer.decayToward = "init";
+  }),
+  "Adam, lr 3e-4": variant((c) => {
+    adam(c);
+    c.optimizer.lr = 3e-4;
+  }),
+  "Adam, lr 3e-3": variant((c) => {
+    adam(c);
+    c.optimizer.lr = 3e-3;
+  }),
+  "Adam, weight noise 0.01": variant((c) => {
+    adam(c);
+    c.optimizer.weightNoise = 0.01;
+  }),
 };
