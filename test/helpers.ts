@@ -10,8 +10,16 @@ import { MetricsRow } from "../src/store/run-store";
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
 export const GROK_BIN = path.join(REPO_ROOT, "bin", "grok.js");
 
+const tempDirs: string[] = [];
+process.on("exit", () => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory for a run store, removed when the test process exits. */
 export function tempStore(label: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `grok-${label}-`));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `grok-${label}-`));
+  tempDirs.push(dir);
+  return dir;
 }
 
 /** A real table (x+y mod 11), a 1-layer width-16 transformer, a few dozen steps: seconds to train. */

@@ -10,16 +10,14 @@ import { decodeSafetensors, encodeSafetensors, readCheckpoint, writeCheckpoint }
 import { formatCsv, parseCsv } from "../src/store/csv";
 import { canonicalJson, configHash } from "../src/store/hash";
 import { NamedTensors } from "../src/util/tensors";
+import { tempStore } from "./helpers";
 
 // Compiled modules for child processes: this file runs as dist/test/store.test.js.
 const ATOMIC_JS = path.resolve(__dirname, "../src/store/atomic.js");
 const LOCK_JS = path.resolve(__dirname, "../src/store/lock.js");
 
-const tempRoot = fs.mkdtempSync(path.join(os.tmpdir(), "grok-store-test-"));
-process.on("exit", () => fs.rmSync(tempRoot, { recursive: true, force: true }));
-
 function tempDir(): string {
-  return fs.mkdtempSync(path.join(tempRoot, "case-"));
+  return tempStore("store");
 }
 
 function runNode(code: string): ChildProcess {

@@ -55,7 +55,6 @@ export const SPECIAL_FLAGS = {
   preset: "starting config: " + Object.keys(PRESETS).join(", ") + " (default paper)",
   config: "a JSON file with a (partial) RunConfig, applied over the preset",
   model: "transformer or mlp (switching kind starts from that kind's defaults)",
-  grokfast: "enable the Grokfast EMA gradient filter (α 0.98, λ 2 unless set)",
   "grokfast-alpha": "Grokfast EMA decay α",
   "grokfast-lambda": "Grokfast amplification λ",
   "eval-dense": "evaluate after each of the first N steps",

@@ -21,8 +21,9 @@ const RUNTIME_FLAGS = {
   "keep-checkpoints": "periodic checkpoints kept (default 2, 0: all)",
 } as const;
 
+const GROKFAST_HELP = "enable the Grokfast EMA gradient filter (α 0.98, λ 2 unless set)";
+
 const BOOLEAN_FLAGS = {
-  grokfast: SPECIAL_FLAGS.grokfast,
   "no-progress": "no progress line",
   json: "print the finished run as JSON on stdout",
   help: "this help",
@@ -33,7 +34,7 @@ function trainOptionsSpec(): ParseArgsConfig["options"] {
   for (const f of FIELD_FLAGS) options[f.flag] = { type: "string" };
   for (const name of Object.keys(SPECIAL_FLAGS)) options[name] = { type: "string" };
   for (const name of Object.keys(RUNTIME_FLAGS)) options[name] = { type: "string" };
-  for (const name of Object.keys(BOOLEAN_FLAGS)) options[name] = { type: "boolean" };
+  for (const name of [...Object.keys(BOOLEAN_FLAGS), "grokfast"]) options[name] = { type: "boolean" };
   options.modulus.short = "p";
   return options;
 }
@@ -72,7 +73,8 @@ function runtimeOptions(values: Record<string, string | boolean | undefined>): T
     checkpointEvery: intFlag(values, "checkpoint-every", 1),
     checkpointSeconds: intFlag(values, "checkpoint-seconds", 1),
     keepCheckpoints: intFlag(values, "keep-checkpoints", 0),
-    progress: values["no-progress"] ? false : undefined,
+    // on a terminal the line redraws in place; in a log it is printed every few seconds
+    progress: !values["no-progress"],
     handleSignals: true,
     log: (m) => process.stderr.write(m + "\n"),
   };
@@ -204,7 +206,11 @@ function usage(): string {
     "  show RUN [--json]      one run: config, status, first steps at 99%, last metrics\n" +
     "  bench [options]        ms per training step of the paper's model (--batch-size, --steps, --backend)\n" +
     "  demo                   train the demo run and print when train and validation accuracy reach 99%\n\n" +
-    section("train: the run", [...FIELD_FLAGS.map((f) => [f.flag, f.help] as [string, string]), ...Object.entries(SPECIAL_FLAGS)]) +
+    section("train: the run", [
+      ...FIELD_FLAGS.map((f) => [f.flag === "modulus" ? "modulus, -p" : f.flag, f.help] as [string, string]),
+      ...Object.entries(SPECIAL_FLAGS),
+      ["grokfast", GROKFAST_HELP],
+    ]) +
     "\n" +
     section("train: how it runs", [...Object.entries(RUNTIME_FLAGS), ...Object.entries(BOOLEAN_FLAGS)])
   );

@@ -24,7 +24,7 @@ export interface TrainOptions extends EngineOptions {
   keepCheckpoints?: number;
   /** Called after each evaluation with its metrics row (awaited). */
   onEval?: (row: MetricsRow, run: { id: string; steps: number }) => void | Promise<void>;
-  /** Show a progress line on stderr (default: when stderr is a terminal). */
+  /** Show a progress line on stderr, redrawn on a terminal, every few seconds otherwise (default: on a terminal). */
   progress?: boolean;
   /** Where messages go (default: stderr). */
   log?: (message: string) => void;

@@ -75,6 +75,7 @@ async function tryBackend(backend: Exclude<TfjsBackendChoice, "auto">): Promise<
 }
 
 function firstLine(err: unknown): string {
+  if ((err as { code?: string }).code === "MODULE_NOT_FOUND") return "not installed";
   const msg = err instanceof Error ? err.message : String(err);
   return msg.split("\n")[0];
 }
