@@ -7,7 +7,7 @@ import { TfjsEngine } from "../src/engines/tfjs/engine";
 import { initParams } from "../src/model/config";
 import { RunLock, RunLockedError } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
-import { isEvalStep, normalizeConfig, RunConfig } from "../src/training/config";
+import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "../src/training/config";
 import { PAPER_OPTIMIZER } from "../src/training/optimizer";
 import { FIG2_OPTIMIZER_VARIANTS } from "../src/training/presets";
 import { earlyStopReached, train } from "../src/training/trainer";
@@ -174,4 +174,12 @@ test("each optimizer variant of the paper's Fig 2 is one config that trains", as
     assert.ok(result.metrics.rows.every((r) => Number.isFinite(r.train_loss)), name);
   }
   assert.equal(ids.size, 9, "two variants are the same config");
+});
+
+test("batch sizes: the paper's rule min(512, half the training set), full batch, or a number capped by the set", () => {
+  assert.equal(resolveBatchSize("paper", 4656), 512);
+  assert.equal(resolveBatchSize("paper", 601), 301);
+  assert.equal(resolveBatchSize("full", 4656), 4656);
+  assert.equal(resolveBatchSize(128, 4656), 128);
+  assert.equal(resolveBatchSize(1000, 300), 300);
 });

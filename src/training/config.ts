@@ -1,7 +1,7 @@
 // A run's full configuration. Everything here can change the result and so is part of the run's id (a hash
 // of this object); how a run is executed (engine, backend, store, checkpoint cadence) is not.
 
-import { DatasetConfig } from "../data/dataset";
+import { DatasetConfig, defaultBatchSize } from "../data/dataset";
 import { findOperation } from "../data/operations";
 import { DEFAULT_MLP, ModelConfig, PAPER_TRANSFORMER, validateModelConfig } from "../model/config";
 import { OptimizerConfig, PAPER_OPTIMIZER, validateOptimizerConfig } from "./optimizer";
@@ -121,7 +121,7 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
 /** The examples per update for a training set of `trainSize`. */
 export function resolveBatchSize(batchSize: TrainingConfig["batchSize"], trainSize: number): number {
   if (batchSize === "full") return trainSize;
-  if (batchSize === "paper") return Math.min(512, Math.ceil(trainSize / 2));
+  if (batchSize === "paper") return defaultBatchSize(trainSize);
   return Math.min(batchSize, trainSize);
 }
 

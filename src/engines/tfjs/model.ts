@@ -168,10 +168,8 @@ export class TfjsModel {
   private mlp(cfg: MlpConfig, p: Params, { inputs, masks }: ForwardInputs): TF.Tensor2D {
     const tf = this.tf;
     const batch = inputs.shape[0];
-    const seqLen = inputs.shape[1];
-    // operands are positions 0 (x) and 2 (y) of x ∘ y =
-    const operands = tf.reshape(tf.slice(tf.reshape(inputs, [batch, seqLen]), [0, 0], [batch, 3]), [batch, 3]);
-    const xy = tf.concat([tf.slice(operands, [0, 0], [batch, 1]), tf.slice(operands, [0, 2], [batch, 1])], 1) as TF.Tensor2D;
+    // the operands are positions 0 (x) and 2 (y) of x ∘ y =
+    const xy = tf.gather(inputs, [0, 2], 1) as TF.Tensor2D;
     const emb = tf.reshape(this.embed(p, xy, this.dims.numSymbols), [batch, 2 * cfg.width]) as TF.Tensor2D;
     let hidden = this.activation(cfg.activation, tf.add(this.linear(emb, p["mlp.w1"] as TF.Tensor2D), p["mlp.b1"])) as TF.Tensor2D;
     if (masks.length) hidden = tf.mul(hidden, masks[0]) as TF.Tensor2D;
