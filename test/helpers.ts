@@ -3,7 +3,9 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { PAPER_TRANSFORMER } from "../src/model/config";
+import { Batch } from "../src/engines/engine";
+import { ModelConfig, ModelDims, PAPER_TRANSFORMER, TransformerConfig } from "../src/model/config";
+import { Rng } from "../src/util/rng";
 import { paperConfig, RunConfig } from "../src/training/config";
 import { MetricsRow } from "../src/store/run-store";
 
@@ -34,4 +36,30 @@ export function tinyConfig(over: { steps?: number; batchSize?: RunConfig["traini
 /** Metrics rows without the wall-clock column, which differs between any two runs. */
 export function withoutTime(rows: MetricsRow[]): MetricsRow[] {
   return rows.map(({ wall_seconds: _unused, ...rest }) => rest);
+}
+
+export const SMALL_DIMS: ModelDims = { vocabSize: 13, numSymbols: 11, seqLen: 4 };
+
+const small = (over: Partial<TransformerConfig>): ModelConfig => ({ ...PAPER_TRANSFORMER, layers: 2, width: 16, heads: 4, ...over });
+
+/** Model configurations that together cover every option, for the engine checks. */
+export const CONFIGS: [string, ModelConfig][] = [
+  ["post-LN, sinusoidal, relu (openai/grok)", small({})],
+  ["pre-LN, learned positions, gelu", small({ norm: "pre", positions: "learned", activation: "gelu" })],
+  ["post-LN, learned positions, 1 layer, ffn ratio 2", small({ layers: 1, positions: "learned", ffnRatio: 2 })],
+  ["pre-LN, sinusoidal, 3 layers, 2 heads", small({ norm: "pre", layers: 3, heads: 2 })],
+  ["mlp relu", { kind: "mlp", width: 8, hidden: 24, activation: "relu", dropout: 0 }],
+  ["mlp gelu", { kind: "mlp", width: 8, hidden: 24, activation: "gelu", dropout: 0 }],
+];
+
+/** Random equations x ∘ y = with random answers; with few symbols, many examples share their x. */
+export function randomBatch(dims: ModelDims, size: number, seed: number): Batch {
+  const rng = new Rng(seed);
+  const inputs = new Int32Array(size * dims.seqLen);
+  const targets = new Int32Array(size);
+  for (let b = 0; b < size; b++) {
+    inputs.set([rng.int(dims.numSymbols), dims.numSymbols, rng.int(dims.numSymbols), dims.numSymbols + 1], b * dims.seqLen);
+    targets[b] = rng.int(dims.numSymbols);
+  }
+  return { size, inputs, targets };
 }

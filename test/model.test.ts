@@ -6,38 +6,10 @@ import { countParams, initParams, ModelConfig, ModelDims, PAPER_TRANSFORMER, par
 import { PAPER_OPTIMIZER } from "../src/training/optimizer";
 import { Rng } from "../src/util/rng";
 import { NamedTensors } from "../src/util/tensors";
+import { CONFIGS, randomBatch, SMALL_DIMS } from "./helpers";
 import { referenceLogits, referenceLoss } from "./reference-model";
 
 const PAPER_DIMS: ModelDims = { vocabSize: 99, numSymbols: 97, seqLen: 4 };
-const SMALL_DIMS: ModelDims = { vocabSize: 13, numSymbols: 11, seqLen: 4 };
-
-const small = (over: Partial<Extract<ModelConfig, { kind: "transformer" }>>): ModelConfig => ({
-  ...PAPER_TRANSFORMER,
-  layers: 2,
-  width: 16,
-  heads: 4,
-  ...over,
-});
-
-const CONFIGS: [string, ModelConfig][] = [
-  ["post-LN, sinusoidal, relu (openai/grok)", small({})],
-  ["pre-LN, learned positions, gelu", small({ norm: "pre", positions: "learned", activation: "gelu" })],
-  ["post-LN, learned positions, 1 layer, ffn ratio 2", small({ layers: 1, positions: "learned", ffnRatio: 2 })],
-  ["pre-LN, sinusoidal, 3 layers, 2 heads", small({ norm: "pre", layers: 3, heads: 2 })],
-  ["mlp relu", { kind: "mlp", width: 8, hidden: 24, activation: "relu", dropout: 0 }],
-  ["mlp gelu", { kind: "mlp", width: 8, hidden: 24, activation: "gelu", dropout: 0 }],
-];
-
-function randomBatch(dims: ModelDims, size: number, seed: number) {
-  const rng = new Rng(seed);
-  const inputs = new Int32Array(size * dims.seqLen);
-  const targets = new Int32Array(size);
-  for (let b = 0; b < size; b++) {
-    inputs.set([rng.int(dims.numSymbols), dims.numSymbols, rng.int(dims.numSymbols), dims.numSymbols + 1], b * dims.seqLen);
-    targets[b] = rng.int(dims.numSymbols);
-  }
-  return { size, inputs, targets };
-}
 
 async function engineFor(model: ModelConfig, dims: ModelDims, weights: NamedTensors, seed = 0) {
   const engine = await TfjsEngine.create("auto");

@@ -4,6 +4,8 @@ import * as path from "node:path";
 import { test } from "node:test";
 import { loadRun, loadWeights, metricsFrame } from "../src/analysis/runs";
 import { TfjsEngine } from "../src/engines/tfjs/engine";
+import { createEngine } from "../src/engines/index";
+import { encodeInputs, makeDataset } from "../src/data/dataset";
 import { initParams } from "../src/model/config";
 import { RunLock, RunLockedError } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
@@ -59,9 +61,13 @@ test("a run records config, metrics rows with every column, checkpoints and firs
   const { weights, step } = loadWeights(result.id, "final", store);
   assert.equal(step, 40);
   const cfg = normalizeConfig(tinyConfig({ steps: 40 }));
-  const engine = await TfjsEngine.create();
-  const dims = { vocabSize: 13, numSymbols: 11, seqLen: 4 };
+  const { engine } = await createEngine({ engine: result.engine as "fast" | "tfjs" });
+  const ds = makeDataset(cfg.data);
+  const dims = { vocabSize: ds.vocabSize, numSymbols: ds.numSymbols, seqLen: ds.seqLen };
   engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed: 0 }, weights);
+  const val = engine.evaluate({ size: ds.val.size, inputs: encodeInputs(ds, ds.val), targets: ds.val.answer });
+  assert.equal(val.loss, last.val_loss);
+  assert.equal(val.accuracy, last.val_acc);
   const loaded = loadRun(result.id, store);
   assert.equal(loaded.status, "finished");
   const frame = metricsFrame(loaded);
@@ -88,17 +94,17 @@ for (const [name, config] of [
     return cfg;
   }],
 ] as const) {
-  test(`a stopped and resumed run ends with the metrics of an uninterrupted one: ${name}`, async () => {
+  for (const engine of ["tfjs", "fast"] as const) test(`a stopped and resumed run ends with the metrics of an uninterrupted one (${engine} engine): ${name}`, async () => {
     const straightStore = tempStore("straight");
-    const straight = await train(config(), { store: straightStore, ...quiet });
+    const straight = await train(config(), { store: straightStore, engine, ...quiet });
     const store = tempStore("resumed");
     // stop twice, between checkpoints: the resumed run replays from the last checkpoint
-    const first = await train(config(), { store, stopAfter: 7, checkpointEvery: 5, ...quiet });
+    const first = await train(config(), { store, engine, stopAfter: 7, checkpointEvery: 5, ...quiet });
     assert.equal(first.status, "stopped");
     assert.equal(first.interrupted, true);
-    const second = await train(config(), { store, stopAfter: 13, checkpointEvery: 5, ...quiet });
+    const second = await train(config(), { store, engine, stopAfter: 13, checkpointEvery: 5, ...quiet });
     assert.equal(second.status, "stopped");
-    const done = await train(config(), { store, checkpointEvery: 5, ...quiet });
+    const done = await train(config(), { store, engine, checkpointEvery: 5, ...quiet });
     assert.equal(done.status, "finished");
     assert.deepEqual(withoutTime(done.metrics.rows), withoutTime(straight.metrics.rows));
     assert.deepEqual(withoutTime(new RunStore(store).readMetrics(done.id).rows), withoutTime(straight.metrics.rows));

@@ -1,7 +1,7 @@
 // `grok`: train runs, list and show them, benchmark the engine, run the demo.
 
 import { parseArgs, ParseArgsConfig } from "node:util";
-import { ENGINE_NAMES, TFJS_BACKENDS } from "../engines/index";
+import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
 import { RunInfo, RunStore } from "../store/run-store";
 import { ConfigError, RunConfig } from "../training/config";
 import { demoConfig } from "../training/presets";
@@ -16,6 +16,8 @@ const RUNTIME_FLAGS = {
   store: "run store directory (default: the project's data/runs, or $GROK_STORE)",
   engine: `engine: auto, ${ENGINE_NAMES.join(", ")}`,
   backend: `tfjs backend: ${TFJS_BACKENDS.join(", ")}`,
+  kernels: `fast engine kernels: ${KERNEL_CHOICES.join(", ")} (auto: native when built)`,
+  threads: "fast engine threads (default: 2, or GROK_THREADS)",
   "checkpoint-every": "checkpoint every N steps (default 1000)",
   "checkpoint-seconds": "and at least every N seconds (default 60)",
   "keep-checkpoints": "periodic checkpoints kept (default 2, 0: all)",
@@ -66,10 +68,16 @@ function runtimeOptions(values: Record<string, string | boolean | undefined>): T
   if (backend !== undefined && !(TFJS_BACKENDS as readonly string[]).includes(backend)) {
     throw new UsageError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${backend}")`);
   }
+  const kernels = values.kernels as string | undefined;
+  if (kernels !== undefined && !(KERNEL_CHOICES as readonly string[]).includes(kernels)) {
+    throw new UsageError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
+  }
   return {
     store: values.store as string | undefined,
     engine: engine as TrainOptions["engine"],
     backend: backend as TrainOptions["backend"],
+    kernels: kernels as TrainOptions["kernels"],
+    threads: intFlag(values, "threads", 1),
     checkpointEvery: intFlag(values, "checkpoint-every", 1),
     checkpointSeconds: intFlag(values, "checkpoint-seconds", 1),
     keepCheckpoints: intFlag(values, "keep-checkpoints", 0),
@@ -173,7 +181,11 @@ function showCommand(args: string[]): number {
 }
 
 async function demoCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, { store: { type: "string" }, backend: { type: "string" }, engine: { type: "string" }, "no-progress": { type: "boolean" } }, 0);
+  const { values } = parse(
+    args,
+    { store: { type: "string" }, engine: { type: "string" }, backend: { type: "string" }, kernels: { type: "string" }, threads: { type: "string" }, "no-progress": { type: "boolean" } },
+    0,
+  );
   const options = runtimeOptions(values);
   const cfg = demoConfig();
   process.stdout.write(
@@ -204,7 +216,9 @@ function usage(): string {
     "  train [options]        train a run (resumes it if the store has it; finished runs return at once)\n" +
     "  ls [--json]            list the runs in the store\n" +
     "  show RUN [--json]      one run: config, status, first steps at 99%, last metrics\n" +
-    "  bench [options]        ms per training step of the paper's model (--batch-size, --steps, --backend)\n" +
+    "  bench [options]        ms per training step of the paper's model (--batch-size 512|full, --steps N|auto,\n" +
+    "                         --engine, --backend, --kernels, --threads, --json)\n" +
+    "  bench --all            every engine and PyTorch, at batch 512 and full batch, as ratios (--seconds N)\n" +
     "  demo                   train the demo run and print when train and validation accuracy reach 99%\n\n" +
     section("train: the run", [
       ...FIELD_FLAGS.map((f) => [f.flag === "modulus" ? "modulus, -p" : f.flag, f.help] as [string, string]),

@@ -85,5 +85,5 @@ export function dropoutMasks(model: ModelConfig, dims: ModelDims, size: number, 
 }
 
 /** The names of the engines this build offers, best first (a faster engine registers itself ahead). */
-export const ENGINE_NAMES = ["tfjs"] as const;
+export const ENGINE_NAMES = ["fast", "tfjs"] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];

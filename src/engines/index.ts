@@ -1,16 +1,26 @@
-// Engine selection. `auto` picks the best engine this build offers.
+// Engine selection. `auto`: TensorFlow.js when its native GPU package is installed (the GPU beats any CPU
+// engine), else the fast engine with native kernels, else TensorFlow.js (wasm beats the fast engine's
+// TypeScript kernels: see `npm run bench`).
 
 import { Engine, ENGINE_NAMES, EngineName } from "./engine";
+import { FastEngine } from "./fast/engine";
+import { KernelChoice } from "./fast/kernels";
+import { nativeKernelsAvailable } from "./fast/load-kernels";
 import { TFJS_BACKENDS, TfjsBackendChoice } from "./tfjs/backend";
 import { TfjsEngine } from "./tfjs/engine";
 
 export type EngineChoice = EngineName | "auto";
 export { ENGINE_NAMES, TFJS_BACKENDS };
+export const KERNEL_CHOICES: readonly KernelChoice[] = ["auto", "native", "typescript"];
 
 export interface EngineOptions {
   engine?: EngineChoice;
-  /** The tfjs backend (auto: node-gpu, node, wasm, cpu). */
+  /** The tfjs backend (auto: node-gpu, node, wasm, cpu); naming one implies the tfjs engine under auto. */
   backend?: TfjsBackendChoice;
+  /** The fast engine's kernels (auto: native when built). */
+  kernels?: KernelChoice;
+  /** Threads of the fast engine's native kernels (default: both cores). */
+  threads?: number;
 }
 
 export interface CreatedEngine {
@@ -19,10 +29,38 @@ export interface CreatedEngine {
   description: string;
 }
 
+function installed(pkg: string): boolean {
+  try {
+    require.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function createEngine(opts: EngineOptions = {}): Promise<CreatedEngine> {
   const choice = opts.engine ?? "auto";
   if (choice !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(choice)) {
     throw new Error(`unknown engine "${choice}"; choose one of auto, ${ENGINE_NAMES.join(", ")}`);
+  }
+  if (opts.kernels !== undefined && !KERNEL_CHOICES.includes(opts.kernels)) {
+    throw new Error(`unknown kernels "${opts.kernels}"; choose one of ${KERNEL_CHOICES.join(", ")}`);
+  }
+  let name: EngineName;
+  if (choice !== "auto") name = choice;
+  else if (opts.backend !== undefined && opts.backend !== "auto") name = "tfjs";
+  else if (opts.kernels !== undefined && opts.kernels !== "auto") name = "fast";
+  else if (installed("@tensorflow/tfjs-node-gpu")) name = "tfjs";
+  else name = nativeKernelsAvailable() ? "fast" : "tfjs";
+  if (name === "fast" && opts.backend !== undefined && opts.backend !== "auto") {
+    throw new Error(`--backend ${opts.backend} chooses a tfjs backend, but the engine is fast (it takes --kernels)`);
+  }
+  if (name === "tfjs" && opts.kernels !== undefined && opts.kernels !== "auto") {
+    throw new Error(`--kernels ${opts.kernels} chooses the fast engine's kernels, but the engine is tfjs`);
+  }
+  if (name === "fast") {
+    const engine = FastEngine.create(opts.kernels ?? "auto", opts.threads);
+    return { engine, description: `engine fast (${engine.backend}): ${engine.backendNote}` };
   }
   const engine = await TfjsEngine.create(opts.backend ?? "auto");
   return { engine, description: `engine tfjs on ${engine.backend}: ${engine.backendNote}` };

@@ -70,6 +70,35 @@ export function validateOptimizerConfig(cfg: OptimizerConfig): void {
   }
 }
 
+/**
+ * One Adam/AdamW update of n parameters in place (see engines/fast/kernels.ts for the contract):
+ * decay toward `init` (or 0), decoupled (AdamW) or in the gradient (Adam); then the bias-corrected step,
+ * plus `noise` (σ·N(0,1) per parameter) on the normalized update. Double-precision arithmetic in this exact
+ * order, so a native kernel can match it bit for bit.
+ */
+export type AdamUpdate = (
+  p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, init: Float32Array | null, noise: Float32Array | null,
+  n: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, weightDecay: number, decoupled: boolean,
+) => void;
+
+export const adamUpdate: AdamUpdate = (p, g, m, v, init, noise, n, lr, beta1, beta2, eps, bc1, bc2, weightDecay, decoupled) => {
+  const sqrtBc2 = Math.sqrt(bc2);
+  const stepSize = lr / bc1;
+  for (let i = 0; i < n; i++) {
+    let gi = g[i];
+    if (weightDecay > 0) {
+      const decay = weightDecay * (init ? p[i] - init[i] : p[i]);
+      if (decoupled) p[i] -= lr * decay;
+      else gi += decay;
+    }
+    m[i] = beta1 * m[i] + (1 - beta1) * gi;
+    v[i] = beta2 * v[i] + (1 - beta2) * gi * gi;
+    let u = m[i] / (Math.sqrt(v[i]) / sqrtBc2 + eps);
+    if (noise) u += noise[i];
+    p[i] -= stepSize * u;
+  }
+};
+
 /** Optimizer state slot names as they appear in checkpoints: "optim.<slot>.<param>". */
 const SLOT_PREFIX = "optim.";
 
@@ -82,6 +111,8 @@ export class Optimizer {
     /** Seeds the update noise; the same seed and step give the same noise. */
     private readonly seed: number,
     initialWeights: NamedTensors,
+    /** The Adam/AdamW inner loop: this module's, or an engine's native kernel with the same arithmetic. */
+    private readonly adam: AdamUpdate = adamUpdate,
   ) {
     const zeros = (): Map<string, Float32Array> =>
       new Map([...initialWeights].map(([name, t]) => [name, new Float32Array(t.data.length)]));
@@ -136,22 +167,12 @@ export class Optimizer {
       }
       const m = this.slots.get("m")!.get(name)!;
       const v = this.slots.get("v")!.get(name)!;
-      const decoupled = cfg.kind === "adamw";
-      const stepSize = lr / bc1;
-      const sqrtBc2 = Math.sqrt(bc2);
-      for (let i = 0; i < p.length; i++) {
-        let gi = g[i];
-        if (wd > 0) {
-          const decay = wd * (init ? p[i] - init[i] : p[i]);
-          if (decoupled) p[i] -= lr * decay;
-          else gi += decay;
-        }
-        m[i] = cfg.beta1 * m[i] + (1 - cfg.beta1) * gi;
-        v[i] = cfg.beta2 * v[i] + (1 - cfg.beta2) * gi * gi;
-        let u = m[i] / (Math.sqrt(v[i]) / sqrtBc2 + cfg.eps);
-        if (noise) u += cfg.updateNoise * noise.normal();
-        p[i] -= stepSize * u;
+      let noiseValues: Float32Array | null = null;
+      if (noise) {
+        noiseValues = new Float32Array(p.length);
+        for (let i = 0; i < p.length; i++) noiseValues[i] = cfg.updateNoise * noise.normal();
       }
+      this.adam(p, g, m, v, init ?? null, noiseValues, p.length, lr, cfg.beta1, cfg.beta2, cfg.eps, bc1, bc2, wd, cfg.kind === "adamw");
     }
   }
 

@@ -4,7 +4,7 @@
 
 import { Dataset, encodeInputs, Examples, makeDataset } from "../data/dataset";
 import { Batch, Engine } from "../engines/engine";
-import { createEngine, EngineOptions } from "../engines/index";
+import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
 import { Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
 import { l2norm, NamedTensors } from "../util/tensors";
@@ -62,7 +62,13 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
     throw new ConfigError(`invalid config: data: ${(err as Error).message}`);
   }
   const dims: ModelDims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
-  const { engine, description } = await createEngine(options);
+  let created: CreatedEngine;
+  try {
+    created = await createEngine(options);
+  } catch (err) {
+    throw new ConfigError(`engine: ${(err as Error).message}`);
+  }
+  const { engine, description } = created;
   try {
     const { lock, state } = store.openForTraining(cfg);
     try {

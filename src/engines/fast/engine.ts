@@ -1,0 +1,77 @@
+// The fast CPU engine: the models' forward and backward passes in TypeScript (transformer.ts, mlp.ts),
+// their hot kernels native (node-gyp addon) or TypeScript where the addon did not build.
+
+import { BaseEngine, countCorrect, ForwardChunk } from "../base";
+import { Batch, EngineSetup, GradientResult, dropoutMasks } from "../engine";
+import { noisyWeights, Optimizer } from "../../training/optimizer";
+import { NamedTensors } from "../../util/tensors";
+import { FastMlp } from "./mlp";
+import { KernelChoice, Kernels } from "./kernels";
+import { loadKernels } from "./load-kernels";
+import { FastTransformer, Weights } from "./transformer";
+
+export class FastEngine extends BaseEngine {
+  readonly name = "fast";
+  private model: FastTransformer | FastMlp | null = null;
+  private gradBuffers: Weights = new Map();
+
+  private constructor(
+    private readonly kernels: Kernels,
+    /** Why these kernels, for the line printed when a run starts. */
+    readonly backendNote: string,
+  ) {
+    super();
+  }
+
+  static create(choice: KernelChoice = "auto", threads?: number): FastEngine {
+    const { kernels, note } = loadKernels(choice);
+    if (threads !== undefined) kernels.setThreads(threads);
+    return new FastEngine(kernels, note);
+  }
+
+  get backend(): string {
+    return this.kernels.kind === "native" ? `native, ${this.kernels.threads()} thread${this.kernels.threads() > 1 ? "s" : ""}` : "typescript";
+  }
+
+  /** The optimizer's Adam loop runs as a kernel: native when the addon is loaded (bitwise the same result). */
+  protected createOptimizer(setup: EngineSetup): Optimizer {
+    return new Optimizer(setup.optimizer, setup.seed, this.weights, this.kernels.adamUpdate);
+  }
+
+  protected prepare(setup: EngineSetup): void {
+    this.model = setup.model.kind === "mlp" ? new FastMlp(this.kernels, setup.model, setup.dims) : new FastTransformer(this.kernels, setup.model, setup.dims);
+    this.gradBuffers = new Map([...this.weights].map(([name, t]) => [name, new Float32Array(t.data.length)]));
+  }
+
+  private static data(weights: NamedTensors): Weights {
+    return new Map([...weights].map(([name, t]) => [name, t.data]));
+  }
+
+  gradients(batch: Batch, step: number): GradientResult {
+    const { setup } = this.ready();
+    const cfg = setup.optimizer;
+    const forwardWeights = cfg.weightNoise > 0 ? noisyWeights(this.weights, cfg.weightNoise, setup.seed, step) : this.weights;
+    const masks = dropoutMasks(setup.model, setup.dims, batch.size, setup.seed, step);
+    for (const g of this.gradBuffers.values()) g.fill(0);
+    const { logits, losses } = this.model!.run(FastEngine.data(forwardWeights), batch.inputs, batch.targets, batch.size, masks, this.gradBuffers);
+    let loss = 0;
+    for (let i = 0; i < batch.size; i++) loss += losses[i];
+    return {
+      loss: loss / batch.size,
+      accuracy: countCorrect(logits, batch.targets, setup.dims.numSymbols) / batch.size,
+      grads: this.gradBuffers,
+    };
+  }
+
+  protected forward(set: Batch, start: number, size: number): ForwardChunk {
+    const seqLen = this.ready().setup.dims.seqLen;
+    return this.model!.run(
+      FastEngine.data(this.weights),
+      set.inputs.subarray(start * seqLen, (start + size) * seqLen),
+      set.targets.subarray(start, start + size),
+      size,
+      [],
+      null,
+    );
+  }
+}
