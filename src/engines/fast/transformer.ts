@@ -24,6 +24,7 @@ interface GroupCache {
   x: Float32Array;
   /** Input of the q/k/v projections: x (post-LN) or LN1(x) (pre-LN). */
   a: Float32Array;
+  /** LN1's statistics: before attention over all rows (pre-LN), or after it over the selected rows (post-LN). */
   ln1Mean?: Float32Array;
   ln1Rstd?: Float32Array;
   k: Float32Array;
@@ -39,17 +40,13 @@ interface GroupCache {
   xSel?: Float32Array;
   r1?: Float32Array;
   x1?: Float32Array;
-  ln2InMean?: Float32Array;
-  ln2InRstd?: Float32Array;
   fIn?: Float32Array;
   h?: Float32Array;
   ha?: Float32Array;
   r2?: Float32Array;
   out?: Float32Array;
-  lnAMean?: Float32Array;
-  lnARstd?: Float32Array;
-  lnBMean?: Float32Array;
-  lnBRstd?: Float32Array;
+  ln2Mean?: Float32Array;
+  ln2Rstd?: Float32Array;
   mask1?: Float32Array;
   mask2?: Float32Array;
 }
@@ -322,16 +319,16 @@ export class FastTransformer {
     for (let i = 0; i < rows * d; i++) c.r1[i] = c.xSel[i] + o[i];
     if (post) {
       c.x1 = ws.get(`${name}.x1`, rows * d);
-      c.lnAMean = ws.get(`${name}.lnA.mean`, rows);
-      c.lnARstd = ws.get(`${name}.lnA.rstd`, rows);
-      k.layerNormForward(c.r1, w.get(`${b}.ln1.weight`)!, w.get(`${b}.ln1.bias`)!, rows, d, c.x1, c.lnAMean, c.lnARstd);
+      c.ln1Mean = ws.get(`${name}.ln1.mean`, rows);
+      c.ln1Rstd = ws.get(`${name}.ln1.rstd`, rows);
+      k.layerNormForward(c.r1, w.get(`${b}.ln1.weight`)!, w.get(`${b}.ln1.bias`)!, rows, d, c.x1, c.ln1Mean, c.ln1Rstd);
       c.fIn = c.x1;
     } else {
       c.x1 = c.r1;
       c.fIn = ws.get(`${name}.fIn`, rows * d);
-      c.lnBMean = ws.get(`${name}.lnB.mean`, rows);
-      c.lnBRstd = ws.get(`${name}.lnB.rstd`, rows);
-      k.layerNormForward(c.x1, w.get(`${b}.ln2.weight`)!, w.get(`${b}.ln2.bias`)!, rows, d, c.fIn, c.lnBMean, c.lnBRstd);
+      c.ln2Mean = ws.get(`${name}.ln2.mean`, rows);
+      c.ln2Rstd = ws.get(`${name}.ln2.rstd`, rows);
+      k.layerNormForward(c.x1, w.get(`${b}.ln2.weight`)!, w.get(`${b}.ln2.bias`)!, rows, d, c.fIn, c.ln2Mean, c.ln2Rstd);
     }
     // FFN
     c.h = ws.get(`${name}.h`, rows * f);
@@ -345,9 +342,9 @@ export class FastTransformer {
     for (let i = 0; i < rows * d; i++) c.r2[i] = c.x1[i] + fo[i];
     if (post) {
       c.out = ws.get(`${name}.out`, rows * d);
-      c.lnBMean = ws.get(`${name}.lnB.mean`, rows);
-      c.lnBRstd = ws.get(`${name}.lnB.rstd`, rows);
-      k.layerNormForward(c.r2, w.get(`${b}.ln2.weight`)!, w.get(`${b}.ln2.bias`)!, rows, d, c.out, c.lnBMean, c.lnBRstd);
+      c.ln2Mean = ws.get(`${name}.ln2.mean`, rows);
+      c.ln2Rstd = ws.get(`${name}.ln2.rstd`, rows);
+      k.layerNormForward(c.r2, w.get(`${b}.ln2.weight`)!, w.get(`${b}.ln2.bias`)!, rows, d, c.out, c.ln2Mean, c.ln2Rstd);
     } else {
       c.out = c.r2;
     }
@@ -371,7 +368,7 @@ export class FastTransformer {
     let dr2 = dOut;
     if (post) {
       dr2 = ws.zeros(`${name}.dr2`, rows * d);
-      k.layerNormBackward(dOut, c.r2!, w.get(`${b}.ln2.weight`)!, c.lnBMean!, c.lnBRstd!, rows, d, dr2, g(`${b}.ln2.weight`), g(`${b}.ln2.bias`));
+      k.layerNormBackward(dOut, c.r2!, w.get(`${b}.ln2.weight`)!, c.ln2Mean!, c.ln2Rstd!, rows, d, dr2, g(`${b}.ln2.weight`), g(`${b}.ln2.bias`));
     }
     const dfo = ws.get(`${name}.dfo`, rows * d);
     for (let i = 0; i < rows * d; i++) dfo[i] = c.mask2 ? dr2[i] * c.mask2[i] : dr2[i];
@@ -389,13 +386,13 @@ export class FastTransformer {
       for (let i = 0; i < rows * d; i++) dx1[i] = dr2[i] + dfIn[i];
     } else {
       dx1.set(dr2);
-      k.layerNormBackward(dfIn, c.x1!, w.get(`${b}.ln2.weight`)!, c.lnBMean!, c.lnBRstd!, rows, d, dx1, g(`${b}.ln2.weight`), g(`${b}.ln2.bias`));
+      k.layerNormBackward(dfIn, c.x1!, w.get(`${b}.ln2.weight`)!, c.ln2Mean!, c.ln2Rstd!, rows, d, dx1, g(`${b}.ln2.weight`), g(`${b}.ln2.bias`));
     }
     // first sublayer
     let dr1 = dx1;
     if (post) {
       dr1 = ws.zeros(`${name}.dr1`, rows * d);
-      k.layerNormBackward(dx1, c.r1!, w.get(`${b}.ln1.weight`)!, c.lnAMean!, c.lnARstd!, rows, d, dr1, g(`${b}.ln1.weight`), g(`${b}.ln1.bias`));
+      k.layerNormBackward(dx1, c.r1!, w.get(`${b}.ln1.weight`)!, c.ln1Mean!, c.ln1Rstd!, rows, d, dr1, g(`${b}.ln1.weight`), g(`${b}.ln1.bias`));
     }
     // residual: into the selected rows of dx
     const sel = c.qSel;

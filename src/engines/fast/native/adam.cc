@@ -10,6 +10,7 @@
 #endif
 
 #include <cmath>
+#include <stdexcept>
 #include <cstdint>
 
 #include "grok.h"
@@ -45,29 +46,6 @@ void adam_range(float* __restrict p, const float* __restrict g, float* __restric
   }
 }
 
-/** The same loop without the no-aliasing promise, for arrays that overlap (never in practice). */
-void adam_range_aliased(float* p, const float* g, float* m, float* v, const float* init, const float* noise, int64_t begin, int64_t end, double lr, double beta1, double beta2, double eps, double bc1, double bc2, double weightDecay, bool decoupled) {
-  const double sqrtBc2 = std::sqrt(bc2);
-  const double step = lr / bc1;
-  const double oneMinusBeta1 = 1.0 - beta1;
-  const double oneMinusBeta2 = 1.0 - beta2;
-  for (int64_t i = begin; i < end; ++i) {
-    double gi = g[i];
-    if (weightDecay > 0) {
-      const double decay = weightDecay * (init ? static_cast<double>(p[i]) - static_cast<double>(init[i]) : static_cast<double>(p[i]));
-      if (decoupled)
-        p[i] = static_cast<float>(static_cast<double>(p[i]) - lr * decay);
-      else
-        gi += decay;
-    }
-    m[i] = static_cast<float>(beta1 * static_cast<double>(m[i]) + oneMinusBeta1 * gi);
-    v[i] = static_cast<float>(beta2 * static_cast<double>(v[i]) + oneMinusBeta2 * gi * gi);
-    double u = static_cast<double>(m[i]) / (std::sqrt(static_cast<double>(v[i])) / sqrtBc2 + eps);
-    if (noise) u += static_cast<double>(noise[i]);
-    p[i] = static_cast<float>(static_cast<double>(p[i]) - step * u);
-  }
-}
-
 bool overlap(const float* a, const float* b, int64_t n) {
   if (!a || !b || n <= 0) return false;
   const auto x = reinterpret_cast<std::uintptr_t>(a), y = reinterpret_cast<std::uintptr_t>(b);
@@ -96,10 +74,8 @@ void adam_update(float* p, const float* g, float* m, float* v, const float* init
   for (int w = 0; w < 3; ++w)
     for (int o = 0; o < 6; ++o)
       if (o != w && overlap(written[w], all[o], n)) aliased = true;
-  if (aliased) {
-    adam_range_aliased(p, g, m, v, init, noise, 0, n, lr, beta1, beta2, eps, bc1, bc2, weightDecay, decoupled);
-    return;
-  }
+  // the loop promises the compiler no aliasing (__restrict), so overlapping arrays would be undefined
+  if (aliased) throw std::invalid_argument("adamUpdate: p, m and v must not overlap each other or g, init, noise");
   // each element is updated on its own, so any split gives the same bits
   parallel_for(n, 1 << 16, 64, [&](int64_t i0, int64_t i1) { fn(p, g, m, v, init, noise, i0, i1, lr, beta1, beta2, eps, bc1, bc2, weightDecay); });
 }
