@@ -20,3 +20,5 @@ export { RunStore, defaultStoreRoot } from "./store/run-store";
 export type { RunInfo, RunState, Metrics, MetricsRow } from "./store/run-store";
 export { listRuns, loadRun, metricsFrame, loadWeights } from "./analysis/runs";
 export type { NamedTensors, Tensor32 } from "./util/tensors";
+export { showFigure, saveFigure, checkFigurePage, figureBundle, resetPlotlyInline } from "./plot/index";
+export type { Figure, SavedFigure } from "./plot/index";

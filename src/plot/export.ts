@@ -1,0 +1,251 @@
+// Figures to files: standalone HTML pages (offline) and PNGs, and a headless check that a page draws.
+//
+// Each page inlines plotly.js (1.42 MB) rather than sharing a plotly.min.js copied next to the pages: a
+// page is then one file that still renders after it is moved, attached to an issue, uploaded as a CI
+// artifact or opened from a zip, with nothing to keep in sync; the cost is disk space only.
+//
+// PNGs and checks drive a locally installed headless Chromium through child_process (nothing is ever
+// downloaded): `--screenshot` for PNGs and `--dump-dom` of a probed copy of the page for checks, both
+// with --virtual-time-budget so that Chromium waits for the plot to be drawn.
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { execFile } from "node:child_process";
+import { pathToFileURL } from "node:url";
+import { Figure, figureHtml, plotlyLibraryScript } from "./figure";
+
+const DEFAULT_WIDTH = 900;
+const DEFAULT_HEIGHT = 540;
+const CHROMIUM_TIMEOUT_MS = 60_000;
+const VIRTUAL_TIME_BUDGET_MS = 5_000;
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+}
+
+/** A standalone HTML page drawing the figure, with plotly.js inlined: it renders offline. The plot is as
+ * wide as the window and as high as the layout says (default 540 px). With `image`, the page is for a
+ * screenshot instead: exactly that size, static, without the mode bar. */
+export function figurePage(fig: Figure, title = "figure", image?: { width: number; height: number }): string {
+  let style = `width:100%;height:${figureSize(fig).height}px;`;
+  if (image) {
+    style = `width:${image.width}px;height:${image.height}px;`;
+    fig = {
+      ...fig,
+      layout: { ...(fig.layout ?? {}), width: image.width, height: image.height },
+      config: { ...(fig.config ?? {}), staticPlot: true, displayModeBar: false, responsive: false },
+    };
+  }
+  return (
+    `<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>${escapeHtml(title)}</title>\n` +
+    `<style>html, body { margin: 0; background: white; }</style>\n` +
+    `${plotlyLibraryScript()}\n</head>\n<body>\n` +
+    `${figureHtml(fig, { style })}\n</body>\n</html>\n`
+  );
+}
+
+/** The Chromium to use: $CHROMIUM_PATH, else the first of the usual install paths that exists; null if
+ * none is installed. */
+export function findChromium(): string | null {
+  const env = process.env.CHROMIUM_PATH;
+  if (env) return fs.existsSync(env) ? env : null;
+  const candidates = [
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+    "/usr/bin/google-chrome-stable",
+    "/opt/google/chrome/chrome",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+  ];
+  return candidates.find((p) => fs.existsSync(p)) ?? null;
+}
+
+function figureSize(fig: Figure): { width: number; height: number } {
+  const layout = (fig.layout ?? {}) as { width?: unknown; height?: unknown };
+  const dim = (v: unknown, dflt: number) => (typeof v === "number" && v > 0 ? Math.round(v) : dflt);
+  return { width: dim(layout.width, DEFAULT_WIDTH), height: dim(layout.height, DEFAULT_HEIGHT) };
+}
+
+/** Runs headless Chromium on a page with a fresh profile; resolves with its stdout. */
+async function runChromium(
+  chromium: string,
+  url: string,
+  extra: string[],
+  size: { width: number; height: number },
+): Promise<string> {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "grok-chromium-"));
+  const args = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--hide-scrollbars",
+    "--mute-audio",
+    `--user-data-dir=${profile}`,
+    `--window-size=${size.width},${size.height}`,
+    `--virtual-time-budget=${VIRTUAL_TIME_BUDGET_MS}`,
+    ...extra,
+    url,
+  ];
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      execFile(
+        chromium,
+        args,
+        { timeout: CHROMIUM_TIMEOUT_MS, killSignal: "SIGKILL", maxBuffer: 256 * 1024 * 1024, encoding: "utf8" },
+        (err, stdout, stderr) => {
+          if (err) {
+            const tail = String(stderr).split("\n").slice(-15).join("\n");
+            reject(new Error(`chromium failed (${err.killed ? "timed out" : `exit ${err.code}`}): ${tail}`));
+          } else resolve(String(stdout));
+        },
+      );
+    });
+  } finally {
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+export interface SavedFigure {
+  /** The standalone HTML page. */
+  html: string;
+  /** The PNG, or null when no Chromium is installed (or it failed: see note). */
+  png: string | null;
+  /** Why there is no PNG. */
+  note?: string;
+}
+
+/** Writes <dir>/<name>.html (standalone, offline) and, with a Chromium installed, <dir>/<name>.png at the
+ * layout's width and height (default 900×540). */
+export async function saveFigure(fig: Figure, dir: string, name: string): Promise<SavedFigure> {
+  if (!name || /[\\/]/.test(name)) throw new Error(`saveFigure: bad name ${JSON.stringify(name)}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const html = path.resolve(dir, `${name}.html`);
+  const tmp = `${html}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, figurePage(fig, name));
+  fs.renameSync(tmp, html);
+
+  const chromium = findChromium();
+  if (!chromium) {
+    return {
+      html,
+      png: null,
+      note: "no PNG: no Chromium found (set CHROMIUM_PATH, or install one, e.g. apt-get install chromium)",
+    };
+  }
+  const png = path.resolve(dir, `${name}.png`);
+  const size = figureSize(fig);
+  // The screenshot is taken of a fixed-size, static copy of the page (no mode bar) in a temporary directory.
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "grok-png-"));
+  try {
+    const page = path.join(work, "page.html");
+    const shot = path.join(work, "shot.png");
+    fs.writeFileSync(page, figurePage(fig, name, size));
+    await runChromium(chromium, pathToFileURL(page).href, [`--screenshot=${shot}`], size);
+    if (!fs.existsSync(shot) || fs.statSync(shot).size === 0) throw new Error("chromium wrote no screenshot");
+    fs.copyFileSync(shot, `${png}.tmp-${process.pid}`);
+    fs.renameSync(`${png}.tmp-${process.pid}`, png);
+  } catch (err) {
+    return { html, png: null, note: `no PNG: ${(err as Error).message}` };
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  return { html, png };
+}
+
+// ---- Checking a page ------------------------------------------------------------------------------------
+
+const CHECK_ID = "__grok_figure_check__";
+
+// Runs first in the page: records errors (uncaught, failed resource loads, unhandled rejections,
+// console.error, which plotly.js uses for its own errors), then after load writes what was drawn into the
+// DOM for --dump-dom. A trace counts as drawn when its group in the plot holds a non-empty path, an image
+// or a text: scatter lines/markers, bars, heatmap images, ...
+const PROBE = `<script>(function () {
+  var errors = [];
+  function push(s) { errors.push(String(s)); }
+  window.addEventListener("error", function (e) {
+    var t = e.target;
+    if (t && t !== window && (t.src || t.href)) push("failed to load " + (t.src || t.href));
+    else push((e.message || "error") + (e.filename ? " (" + e.filename + ":" + e.lineno + ")" : ""));
+  }, true);
+  window.addEventListener("unhandledrejection", function (e) {
+    var r = e.reason; push("unhandled rejection: " + (r && r.message ? r.message : r));
+  });
+  var ce = console.error;
+  console.error = function () {
+    push(Array.prototype.map.call(arguments, String).join(" "));
+    return ce.apply(console, arguments);
+  };
+  window.addEventListener("load", function () { setTimeout(function () {
+    var plots = document.querySelectorAll(".js-plotly-plot");
+    var traces = 0, declared = 0;
+    for (var i = 0; i < plots.length; i++) {
+      var gd = plots[i];
+      declared += (gd.data || []).length;
+      var groups = gd.querySelectorAll("g.trace, g.hm, g.im, g.contour");
+      for (var j = 0; j < groups.length; j++) {
+        var g = groups[j], drawn = g.querySelector("image, text");
+        var paths = g.querySelectorAll("path");
+        for (var k = 0; !drawn && k < paths.length; k++) {
+          var d = paths[k].getAttribute("d");
+          if (d && d !== "M0,0Z" && d.length > 2) drawn = paths[k];
+        }
+        if (drawn) traces++;
+      }
+    }
+    var pre = document.createElement("pre");
+    pre.id = "${CHECK_ID}";
+    pre.textContent = JSON.stringify({ plots: plots.length, declared: declared, traces: traces, errors: errors });
+    document.body.appendChild(pre);
+  }, 1000); });
+})();</script>`;
+
+export interface PageCheck {
+  /** Traces drawn with something visible (a non-empty path, an image, a text), over all plots. */
+  traces: number;
+  /** Uncaught errors, failed loads, unhandled rejections and console.error messages. */
+  errors: string[];
+  /** Plotly plots on the page. */
+  plots: number;
+  /** Traces the plots were given (gd.data), drawn or not. */
+  declared: number;
+}
+
+/** Loads an HTML page in headless Chromium and reports how many traces it drew and any errors it logged.
+ * Throws when no Chromium is installed or Chromium fails. */
+export async function checkFigurePage(htmlPath: string): Promise<PageCheck> {
+  const chromium = findChromium();
+  if (!chromium) throw new Error("checkFigurePage: no Chromium found (set CHROMIUM_PATH or install chromium)");
+  const page = path.resolve(htmlPath);
+  const source = fs.readFileSync(page, "utf8");
+  // A probed copy in a temporary directory; <base> keeps the page's relative URLs pointing next to it.
+  const inject = `<base href="${escapeHtml(pathToFileURL(path.dirname(page) + path.sep).href)}">\n${PROBE}\n`;
+  const head = /<head[^>]*>/i.exec(source);
+  const probed = head
+    ? source.slice(0, head.index + head[0].length) + "\n" + inject + source.slice(head.index + head[0].length)
+    : inject + source;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "grok-check-"));
+  try {
+    const file = path.join(dir, "page.html");
+    fs.writeFileSync(file, probed);
+    const dom = await runChromium(chromium, pathToFileURL(file).href, ["--dump-dom"], {
+      width: DEFAULT_WIDTH,
+      height: DEFAULT_HEIGHT,
+    });
+    const m = new RegExp(`<pre id="${CHECK_ID}">([^<]*)</pre>`).exec(dom);
+    if (!m) throw new Error("checkFigurePage: the page never finished loading (no probe result in the DOM)");
+    const text = m[1]!.replace(/&quot;/g, '"').replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&nbsp;/g, "\u00a0").replace(/&amp;/g, "&");
+    const r = JSON.parse(text) as PageCheck;
+    return { traces: r.traces, errors: r.errors, plots: r.plots, declared: r.declared };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
