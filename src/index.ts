@@ -22,3 +22,5 @@ export { listRuns, loadRun, metricsFrame, loadWeights } from "./analysis/runs";
 export type { NamedTensors, Tensor32 } from "./util/tensors";
 export { showFigure, saveFigure, checkFigurePage, figureBundle, resetPlotlyInline } from "./plot/index";
 export type { Figure, SavedFigure } from "./plot/index";
+export { notebookPreset, byPreset, figure, NOTEBOOK_PRESETS } from "./notebooks/notebook";
+export type { Preset } from "./notebooks/notebook";

@@ -6,6 +6,7 @@ import { RunInfo, RunStore } from "../store/run-store";
 import { ConfigError, RunConfig } from "../training/config";
 import { demoConfig } from "../training/presets";
 import { train, TrainOptions } from "../training/trainer";
+import { figuresMain } from "../notebooks/figures";
 import { runBenchmark } from "./bench";
 import { configFromFlags, FIELD_FLAGS, SPECIAL_FLAGS } from "./flags";
 
@@ -219,7 +220,8 @@ function usage(): string {
     "  bench [options]        ms per training step of the paper's model (--batch-size 512|full, --steps N|auto,\n" +
     "                         --engine, --backend, --kernels, --threads, --json)\n" +
     "  bench --all            every engine and PyTorch, at batch 512 and full batch, as ratios (--seconds N)\n" +
-    "  demo                   train the demo run and print when train and validation accuracy reach 99%\n\n" +
+    "  demo                   train the demo run and print when train and validation accuracy reach 99%\n" +
+    "  figures                execute every notebook headless, save outputs and figures (--preset, --only)\n\n" +
     section("train: the run", [
       ...FIELD_FLAGS.map((f) => [f.flag === "modulus" ? "modulus, -p" : f.flag, f.help] as [string, string]),
       ...Object.entries(SPECIAL_FLAGS),
@@ -250,6 +252,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runBenchmark(rest);
       case "demo":
         return await demoCommand(rest);
+      case "figures":
+        return await figuresMain(rest);
       case undefined:
       case "help":
       case "--help":
@@ -257,7 +261,7 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(usage());
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(`unknown command "${command}" (commands: train, ls, show, bench, demo)`);
+        throw new UsageError(`unknown command "${command}" (commands: train, ls, show, bench, demo, figures)`);
     }
   } catch (err) {
     if (err instanceof UsageError || err instanceof ConfigError) {
