@@ -1,6 +1,11 @@
 // Reading runs back for analysis: metrics as a danfojs DataFrame, weights as arrays.
 
 import type { DataFrame } from "danfojs-node";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { EngineOptions } from "../engines/index";
+import { train } from "../training/trainer";
 import { Metrics, RunInfo, RunStore } from "../store/run-store";
 import { Optimizer } from "../training/optimizer";
 import { NamedTensors } from "../util/tensors";
@@ -44,4 +49,44 @@ export function loadWeights(ref: string, which: "final" | "latest" | number = "l
   const ckpt = s.readCheckpoint(s.resolve(ref), which);
   const weights: NamedTensors = new Map([...ckpt.tensors].filter(([name]) => !Optimizer.isStateName(name)));
   return { step: ckpt.step, weights };
+}
+
+/**
+ * Makes sure a run has weights after each of `steps` (a checkpoint or a snapshot), so loadWeights can read
+ * them. Missing ones are recreated by replaying the run from its start in a scratch store: a run is a pure
+ * function of its config, so the replayed weights are the weights the run had. Returns the steps written.
+ */
+export async function ensureSnapshots(ref: string, steps: number[], opts: EngineOptions & { store?: RunStore | string } = {}): Promise<number[]> {
+  const s = storeOf(opts.store);
+  const id = s.resolve(ref);
+  const config = s.readConfig(id);
+  const have = new Set([...s.checkpoints(id), ...s.snapshots(id)].map((c) => c.step));
+  const bad = steps.filter((st) => !Number.isInteger(st) || st < 0 || st > config.training.steps);
+  if (bad.length) throw new Error(`snapshot steps must be integers in [0, ${config.training.steps}] (the run's budget); got ${bad.join(", ")}`);
+  const missing = [...new Set(steps)].filter((st) => !have.has(st)).sort((a, b) => a - b);
+  if (missing.length === 0) return [];
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "grok-replay-"));
+  try {
+    const last = missing[missing.length - 1];
+    const replay = await train(config, {
+      ...opts,
+      store: scratch,
+      snapshotSteps: missing,
+      stopAfter: Math.max(1, last),
+      progress: false,
+      log: () => {},
+    });
+    const scratchStore = new RunStore(scratch);
+    const written: number[] = [];
+    for (const snap of scratchStore.snapshots(replay.id)) {
+      s.writeSnapshot(id, snap.step, scratchStore.readCheckpoint(replay.id, snap.step).tensors);
+      written.push(snap.step);
+    }
+    const lost = missing.filter((st) => !written.includes(st));
+    // a run that stopped early (early stop) has no weights after its last step
+    if (lost.length) throw new Error(`run ${id}: no weights after step ${lost.join(", ")} (the run ended at step ${replay.stepsDone})`);
+    return written;
+  } finally {
+    fs.rmSync(scratch, { recursive: true, force: true });
+  }
 }

@@ -8,6 +8,7 @@ import { demoConfig } from "../training/presets";
 import { train, TrainOptions } from "../training/trainer";
 import { figuresMain } from "../notebooks/figures";
 import { runBenchmark } from "./bench";
+import { isSweepInputError, sweepCommand } from "./sweep";
 import { configFromFlags, FIELD_FLAGS, SPECIAL_FLAGS } from "./flags";
 
 /** Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by an interrupt (resumable). */
@@ -215,6 +216,7 @@ function usage(): string {
     "usage: grok <command> [options]\n\n" +
     "commands:\n" +
     "  train [options]        train a run (resumes it if the store has it; finished runs return at once)\n" +
+    "  sweep SPEC [options]   train every missing run of a sweep spec (JSON or YAML grid); grok sweep --help\n" +
     "  ls [--json]            list the runs in the store\n" +
     "  show RUN [--json]      one run: config, status, first steps at 99%, last metrics\n" +
     "  bench [options]        ms per training step of the paper's model (--batch-size 512|full, --steps N|auto,\n" +
@@ -254,6 +256,8 @@ export async function main(argv: string[]): Promise<number> {
         return await demoCommand(rest);
       case "figures":
         return await figuresMain(rest);
+      case "sweep":
+        return await sweepCommand(rest);
       case undefined:
       case "help":
       case "--help":
@@ -261,11 +265,11 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(usage());
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(`unknown command "${command}" (commands: train, ls, show, bench, demo, figures)`);
+        throw new UsageError(`unknown command "${command}" (commands: train, sweep, ls, show, bench, demo, figures)`);
     }
   } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      process.stderr.write(`grok ${command ?? ""}: ${err.message}\n`);
+    if (err instanceof UsageError || err instanceof ConfigError || isSweepInputError(err)) {
+      process.stderr.write(`grok ${command ?? ""}: ${(err as Error).message}\n`);
       return 2;
     }
     process.stderr.write(`grok ${command ?? ""}: ${(err as Error).message}\n`);

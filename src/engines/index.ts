@@ -38,7 +38,8 @@ function installed(pkg: string): boolean {
   }
 }
 
-export async function createEngine(opts: EngineOptions = {}): Promise<CreatedEngine> {
+/** Which engine `opts` selects (see the top of this file), or throws on an unknown or contradictory choice. */
+export function resolveEngineName(opts: EngineOptions = {}): EngineName {
   const choice = opts.engine ?? "auto";
   if (choice !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(choice)) {
     throw new Error(`unknown engine "${choice}"; choose one of auto, ${ENGINE_NAMES.join(", ")}`);
@@ -58,6 +59,16 @@ export async function createEngine(opts: EngineOptions = {}): Promise<CreatedEng
   if (name === "tfjs" && opts.kernels !== undefined && opts.kernels !== "auto") {
     throw new Error(`--kernels ${opts.kernels} chooses the fast engine's kernels, but the engine is tfjs`);
   }
+  return name;
+}
+
+/** Whether `opts` run on a GPU (tfjs with tfjs-node-gpu installed, on an auto or node-gpu backend). */
+export function runsOnGpu(opts: EngineOptions = {}): boolean {
+  return resolveEngineName(opts) === "tfjs" && (opts.backend ?? "auto") in { auto: 1, "node-gpu": 1 } && installed("@tensorflow/tfjs-node-gpu");
+}
+
+export async function createEngine(opts: EngineOptions = {}): Promise<CreatedEngine> {
+  const name = resolveEngineName(opts);
   if (name === "fast") {
     const engine = FastEngine.create(opts.kernels ?? "auto", opts.threads);
     return { engine, description: `engine fast (${engine.backend}): ${engine.backendNote}` };

@@ -5,6 +5,7 @@
 //   <root>/<id>/metrics.csv                  one row per evaluation (see training/metrics)
 //   <root>/<id>/checkpoints/step-NNNNNNNNN.safetensors   periodic: weights + optimizer state
 //   <root>/<id>/checkpoints/final.safetensors            at the end of the run
+//   <root>/<id>/snapshots/step-NNNNNNNNN.safetensors     weights only, at steps asked for (never pruned)
 //   <root>/<id>/lock                         while a process trains it
 //
 // Every file is replaced atomically (write, fsync, rename), so a reader never sees a half-written one.
@@ -221,16 +222,37 @@ export class RunStore {
     return file;
   }
 
-  /** Reads a checkpoint: the final one, the newest one ("latest"), or the one written after a given step. */
+  /** Weight-only snapshots (TrainOptions.snapshotSteps), by step. */
+  snapshots(id: string): CheckpointFile[] {
+    const dir = path.join(this.dir(id), "snapshots");
+    if (!fs.existsSync(dir)) return [];
+    const out: CheckpointFile[] = [];
+    for (const name of fs.readdirSync(dir)) {
+      const m = /^step-(\d+)\.safetensors$/.exec(name);
+      if (m) out.push({ step: Number(m[1]), final: false, path: path.join(dir, name) });
+    }
+    return out.sort((a, b) => a.step - b.step);
+  }
+
+  writeSnapshot(id: string, step: number, weights: NamedTensors): string {
+    const dir = path.join(this.dir(id), "snapshots");
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, `step-${String(step).padStart(9, "0")}.safetensors`);
+    writeCheckpoint(file, weights, { format: "grokking-workbench snapshot", version: FORMAT_VERSION, run: id, step: String(step) });
+    return file;
+  }
+
+  /** Reads a checkpoint: the final one, the newest one ("latest"), or the one (or the snapshot) written after a given step. */
   readCheckpoint(id: string, which: "final" | "latest" | number = "latest"): { step: number; tensors: NamedTensors; metadata: Record<string, string> } {
     const all = this.checkpoints(id);
     let file: CheckpointFile | undefined;
     if (which === "final") file = all.find((c) => c.final);
     else if (which === "latest") file = all[all.length - 1];
-    else file = all.find((c) => c.step === which);
+    else file = all.find((c) => c.step === which) ?? this.snapshots(id).find((c) => c.step === which);
     if (!file) {
       const have = all.map((c) => (c.final ? `final(${c.step})` : String(c.step))).join(", ") || "none";
-      throw new Error(`run ${id} has no ${which === "latest" ? "" : `${which} `}checkpoint (have: ${have})`);
+      const snaps = this.snapshots(id).map((c) => c.step).join(", ");
+      throw new Error(`run ${id} has no ${which === "latest" ? "" : `${which} `}checkpoint (have: ${have}${snaps ? `; snapshots: ${snaps}` : ""})`);
     }
     const { tensors, metadata } = readCheckpoint(file.path);
     return { step: file.step, tensors, metadata };

@@ -55,6 +55,29 @@ export function defaultModel(kind: ModelConfig["kind"]): ModelConfig {
 
 export class ConfigError extends Error {}
 
+/** Deep-merges a partial config over a full one; a different model kind starts from that kind's defaults. */
+export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, source: string): RunConfig {
+  const out = structuredClone(base);
+  for (const [section, value] of Object.entries(partial)) {
+    if (!["data", "model", "optimizer", "training"].includes(section)) {
+      throw new ConfigError(`${source}: unknown section "${section}" (known: data, model, optimizer, training)`);
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new ConfigError(`${source}: ${section} must be an object`);
+    const target = out as unknown as Record<string, Record<string, unknown>>;
+    const v = value as Record<string, unknown>;
+    if (section === "model" && typeof v.kind === "string" && v.kind !== out.model.kind) {
+      target.model = defaultModel(v.kind as ModelConfig["kind"]) as unknown as Record<string, unknown>;
+    }
+    for (const [field, fieldValue] of Object.entries(v)) {
+      const existing = target[section][field];
+      if (field === "eval" && typeof fieldValue === "object" && fieldValue !== null) {
+        target[section][field] = { ...(existing as object), ...(fieldValue as object) };
+      } else target[section][field] = fieldValue;
+    }
+  }
+  return out;
+}
+
 /**
  * Checks every field and returns a normalized copy (the operation by its id), or throws a ConfigError
  * naming the field. Nothing is created on disk before this passes.

@@ -22,6 +22,8 @@ export interface TrainOptions extends EngineOptions {
   checkpointSeconds?: number;
   /** Periodic checkpoints kept (default 2; 0 keeps all). The final checkpoint is always kept. */
   keepCheckpoints?: number;
+  /** Also write the weights alone after these steps (snapshots: kept for analysis, never pruned). */
+  snapshotSteps?: number[];
   /** Called after each evaluation with its metrics row (awaited). */
   onEval?: (row: MetricsRow, run: { id: string; steps: number }) => void | Promise<void>;
   /** Show a progress line on stderr, redrawn on a terminal, every few seconds otherwise (default: on a terminal). */
@@ -158,6 +160,7 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
   const checkpointSeconds = options.checkpointSeconds ?? 60;
   const keep = options.keepCheckpoints ?? 2;
   const elapsed = () => trainSeconds + (Date.now() - sessionStart) / 1000;
+  const snapshotAt = new Set(options.snapshotSteps ?? []);
 
   const checkpoint = (final: boolean) => {
     const tensors: NamedTensors = new Map([...engine.readWeights(), ...engine.readOptimizerState()]);
@@ -206,11 +209,13 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
 
   let stopReason: RunState["stopReason"] = null;
   try {
+    if (step === 0 && snapshotAt.has(0)) store.writeSnapshot(id, 0, engine.readWeights());
     if (isEvalStep(cfg.training.eval, step, steps) && metrics.rows[metrics.rows.length - 1]?.step !== step) await evaluate();
     if (earlyStopReached(metrics.rows, step, cfg.training.earlyStopHold)) stopReason = "early-stop";
     while (step < steps && stopReason === null) {
       engine.trainStep(sampler.at(step), step);
       step++;
+      if (snapshotAt.has(step)) store.writeSnapshot(id, step, engine.readWeights());
       if (isEvalStep(cfg.training.eval, step, steps)) {
         await evaluate();
         if (earlyStopReached(metrics.rows, step, cfg.training.earlyStopHold)) stopReason = "early-stop";

@@ -24,7 +24,7 @@ export class FastEngine extends BaseEngine {
   }
 
   static create(choice: KernelChoice = "auto", threads?: number): FastEngine {
-    const { kernels, note } = loadKernels(choice);
+    const { kernels, note } = loadKernels(choice, threads);
     if (threads !== undefined) kernels.setThreads(threads);
     return new FastEngine(kernels, note);
   }

@@ -64,11 +64,12 @@ export function nativeKernelsAvailable(): boolean {
  * The kernels to use, and a one-line note saying which and why. "auto": native when the addon loads, else
  * TypeScript; "native": the addon or an Error saying how to build it; "typescript": always TypeScript.
  */
-export function loadKernels(choice: "auto" | "native" | "typescript" = "auto"): { kernels: Kernels; note: string } {
+export function loadKernels(choice: "auto" | "native" | "typescript" = "auto", threads?: number): { kernels: Kernels; note: string } {
   if (choice === "typescript") return { kernels: tsKernels, note: "TypeScript kernels (requested)" };
   if (choice !== "auto" && choice !== "native") throw new Error(`loadKernels: unknown choice "${choice as string}" (auto, native or typescript)`);
   const native = loadNative();
   if (native) {
+    if (threads !== undefined) native.kernels.setThreads(threads);
     const n = native.kernels.threads();
     return { kernels: native.kernels, note: `native kernels (${native.isa}, ${n} thread${n === 1 ? "" : "s"})` };
   }

@@ -1,0 +1,55 @@
+// What a trained network answers: its prediction for every cell of the operation table, from any stored
+// weights (final, a checkpoint, a snapshot), with which cells it was trained on.
+
+import { Dataset, encodeInputs, makeDataset } from "../data/dataset";
+import { createEngine, EngineOptions } from "../engines/index";
+import { RunStore } from "../store/run-store";
+import { NamedTensors } from "../util/tensors";
+import { loadWeights } from "./runs";
+
+export interface TableAnswers {
+  /** The run's dataset (its table, split and outliers). */
+  dataset: Dataset;
+  /** The steps the weights were taken after. */
+  step: number;
+  /** For each table row: the network's answer (argmax of its logits). */
+  predicted: Int32Array;
+  /** For each table row: 1 when the row is in the training set, 0 when in the validation set. */
+  inTrain: Uint8Array;
+}
+
+/** The network's answer for each of `inputs` ([n, 4] row-major) under `weights`. */
+export async function predictAnswers(dataset: Dataset, config: { model: import("../model/config").ModelConfig; optimizer: import("../training/optimizer").OptimizerConfig }, weights: NamedTensors, inputs: Int32Array, engineOptions: EngineOptions = {}): Promise<Int32Array> {
+  const { engine } = await createEngine(engineOptions);
+  try {
+    const dims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
+    engine.initialize({ model: config.model, dims, optimizer: config.optimizer, seed: 0 }, weights);
+    const n = inputs.length / dataset.seqLen;
+    const logits = engine.logits({ size: n, inputs, targets: new Int32Array(n) });
+    const k = dataset.numSymbols;
+    const out = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      let best = 0;
+      for (let j = 1; j < k; j++) if (logits[i * k + j] > logits[i * k + best]) best = j;
+      out[i] = best;
+    }
+    return out;
+  } finally {
+    engine.dispose();
+  }
+}
+
+/** A run's answers on its whole table after `which` ("final", "latest", or the step of a checkpoint or snapshot). */
+export async function tableAnswers(ref: string, which: "final" | "latest" | number = "final", opts: EngineOptions & { store?: RunStore | string } = {}): Promise<TableAnswers> {
+  const store = opts.store instanceof RunStore ? opts.store : new RunStore(opts.store);
+  const id = store.resolve(ref);
+  const config = store.readConfig(id);
+  const dataset = makeDataset(config.data);
+  const { step, weights } = loadWeights(id, which, store);
+  const table = dataset.table;
+  const all = { size: table.size, row: Int32Array.from({ length: table.size }, (_, i) => i), x: table.x, y: table.y, answer: table.answer };
+  const predicted = await predictAnswers(dataset, config, weights, encodeInputs(dataset, all), opts);
+  const inTrain = new Uint8Array(table.size);
+  for (const row of dataset.train.row) inTrain[row] = 1;
+  return { dataset, step, predicted, inTrain };
+}

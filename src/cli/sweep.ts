@@ -1,0 +1,136 @@
+// `grok sweep SPEC`: trains every missing run of a sweep spec (JSON or YAML) on a pool of workers, or with
+// --status only shows where each run stands. Exit codes: 0 every run finished, 1 a run failed or is left
+// unfinished, 2 a bad flag or spec, 130 stopped by an interrupt (run the same command again to go on).
+
+import { parseArgs } from "node:util";
+import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
+import { RunStore } from "../store/run-store";
+import { ConfigError } from "../training/config";
+import { defaultWorkers, runSweep, SweepOptions, SweepResult, sweepStatus } from "../sweeps/runner";
+import { describeRun, expandSweep, loadSweepSpec, SweepSpecError } from "../sweeps/spec";
+
+export const SWEEP_USAGE =
+  "usage: grok sweep SPEC.{json,yaml} [options]\n" +
+  "  Trains every run of the sweep's grid that the store has not finished: finished runs are skipped,\n" +
+  "  stopped ones resume. Ctrl-C stops every running run after its step, with a checkpoint.\n\n" +
+  "  --status               only show where each run stands (train nothing)\n" +
+  "  --workers N            worker processes (default: one per core, one on a GPU)\n" +
+  "  --threads N            fast engine threads per worker (default 1)\n" +
+  `  --engine E             auto, ${ENGINE_NAMES.join(", ")}\n` +
+  `  --backend B            tfjs backend: ${TFJS_BACKENDS.join(", ")}\n` +
+  `  --kernels K            fast engine kernels: ${KERNEL_CHOICES.join(", ")}\n` +
+  "  --store DIR            run store (default: the project's data/runs, or $GROK_STORE)\n" +
+  "  --checkpoint-every N, --checkpoint-seconds N, --keep-checkpoints N   as for grok train\n" +
+  "  --json                 print every run's result as JSON on stdout\n" +
+  "  --no-progress          no progress display\n";
+
+export class SweepUsageError extends Error {}
+
+function positiveInt(raw: string | undefined, flag: string, min: number): number | undefined {
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) throw new SweepUsageError(`--${flag} needs an integer ≥ ${min} (got "${raw}")`);
+  return v;
+}
+
+function table(result: SweepResult): string {
+  const fields = [...new Set(result.runs.flatMap((r) => Object.keys(r.params)))];
+  const hasVariants = result.runs.some((r) => r.variant !== "");
+  const header = ["#", "id", "status", ...(hasVariants ? ["variant"] : []), ...fields, "steps", "train99", "val99", "best val"];
+  const rows = result.runs.map((r) => [
+    String(r.index + 1),
+    r.id,
+    r.status,
+    ...(hasVariants ? [r.variant] : []),
+    ...fields.map((f) => String(r.params[f] ?? "")),
+    `${r.stepsDone}/${r.steps}`,
+    String(r.firstTrain99 ?? "-"),
+    String(r.firstVal99 ?? "-"),
+    Number.isFinite(r.bestValAcc) ? `${(100 * r.bestValAcc).toFixed(1)}%` : "-",
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  return [header, ...rows].map((line) => line.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
+}
+
+function resultJson(result: SweepResult) {
+  return {
+    ...result,
+    runs: result.runs.map(({ config, ...r }) => ({ ...r, label: describeRun(r.variant, r.params), config })),
+  };
+}
+
+export async function sweepCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        status: { type: "boolean" },
+        workers: { type: "string" },
+        threads: { type: "string" },
+        engine: { type: "string" },
+        backend: { type: "string" },
+        kernels: { type: "string" },
+        store: { type: "string" },
+        "checkpoint-every": { type: "string" },
+        "checkpoint-seconds": { type: "string" },
+        "keep-checkpoints": { type: "string" },
+        json: { type: "boolean" },
+        "no-progress": { type: "boolean" },
+        help: { type: "boolean" },
+      },
+    });
+  } catch (err) {
+    throw new SweepUsageError((err as Error).message.split("\n")[0]);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(SWEEP_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new SweepUsageError(`give one sweep spec file (got ${positionals.length})\n${SWEEP_USAGE}`);
+  const engine = values.engine;
+  if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(engine)) {
+    throw new SweepUsageError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
+  }
+  if (values.backend !== undefined && !(TFJS_BACKENDS as readonly string[]).includes(values.backend)) {
+    throw new SweepUsageError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${values.backend}")`);
+  }
+  if (values.kernels !== undefined && !(KERNEL_CHOICES as readonly string[]).includes(values.kernels)) {
+    throw new SweepUsageError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${values.kernels}")`);
+  }
+  const options: SweepOptions = {
+    store: values.store,
+    engine: engine as SweepOptions["engine"],
+    backend: values.backend as SweepOptions["backend"],
+    kernels: values.kernels as SweepOptions["kernels"],
+    threads: positiveInt(values.threads, "threads", 1),
+    workers: positiveInt(values.workers, "workers", 1),
+    checkpointEvery: positiveInt(values["checkpoint-every"], "checkpoint-every", 1),
+    checkpointSeconds: positiveInt(values["checkpoint-seconds"], "checkpoint-seconds", 1),
+    keepCheckpoints: positiveInt(values["keep-checkpoints"], "keep-checkpoints", 0),
+    progress: !values["no-progress"],
+    handleSignals: true,
+  };
+  const spec = loadSweepSpec(positionals[0]);
+  spec.name ??= positionals[0].replace(/^.*[\\/]/, "").replace(/\.(json|ya?ml)$/i, "");
+  const runs = expandSweep(spec);
+  if (runs.length === 0) throw new SweepSpecError(`${positionals[0]}: the sweep has no runs`);
+  const store = new RunStore(values.store);
+  if (values.status) {
+    const result = sweepStatus(spec, store);
+    process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
+    if (!values.json) process.stdout.write(`${runs.length - result.unfinished}/${runs.length} finished in ${store.root}; default workers here: ${defaultWorkers(options)}\n`);
+    return 0;
+  }
+  const result = await runSweep(spec, { ...options, store });
+  process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
+  if (result.interrupted) return 130;
+  return result.failed > 0 || result.unfinished > 0 ? 1 : 0;
+}
+
+export function isSweepInputError(err: unknown): boolean {
+  return err instanceof SweepUsageError || err instanceof SweepSpecError || err instanceof ConfigError;
+}

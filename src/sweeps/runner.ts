@@ -1,0 +1,330 @@
+// Runs a sweep: every run of the grid that the store has not finished, on a pool of worker processes (one
+// run at a time each), with one progress display for the whole sweep. Stopped at any moment (Ctrl-C, an
+// AbortSignal), each running run ends after its current step with a checkpoint; running the sweep again
+// skips the finished runs and resumes the others, so no finished work is lost.
+
+import { ChildProcess, fork } from "node:child_process";
+import * as os from "node:os";
+import * as path from "node:path";
+import { EngineOptions, resolveEngineName, runsOnGpu } from "../engines/index";
+import { RunStore } from "../store/run-store";
+import { formatDuration } from "../training/progress";
+import { describeRun, expandSweep, SweepRun, SweepSpec } from "./spec";
+import type { FromWorker, ToWorker, WorkerTrainOptions } from "./worker";
+
+export interface SweepOptions extends EngineOptions {
+  /** The run store or its directory (default: the project's data/runs, or $GROK_STORE). */
+  store?: RunStore | string;
+  /** Worker processes (default: sized to the machine, see defaultWorkers). */
+  workers?: number;
+  checkpointEvery?: number;
+  checkpointSeconds?: number;
+  keepCheckpoints?: number;
+  /** Weight-only snapshots after these steps, in every run (see TrainOptions.snapshotSteps). */
+  snapshotSteps?: number[];
+  /** One progress display on stderr: redrawn on a terminal, a line every few seconds elsewhere (default on). */
+  progress?: boolean;
+  /** Where messages go (default: stderr). */
+  log?: (message: string) => void;
+  /** Aborting stops the sweep: running runs end after their step with a checkpoint. */
+  signal?: AbortSignal;
+  /** Stop on SIGINT/SIGTERM; a second one kills the workers at once (the CLI sets this). */
+  handleSignals?: boolean;
+  /** Called when a run of this session finishes, stops or fails. */
+  onRunEnd?: (run: SweepRunResult) => void;
+}
+
+export type SweepRunStatus = "missing" | "created" | "running" | "stopped" | "finished" | "failed";
+
+/** A sweep run and where it stands in the store. */
+export interface SweepRunResult extends SweepRun {
+  status: SweepRunStatus;
+  /** Why it failed (status "failed"). */
+  error?: string;
+  stepsDone: number;
+  steps: number;
+  firstTrain99: number | null;
+  firstVal99: number | null;
+  /** Highest validation accuracy at any evaluation (NaN before the first). */
+  bestValAcc: number;
+  finalTrainAcc: number;
+  finalValAcc: number;
+  trainSeconds: number;
+}
+
+export interface SweepResult {
+  name: string;
+  runs: SweepRunResult[];
+  /** Runs finished before this call (skipped), trained in it, failed in it, still unfinished. */
+  skipped: number;
+  trained: number;
+  failed: number;
+  unfinished: number;
+  /** True when the sweep was stopped before every run finished. */
+  interrupted: boolean;
+  seconds: number;
+}
+
+const WORKER_SCRIPT = path.join(__dirname, "worker.js");
+
+/**
+ * Workers for a machine: one per core with one kernel thread each (the models of a sweep are small, and
+ * separate runs scale better than threads inside one), or one when the engine runs on a GPU.
+ */
+export function defaultWorkers(opts: EngineOptions = {}): number {
+  if (runsOnGpu(opts)) return 1;
+  const cores = typeof os.availableParallelism === "function" ? os.availableParallelism() : os.cpus().length;
+  return Math.max(1, Math.floor(cores / (opts.threads ?? 1)));
+}
+
+function storeOf(store?: RunStore | string): RunStore {
+  return store instanceof RunStore ? store : new RunStore(store);
+}
+
+/** Where one run stands in the store. */
+export function runResult(store: RunStore, run: SweepRun): SweepRunResult {
+  const base = { ...run, steps: run.config.training.steps };
+  if (!store.has(run.id)) {
+    return { ...base, status: "missing", stepsDone: 0, firstTrain99: null, firstVal99: null, bestValAcc: NaN, finalTrainAcc: NaN, finalValAcc: NaN, trainSeconds: 0 };
+  }
+  const info = store.info(run.id);
+  const rows = store.readMetrics(run.id).rows;
+  const last = rows[rows.length - 1];
+  return {
+    ...base,
+    status: info.status,
+    stepsDone: info.stepsDone,
+    firstTrain99: info.firstTrain99,
+    firstVal99: info.firstVal99,
+    bestValAcc: rows.length ? Math.max(...rows.map((r) => r.val_acc)) : NaN,
+    finalTrainAcc: last?.train_acc ?? NaN,
+    finalValAcc: last?.val_acc ?? NaN,
+    trainSeconds: info.trainSeconds,
+  };
+}
+
+function summarize(name: string, runs: SweepRunResult[], counts: { skipped: number; trained: number; failed: number }, interrupted: boolean, seconds: number): SweepResult {
+  const unfinished = runs.filter((r) => r.status !== "finished").length;
+  return { name, runs, ...counts, unfinished, interrupted: interrupted && unfinished > 0, seconds };
+}
+
+/** The sweep's runs as the store has them, without training anything. */
+export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | string): SweepResult {
+  const runs = Array.isArray(spec) ? spec : expandSweep(spec);
+  const s = storeOf(store);
+  const results = runs.map((r) => runResult(s, r));
+  const finished = results.filter((r) => r.status === "finished").length;
+  return summarize(Array.isArray(spec) ? "sweep" : spec.name ?? "sweep", results, { skipped: finished, trained: 0, failed: 0 }, false, 0);
+}
+
+interface Live {
+  step: number;
+  steps: number;
+  valAcc: number;
+}
+
+/** The sweep's one progress display: done/total runs, each running run's step and val acc, an ETA. */
+class SweepProgress {
+  private lastDraw = 0;
+  private drawn = false;
+  private readonly tty = Boolean(process.stderr.isTTY);
+  constructor(
+    private readonly name: string,
+    private readonly enabled: boolean,
+  ) {}
+
+  line(done: number, total: number, live: Map<number, Live>, stepsDone: number, stepsTotal: number, startedAt: number, stepsAtStart: number): string {
+    const elapsed = (Date.now() - startedAt) / 1000;
+    const rate = (stepsDone - stepsAtStart) / Math.max(elapsed, 1e-9);
+    const eta = rate > 0 ? formatDuration((stepsTotal - stepsDone) / rate) : "–";
+    const running = [...live.entries()].map(([i, l]) => `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`);
+    return `sweep ${this.name}: ${done}/${total} runs done · ${running.length ? running.join(" · ") : "starting"} · ${formatDuration(elapsed)} elapsed, ETA ${eta} (at most)`;
+  }
+
+  draw(text: string, force = false): void {
+    if (!this.enabled) return;
+    const now = Date.now();
+    if (!force && now - this.lastDraw < (this.tty ? 200 : 10_000)) return;
+    this.lastDraw = now;
+    if (this.tty) {
+      process.stderr.write(`\r${text.slice(0, (process.stderr.columns || 160) - 1)}\x1b[K`);
+      this.drawn = true;
+    } else process.stderr.write(text + "\n");
+  }
+
+  log(message: string, out: (m: string) => void): void {
+    if (this.tty && this.drawn) process.stderr.write("\r\x1b[K");
+    this.drawn = false;
+    out(message);
+    this.lastDraw = 0;
+  }
+
+  done(): void {
+    if (this.tty && this.drawn) process.stderr.write("\n");
+    this.drawn = false;
+  }
+}
+
+/**
+ * Trains every unfinished run of a sweep and returns where every run stands. A run that fails is reported
+ * and the others go on; a worker that dies is replaced.
+ */
+export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptions = {}): Promise<SweepResult> {
+  const runs = Array.isArray(spec) ? spec : expandSweep(spec);
+  const name = Array.isArray(spec) ? "sweep" : spec.name ?? "sweep";
+  const store = storeOf(options.store);
+  const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
+  // fails here, before any worker starts, on a bad engine choice
+  resolveEngineName(options);
+  const startedAt = Date.now();
+  const results = runs.map((r) => runResult(store, r));
+  const todo = results.filter((r) => r.status !== "finished").map((r) => r.index);
+  const skipped = runs.length - todo.length;
+  if (todo.length === 0) {
+    log(`sweep ${name}: all ${runs.length} runs are finished in ${store.root}`);
+    return summarize(name, results, { skipped, trained: 0, failed: 0 }, false, 0);
+  }
+  const workers = Math.max(1, Math.min(options.workers ?? defaultWorkers(options), todo.length));
+  log(
+    `sweep ${name}: ${runs.length} runs, ${skipped} finished, ${todo.length} to train on ${workers} worker${workers > 1 ? "s" : ""}` +
+      `${options.threads ? ` × ${options.threads} threads` : ""}; store ${store.root}`,
+  );
+
+  const workerOptions: WorkerTrainOptions = {
+    store: store.root,
+    engine: options.engine,
+    backend: options.backend,
+    kernels: options.kernels,
+    threads: options.threads ?? 1,
+    checkpointEvery: options.checkpointEvery,
+    checkpointSeconds: options.checkpointSeconds,
+    keepCheckpoints: options.keepCheckpoints,
+    snapshotSteps: options.snapshotSteps,
+  };
+  const progress = new SweepProgress(name, options.progress ?? true);
+  const say = (m: string) => progress.log(m, log);
+  const live = new Map<number, Live>();
+  const queue = [...todo];
+  const counts = { skipped, trained: 0, failed: 0 };
+  const stepsOf = (i: number) => results[i].steps;
+  const stepsTotal = todo.reduce((s, i) => s + stepsOf(i), 0);
+  const stepsAtStart = todo.reduce((s, i) => s + results[i].stepsDone, 0);
+  let stepsEnded = 0; // budget steps of runs that ended this session (early stops count as their budget)
+  let stopping = false;
+  let killed = false;
+  const children = new Set<ChildProcess>();
+  const doneCount = () => results.filter((r) => r.status === "finished").length;
+  const redraw = (force = false) => {
+    const liveSteps = [...live.entries()].reduce((s, [i, l]) => s + (l.step || results[i].stepsDone), 0);
+    const queuedSteps = queue.reduce((s, i) => s + results[i].stepsDone, 0);
+    progress.draw(progress.line(doneCount(), runs.length, live, stepsEnded + liveSteps + queuedSteps, stepsTotal, startedAt, stepsAtStart), force);
+  };
+
+  const stop = () => {
+    if (stopping) {
+      say(`sweep ${name}: second interrupt: killing the workers (runs lose the steps since their last checkpoint)`);
+      killed = true;
+      for (const c of children) c.kill("SIGKILL");
+      return;
+    }
+    stopping = true;
+    queue.length = 0;
+    say(`sweep ${name}: stopping: running runs end after their step with a checkpoint; run the sweep again to go on (interrupt again to kill)`);
+    for (const c of children) if (c.connected) c.send({ type: "stop" } satisfies ToWorker);
+  };
+  if (options.handleSignals) {
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  }
+  options.signal?.addEventListener("abort", stop);
+  if (options.signal?.aborted) stop();
+
+  const endRun = (index: number, failure?: string) => {
+    live.delete(index);
+    stepsEnded += stepsOf(index);
+    const r = runResult(store, runs[index]);
+    if (failure !== undefined) {
+      r.status = "failed";
+      r.error = failure;
+      counts.failed++;
+    } else if (r.status === "finished") counts.trained++;
+    results[index] = r;
+    const label = describeRun(r.variant, r.params) || r.id;
+    const what =
+      r.status === "finished"
+        ? `finished: train ≥99% at ${r.firstTrain99 ?? "-"}, val ≥99% at ${r.firstVal99 ?? "-"}, best val ${(100 * r.bestValAcc).toFixed(1)}%`
+        : r.status === "failed"
+          ? `FAILED: ${failure}`
+          : `stopped at step ${r.stepsDone}/${r.steps}`;
+    say(`[${doneCount()}/${runs.length}] #${index + 1} ${label} (${r.id}): ${what}`);
+    options.onRunEnd?.(r);
+  };
+
+  const startWorker = (): Promise<void> =>
+    new Promise((resolve) => {
+      const child = fork(WORKER_SCRIPT, [], { execArgv: [], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+      children.add(child);
+      let current: number | null = null;
+      const next = () => {
+        const index = stopping ? undefined : queue.shift();
+        if (index === undefined) {
+          current = null;
+          if (child.connected) child.disconnect();
+          return;
+        }
+        current = index;
+        live.set(index, { step: results[index].stepsDone, steps: stepsOf(index), valAcc: NaN });
+        results[index].status = "running";
+        child.send({ type: "run", index, config: runs[index].config, options: workerOptions } satisfies ToWorker);
+        redraw();
+      };
+      child.on("message", (m: FromWorker) => {
+        if (m.type === "ready") next();
+        else if (m.type === "eval") {
+          live.set(m.index, { step: m.step, steps: m.steps, valAcc: m.valAcc });
+          redraw();
+        } else if (m.type === "log") {
+          // the per-run start and end lines; the sweep prints its own line when a run ends
+          if (/resuming from/.test(m.message)) say(`#${m.index + 1}: ${m.message}`);
+        } else if (m.type === "done" || m.type === "failed") {
+          endRun(m.index, m.type === "failed" ? m.message : undefined);
+          next();
+        }
+      });
+      child.on("exit", (code, signal) => {
+        children.delete(child);
+        if (current !== null) {
+          const index = current;
+          current = null;
+          endRun(index, killed ? "killed by a second interrupt" : `its worker exited (${signal ?? `code ${code}`})`);
+          // a crashed worker is replaced while there is work left
+          if (!stopping && queue.length > 0) {
+            void startWorker().then(resolve);
+            return;
+          }
+        }
+        else if (code !== 0 && !stopping) say(`sweep ${name}: a worker exited (${signal ?? `code ${code}`}) before taking a run`);
+        resolve();
+      });
+      child.on("error", (err) => say(`sweep ${name}: worker error: ${err.message}`));
+    });
+
+  try {
+    redraw(true);
+    await Promise.all(Array.from({ length: workers }, () => startWorker()));
+  } finally {
+    progress.done();
+    if (options.handleSignals) {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    }
+    options.signal?.removeEventListener("abort", stop);
+  }
+  const seconds = (Date.now() - startedAt) / 1000;
+  const result = summarize(name, results, counts, stopping, seconds);
+  log(
+    `sweep ${name}: ${runs.length - result.unfinished}/${runs.length} runs finished (${counts.trained} trained now, ${skipped} already done)` +
+      `${counts.failed ? `, ${counts.failed} failed` : ""}${result.unfinished ? `, ${result.unfinished} unfinished: run the sweep again to go on` : ""} in ${formatDuration(seconds)}`,
+  );
+  return result;
+}
