@@ -9,7 +9,7 @@ export { PAPER_TRANSFORMER, DEFAULT_MLP, paramSpecs, initParams, countParams } f
 export type { ModelConfig, TransformerConfig, MlpConfig, ModelDims } from "./model/config";
 export { PAPER_OPTIMIZER, learningRate } from "./training/optimizer";
 export type { OptimizerConfig } from "./training/optimizer";
-export { paperConfig, normalizeConfig, ConfigError } from "./training/config";
+export { paperConfig, normalizeConfig, ConfigError, withChanges, setConfigField } from "./training/config";
 export type { RunConfig, TrainingConfig, EvalSchedule } from "./training/config";
 export { PRESETS, demoConfig, fig1Config, FIG2_OPTIMIZER_VARIANTS } from "./training/presets";
 export { train } from "./training/trainer";

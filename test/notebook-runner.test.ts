@@ -108,7 +108,7 @@ test("a failing cell gives an error output and stops the notebook; in a child pr
   ]);
   fs.rmSync(file);
   const lines: string[] = [];
-  const code = await runFigures({ root, preset: "smoke", only: "a-export", out: (l) => lines.push(l) });
+  const code = await runFigures({ root, preset: "smoke", only: "a-exp", out: (l) => lines.push(l) }); // a unique prefix names the notebook
   assert.equal(code, 1, lines.join("\n"));
   assert.ok(fs.existsSync(path.join(root, "figures", "smoke.txt")));
   assert.match(lines.join("\n"), /a-export\.ipynb\s+FAILED \(cell 2\)\s+[\d.]+ s\s+1 figure displayed, 1 file exported/);

@@ -68,7 +68,7 @@ test("a sweep spec expands to every combination of its grid, variants outermost,
   assert.equal(adam.config.data.modulus, 47); // from the demo preset
   assert.equal(adam.id, RunStore.idFor(adam.config));
   assert.equal(new Set(runs.map((r) => r.id)).size, runs.length);
-  // the same config twice is one run
+  // the same config twice in a variant is one run
   assert.equal(expandSweep({ grid: { "training.seed": [0, 0, 1] } }).length, 2);
   // switching the model kind starts from that kind's defaults
   const mlp = expandSweep({ set: { "model.kind": "mlp" }, grid: { "model.hidden": [32] } });
@@ -157,6 +157,18 @@ test("a stopped sweep keeps its finished runs and resumes the stopped one to the
   assert.deepEqual(withoutTime(new RunStore(store).readMetrics(done.runs[1].id).rows), withoutTime(reference.metrics.rows));
 });
 
+test("two variants that share a run train it once and both report it", async () => {
+  const store = tempStore("sweep-shared");
+  const spec: SweepSpec = { ...tinySweep(15, [0]), variants: { base: {}, "same lr": { "optimizer.lr": 1e-3 }, "other lr": { "optimizer.lr": 3e-3 } } };
+  const runs = expandSweep(spec);
+  assert.equal(runs.length, 3);
+  assert.equal(runs[0].id, runs[1].id);
+  const result = await runSweep(spec, { ...quiet, store, workers: 2 });
+  assert.deepEqual(result.runs.map((r) => [r.variant, r.status]), [["base", "finished"], ["same lr", "finished"], ["other lr", "finished"]]);
+  assert.equal(result.trained, 2);
+  assert.equal(new RunStore(store).list().length, 2);
+});
+
 test("a run that fails is reported and the others go on", async () => {
   const store = tempStore("sweep-fail");
   const spec = tinySweep(20, [0, 1, 2]);
@@ -238,4 +250,11 @@ test("sweep summaries: quantiles, and medians that count runs that never got the
   assert.equal(censored[0].median, Infinity);
   assert.equal(censored[1].q25, 150);
   assert.throws(() => summarizeRuns(runs, ["data.op"], (r) => r.firstVal99), /not a grid field/);
+});
+
+test("the example sweep specs in sweeps/ are valid", () => {
+  const dir = path.join(__dirname, "..", "..", "sweeps");
+  const files = fs.readdirSync(dir).filter((f) => /\.(json|ya?ml)$/.test(f));
+  assert.ok(files.length >= 2);
+  for (const f of files) assert.ok(expandSweep(loadSweepSpec(path.join(dir, f))).length > 0, f);
 });

@@ -9,7 +9,7 @@ import { encodeInputs, makeDataset } from "../src/data/dataset";
 import { initParams } from "../src/model/config";
 import { RunLock, RunLockedError } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
-import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "../src/training/config";
+import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig, withChanges } from "../src/training/config";
 import { PAPER_OPTIMIZER } from "../src/training/optimizer";
 import { FIG2_OPTIMIZER_VARIANTS } from "../src/training/presets";
 import { earlyStopReached, train } from "../src/training/trainer";
@@ -173,7 +173,7 @@ test("each optimizer variant of the paper's Fig 2 is one config that trains", as
   assert.equal(names.length, 9);
   const ids = new Set<string>();
   for (const name of names) {
-    const cfg = normalizeConfig(FIG2_OPTIMIZER_VARIANTS[name](tinyConfig({ steps: 3, batchSize: 16 })));
+    const cfg = normalizeConfig(withChanges(tinyConfig({ steps: 3, batchSize: 16 }), FIG2_OPTIMIZER_VARIANTS[name]));
     ids.add(RunStore.idFor(cfg));
     const result = await train(cfg, { store: tempStore("fig2"), ...quiet });
     assert.equal(result.stepsDone, 3, name);

@@ -16,7 +16,7 @@ import { NOTEBOOK_PRESETS, Preset } from "./notebook";
 export interface FiguresOptions {
   /** GROK_PRESET for the notebooks; default: $GROK_PRESET if it names a preset, else "quick". */
   preset?: Preset;
-  /** Run only this notebook (file name, with or without .ipynb). */
+  /** Run only this notebook (file name, with or without .ipynb, or a unique prefix such as "02"). */
   only?: string;
   /** Save the outputs into the notebooks (default true). */
   write?: boolean;
@@ -103,12 +103,14 @@ export async function runFigures(opts: FiguresOptions = {}): Promise<number> {
 
   let names = fs.existsSync(nbDir) ? fs.readdirSync(nbDir).filter((f) => f.endsWith(".ipynb")).sort() : [];
   if (opts.only !== undefined) {
-    const want = opts.only.endsWith(".ipynb") ? opts.only : opts.only + ".ipynb";
-    if (!names.includes(path.basename(want))) {
-      process.stderr.write(`grok figures: no notebook ${want} in ${nbDir} (there are: ${names.join(", ") || "none"})\n`);
+    // a file name, with or without .ipynb, or a unique prefix of one ("02")
+    const want = path.basename(opts.only);
+    const matches = names.includes(want) || names.includes(want + ".ipynb") ? [names.includes(want) ? want : want + ".ipynb"] : names.filter((n) => n.startsWith(want));
+    if (matches.length !== 1) {
+      process.stderr.write(`grok figures: ${matches.length ? `"${want}" names several notebooks` : `no notebook ${want}`} in ${nbDir} (there are: ${names.join(", ") || "none"})\n`);
       return 2;
     }
-    names = [path.basename(want)];
+    names = matches;
   }
   if (names.length === 0) {
     out(`No notebooks in ${nbDir}.`);

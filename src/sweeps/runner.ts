@@ -178,8 +178,11 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
   resolveEngineName(options);
   const startedAt = Date.now();
   const results = runs.map((r) => runResult(store, r));
-  const todo = results.filter((r) => r.status !== "finished").map((r) => r.index);
-  const skipped = runs.length - todo.length;
+  // a run shared by two variants is trained once: the queue holds its first index
+  const firstIndex = new Map<string, number>();
+  for (const r of runs) if (!firstIndex.has(r.id)) firstIndex.set(r.id, r.index);
+  const todo = results.filter((r) => r.status !== "finished" && firstIndex.get(r.id) === r.index).map((r) => r.index);
+  const skipped = results.filter((r) => r.status === "finished").length;
   if (todo.length === 0) {
     log(`sweep ${name}: all ${runs.length} runs are finished in ${store.root}`);
     return summarize(name, results, { skipped, trained: 0, failed: 0 }, false, 0);
@@ -249,6 +252,7 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
       counts.failed++;
     } else if (r.status === "finished") counts.trained++;
     results[index] = r;
+    for (const other of runs) if (other.id === r.id && other.index !== index) results[other.index] = { ...r, ...other };
     const label = describeRun(r.variant, r.params) || r.id;
     const what =
       r.status === "finished"

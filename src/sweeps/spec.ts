@@ -17,11 +17,12 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ConfigError, mergeConfig, normalizeConfig, paperConfig, RunConfig } from "../training/config";
+import { ConfigError, FieldValue, isObject, mergeConfig, normalizeConfig, paperConfig, RunConfig, setConfigField } from "../training/config";
+
+export type { FieldValue };
 import { PRESETS } from "../training/presets";
 import { RunStore } from "../store/run-store";
 
-export type FieldValue = string | number | boolean | null | Record<string, unknown>;
 
 export interface SweepSpec {
   name?: string;
@@ -50,7 +51,6 @@ export interface SweepRun {
 
 export class SweepSpecError extends Error {}
 
-const SECTIONS = ["data", "model", "optimizer", "training"];
 
 /** Reads a sweep spec from a .json, .yaml or .yml file. */
 export function loadSweepSpec(file: string): SweepSpec {
@@ -73,10 +73,6 @@ export function loadSweepSpec(file: string): SweepSpec {
     throw new SweepSpecError(`${file}: ${(err as Error).message.split("\n")[0]}`);
   }
   return checkSpecShape(parsed, file);
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 function checkSpecShape(spec: unknown, source: string): SweepSpec {
@@ -118,32 +114,6 @@ function baseConfig(base: SweepSpec["base"]): RunConfig {
   return mergeConfig(paperConfig(), base, "base");
 }
 
-/** Applies "section.field" (or "training.eval.every") = value to a config, checking that the field exists. */
-function applyField(cfg: RunConfig, fieldPath: string, value: unknown, where: string): RunConfig {
-  const parts = fieldPath.split(".");
-  if (parts.length < 2 || !SECTIONS.includes(parts[0])) {
-    throw new SweepSpecError(`${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`);
-  }
-  const [section, field, ...rest] = parts;
-  if (section === "model" && field === "kind") return mergeConfig(cfg, { model: { kind: value } }, where);
-  const out = structuredClone(cfg);
-  let target = (out as unknown as Record<string, Record<string, unknown>>)[section];
-  const keys = [field, ...rest];
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i];
-    // grokfast is the one optional field (null when off)
-    if (!(key in target) && !(section === "optimizer" && key === "grokfast")) {
-      throw new SweepSpecError(`${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`);
-    }
-    if (i === keys.length - 1) target[key] = structuredClone(value);
-    else {
-      if (!isObject(target[key])) throw new SweepSpecError(`${where}: "${fieldPath}": ${key} has no fields`);
-      target = target[key] as Record<string, unknown>;
-    }
-  }
-  return out;
-}
-
 function cartesian(grid: Record<string, FieldValue[]>): Record<string, FieldValue>[] {
   let combos: Record<string, FieldValue>[] = [{}];
   for (const [field, values] of Object.entries(grid)) combos = combos.flatMap((c) => values.map((v) => ({ ...c, [field]: v })));
@@ -152,21 +122,22 @@ function cartesian(grid: Record<string, FieldValue[]>): Record<string, FieldValu
 
 /**
  * Every run of a sweep, in order: variants outermost, then the grid with its last field varying fastest.
- * Each config is normalized; a bad field or value throws naming it. Runs with identical configs appear once.
+ * Each config is normalized; a bad field or value throws naming it. Within a variant, identical configs
+ * appear once; two variants may share a run (e.g. a variant that restates the base), trained once.
  */
 export function expandSweep(specIn: SweepSpec): SweepRun[] {
   const spec = checkSpecShape(specIn, "sweep spec");
   let base = baseConfig(spec.base);
-  for (const [field, value] of Object.entries(spec.set ?? {})) base = applyField(base, field, value, "set");
+  for (const [field, value] of Object.entries(spec.set ?? {})) base = setConfigField(base, field, value, "set");
   const variants: [string, Record<string, FieldValue>][] = spec.variants ? Object.entries(spec.variants) : [["", {}]];
   const runs: SweepRun[] = [];
-  const seen = new Set<string>();
   for (const [variant, changes] of variants) {
+    const seen = new Set<string>();
     let vcfg = base;
-    for (const [field, value] of Object.entries(changes)) vcfg = applyField(vcfg, field, value, `variant "${variant}"`);
+    for (const [field, value] of Object.entries(changes)) vcfg = setConfigField(vcfg, field, value, `variant "${variant}"`);
     for (const params of cartesian(spec.grid ?? {})) {
       let cfg = vcfg;
-      for (const [field, value] of Object.entries(params)) cfg = applyField(cfg, field, value, "grid");
+      for (const [field, value] of Object.entries(params)) cfg = setConfigField(cfg, field, value, "grid");
       const label = describeRun(variant, params);
       let config: RunConfig;
       try {

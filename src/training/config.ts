@@ -55,6 +55,51 @@ export function defaultModel(kind: ModelConfig["kind"]): ModelConfig {
 
 export class ConfigError extends Error {}
 
+/** A value in a config field (sweep specs and variants set fields by path). */
+export type FieldValue = string | number | boolean | null | Record<string, unknown>;
+
+const SECTIONS = ["data", "model", "optimizer", "training"];
+
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A copy of a config with "section.field" (or "training.eval.every") set to value; an error names a path
+ * that is not a config field. Setting model.kind starts from that kind's defaults.
+ */
+export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown, where: string): RunConfig {
+  const parts = fieldPath.split(".");
+  if (parts.length < 2 || !SECTIONS.includes(parts[0])) {
+    throw new ConfigError(`${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`);
+  }
+  const [section, field, ...rest] = parts;
+  if (section === "model" && field === "kind") return mergeConfig(cfg, { model: { kind: value } }, where);
+  const out = structuredClone(cfg);
+  let target = (out as unknown as Record<string, Record<string, unknown>>)[section];
+  const keys = [field, ...rest];
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i];
+    // grokfast is the one optional field (null when off)
+    if (!(key in target) && !(section === "optimizer" && key === "grokfast")) {
+      throw new ConfigError(`${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`);
+    }
+    if (i === keys.length - 1) target[key] = structuredClone(value);
+    else {
+      if (!isObject(target[key])) throw new ConfigError(`${where}: "${fieldPath}": ${key} has no fields`);
+      target = target[key] as Record<string, unknown>;
+    }
+  }
+  return out;
+}
+
+/** A copy of a config with every field path of `changes` set, e.g. { "optimizer.kind": "adam" }. */
+export function withChanges(cfg: RunConfig, changes: Record<string, FieldValue>, where = "changes"): RunConfig {
+  let out = cfg;
+  for (const [field, value] of Object.entries(changes)) out = setConfigField(out, field, value, where);
+  return out;
+}
+
 /** Deep-merges a partial config over a full one; a different model kind starts from that kind's defaults. */
 export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, source: string): RunConfig {
   const out = structuredClone(base);
