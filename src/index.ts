@@ -32,3 +32,5 @@ export { runSweep, sweepStatus, defaultWorkers } from "./sweeps/runner";
 export type { SweepOptions, SweepResult, SweepRunResult, SweepRunStatus } from "./sweeps/runner";
 export { summarizeRuns, quantile } from "./analysis/sweeps";
 export type { GroupSummary } from "./analysis/sweeps";
+export { sharpnessOf, runSharpness, maximizeInBox, randomSubspace } from "./analysis/sharpness";
+export type { SharpnessOptions, SharpnessResult } from "./analysis/sharpness";
