@@ -1,0 +1,152 @@
+// What a network learned about its symbols: the output layer's weight row of each symbol (the paper's Fig 3)
+// and the input embeddings, laid out by t-SNE, and their discrete Fourier transform over the residues for
+// modular arithmetic.
+
+import { NamedTensors } from "../util/tensors";
+import { Rng } from "../util/rng";
+
+/**
+ * One vector per symbol: "output", the output layer's weights for that symbol (a column of head.weight,
+ * stored [in, out]); "input", the symbol's token embedding.
+ */
+export function symbolVectors(weights: NamedTensors, numSymbols: number, which: "output" | "input"): Float32Array[] {
+  if (which === "input") {
+    const emb = weights.get("embed.token");
+    if (!emb) throw new Error("the weights have no embed.token");
+    const d = emb.shape[1];
+    return Array.from({ length: numSymbols }, (_, s) => emb.data.slice(s * d, (s + 1) * d));
+  }
+  const head = weights.get("head.weight");
+  if (!head) throw new Error("the weights have no head.weight");
+  const [rows, cols] = head.shape;
+  if (cols !== numSymbols) throw new Error(`head.weight has ${cols} outputs, not ${numSymbols} symbols`);
+  return Array.from({ length: numSymbols }, (_, s) => Float32Array.from({ length: rows }, (_, i) => head.data[i * cols + s]));
+}
+
+export interface TsneOptions {
+  seed?: number;
+  perplexity?: number;
+  iterations?: number;
+  learningRate?: number;
+}
+
+/**
+ * 2-D t-SNE of the vectors (tsne-js, exact). tsne-js draws its starting layout from Math.random; it is
+ * swapped for a seeded generator while it runs, so the same seed gives the same layout.
+ */
+export function tsne2d(vectors: Float32Array[], opts: TsneOptions = {}): [number, number][] {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require("tsne-js");
+  const TSNE = mod.default ?? mod;
+  const rng = new Rng(opts.seed ?? 0);
+  const original = Math.random;
+  Math.random = () => rng.uniform();
+  try {
+    const model = new TSNE({
+      dim: 2,
+      perplexity: Math.min(opts.perplexity ?? 30, Math.max(2, Math.floor((vectors.length - 1) / 3))),
+      earlyExaggeration: 4,
+      // tsne-js diverges at the usual 100-200 on small sets (its KL divergence grows); 10 converges
+      learningRate: opts.learningRate ?? 10,
+      nIter: opts.iterations ?? 1000,
+      metric: "euclidean",
+    });
+    model.init({ data: vectors.map((v) => Array.from(v)), type: "dense" });
+    model.run();
+    return (model.getOutputScaled() as number[][]).map((p) => [p[0], p[1]]);
+  } finally {
+    Math.random = original;
+  }
+}
+
+export interface FourierSpectrum {
+  /** Frequencies 0 … ⌊p/2⌋ (k and p−k carry the same power for real vectors and are summed). */
+  frequencies: number[];
+  /** Share of the vectors' total power (over all dimensions, mean removed) at each frequency; sums to 1. */
+  power: number[];
+}
+
+/**
+ * The discrete Fourier transform over residues x = 0 … p−1 of p vectors (one per residue), taken in every
+ * dimension: power(k) ∝ Σ_dims |Σ_x v_x e^{−2πikx/p}|², frequency 0 (the mean) left out.
+ */
+export function fourierSpectrum(vectors: Float32Array[]): FourierSpectrum {
+  const p = vectors.length;
+  const d = vectors[0]?.length ?? 0;
+  const half = Math.floor(p / 2);
+  const raw = new Array<number>(half + 1).fill(0);
+  for (let k = 1; k < p; k++) {
+    let pk = 0;
+    for (let j = 0; j < d; j++) {
+      let re = 0;
+      let im = 0;
+      for (let x = 0; x < p; x++) {
+        const a = (-2 * Math.PI * k * x) / p;
+        re += vectors[x][j] * Math.cos(a);
+        im += vectors[x][j] * Math.sin(a);
+      }
+      pk += re * re + im * im;
+    }
+    raw[Math.min(k, p - k)] += pk;
+  }
+  const total = raw.reduce((a, b) => a + b, 0) || 1;
+  return { frequencies: raw.map((_, k) => k), power: raw.map((v) => v / total) };
+}
+
+/** The `count` frequencies with the most power, strongest first. */
+export function keyFrequencies(spectrum: FourierSpectrum, count: number): { frequency: number; power: number }[] {
+  return spectrum.frequencies
+    .map((frequency, i) => ({ frequency, power: spectrum.power[i] }))
+    .filter((f) => f.frequency > 0)
+    .sort((a, b) => b.power - a.power)
+    .slice(0, count);
+}
+
+/** Ranks 1 … n, ties given their average rank. */
+function ranks(values: number[]): number[] {
+  const order = values.map((v, i) => [v, i] as const).sort((a, b) => a[0] - b[0]);
+  const out = new Array<number>(values.length);
+  for (let i = 0; i < order.length; ) {
+    let j = i;
+    while (j + 1 < order.length && order[j + 1][0] === order[i][0]) j++;
+    for (let k = i; k <= j; k++) out[order[k][1]] = (i + j) / 2 + 1;
+    i = j + 1;
+  }
+  return out;
+}
+
+function pearson(a: number[], b: number[]): number {
+  const n = a.length;
+  const ma = a.reduce((s, v) => s + v, 0) / n;
+  const mb = b.reduce((s, v) => s + v, 0) / n;
+  let sab = 0, saa = 0, sbb = 0;
+  for (let i = 0; i < n; i++) {
+    sab += (a[i] - ma) * (b[i] - mb);
+    saa += (a[i] - ma) ** 2;
+    sbb += (b[i] - mb) ** 2;
+  }
+  return saa > 0 && sbb > 0 ? sab / Math.sqrt(saa * sbb) : NaN;
+}
+
+/**
+ * Spearman's rank correlation and its two-sided p-value from a seeded permutation test (the share of
+ * shuffles of b whose |ρ| is at least the observed one), which needs no distributional assumption.
+ */
+export function spearman(a: number[], b: number[], opts: { permutations?: number; seed?: number } = {}): { rho: number; pValue: number } {
+  if (a.length !== b.length || a.length < 3) throw new Error(`spearman needs two lists of the same length ≥ 3 (got ${a.length} and ${b.length})`);
+  const ra = ranks(a);
+  const rb = ranks(b);
+  const rho = pearson(ra, rb);
+  const n = opts.permutations ?? 20_000;
+  const rng = new Rng(opts.seed ?? 0);
+  const shuffled = [...rb];
+  let extreme = 0;
+  for (let t = 0; t < n; t++) {
+    for (let i = shuffled.length - 1; i > 0; i--) {
+      const j = rng.int(i + 1);
+      [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
+    }
+    if (Math.abs(pearson(ra, shuffled)) >= Math.abs(rho) - 1e-12) extreme++;
+  }
+  return { rho, pValue: (extreme + 1) / (n + 1) };
+}

@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { fourierSpectrum, keyFrequencies, spearman, symbolVectors, tsne2d } from "../src/analysis/embeddings";
+import { Rng } from "../src/util/rng";
+
+test("symbolVectors: a symbol's output row is its column of head.weight [in, out]; its input row is its embedding", () => {
+  const head = { shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) };
+  const emb = { shape: [5, 2], data: Float32Array.from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]) };
+  const w = new Map([["head.weight", head], ["embed.token", emb]]);
+  assert.deepEqual(symbolVectors(w, 3, "output").map((v) => Array.from(v)), [[1, 4], [2, 5], [3, 6]]);
+  assert.deepEqual(symbolVectors(w, 3, "input").map((v) => Array.from(v)), [[0, 1], [2, 3], [4, 5]]);
+  assert.throws(() => symbolVectors(w, 4, "output"), /3 outputs, not 4 symbols/);
+});
+
+test("tsne2d is repeatable for a seed and separates two well-separated clusters", () => {
+  const rng = new Rng(1);
+  const points = Array.from({ length: 30 }, (_, i) => Float32Array.from({ length: 8 }, () => rng.normal() * 0.1 + (i < 15 ? 0 : 5)));
+  const a = tsne2d(points, { seed: 3, iterations: 1000 });
+  assert.deepEqual(tsne2d(points, { seed: 3, iterations: 1000 }), a);
+  assert.notDeepEqual(tsne2d(points, { seed: 4, iterations: 1000 }), a);
+  // every point's nearest neighbour in the layout is from its own cluster
+  const dist = (p: [number, number], q: [number, number]) => Math.hypot(p[0] - q[0], p[1] - q[1]);
+  a.forEach((p, i) => {
+    let nearest = -1;
+    a.forEach((q, j) => {
+      if (j !== i && (nearest < 0 || dist(p, q) < dist(p, a[nearest]))) nearest = j;
+    });
+    assert.equal(nearest < 15, i < 15, `point ${i}'s nearest neighbour is ${nearest}`);
+  });
+});
+
+test("fourierSpectrum finds the frequencies vectors are built from", () => {
+  const p = 23;
+  const vectors = Array.from({ length: p }, (_, x) => Float32Array.from([Math.cos((2 * Math.PI * 4 * x) / p), 0.5 * Math.sin((2 * Math.PI * 9 * x) / p), 2 + 0 * x]));
+  const s = fourierSpectrum(vectors);
+  assert.equal(s.frequencies.length, 12);
+  assert.ok(Math.abs(s.power.reduce((a, b) => a + b, 0) - 1) < 1e-12);
+  const key = keyFrequencies(s, 2);
+  assert.deepEqual(key.map((k) => k.frequency), [4, 9]);
+  assert.ok(Math.abs(key[0].power - 0.8) < 1e-6 && Math.abs(key[1].power - 0.2) < 1e-6, JSON.stringify(key)); // powers 1 : 0.25
+});
+
+test("spearman: ρ of monotone data is ±1 with a small p-value; of unrelated data near 0 with a large one", () => {
+  const x = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const up = spearman(x, x.map((v) => v * v));
+  assert.equal(up.rho, 1);
+  assert.ok(up.pValue < 0.001);
+  assert.equal(spearman(x, x.map((v) => -Math.exp(v))).rho, -1);
+  const ties = spearman([1, 2, 2, 3], [1, 2, 3, 4]);
+  assert.ok(Math.abs(ties.rho - 0.9486832980505138) < 1e-12, String(ties.rho)); // scipy.stats.spearmanr
+  const rng = new Rng(9);
+  const noise = spearman(x, x.map(() => rng.uniform()), { seed: 1 });
+  assert.ok(noise.pValue > 0.05, JSON.stringify(noise));
+  assert.throws(() => spearman([1, 2], [1, 2]), /length ≥ 3/);
+});
