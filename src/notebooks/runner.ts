@@ -466,8 +466,17 @@ export function runNotebookIsolated(nbPath: string, opts: NotebookRunOptions = {
         clearTimeout(timer);
       }
     });
+    // stopping this process stops the notebook (and, through it, any sweep workers) instead of orphaning it
+    const onSignal = (sig: NodeJS.Signals) => {
+      child.kill(sig);
+      child.once("exit", () => process.exit(sig === "SIGINT" ? 130 : 143));
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
     child.on("error", reject);
     child.on("exit", (code, signal) => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
       clearTimeout(timer);
       if (result) return resolve(result);
       let source = "";
