@@ -2,6 +2,7 @@
 
 import * as fs from "node:fs";
 import { ModelConfig } from "../model/config";
+import { EngineOptions, ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
 import { ConfigError, mergeConfig, RunConfig, TrainingConfig } from "../training/config";
 import { PRESETS } from "../training/presets";
 
@@ -138,4 +139,33 @@ export function configFromFlags(values: Record<string, string | boolean | undefi
     };
   }
   return cfg;
+}
+
+/** A bad flag or argument: the command prints it and exits with code 2. */
+export class UsageError extends Error {}
+
+/** An integer flag ≥ min, or undefined when absent. */
+export function intFlag(values: Record<string, unknown>, name: string, min: number): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} needs an integer ≥ ${min} (got "${raw}")`);
+  return v;
+}
+
+/** --engine, --backend and --kernels, checked against the choices this build offers. */
+export function engineFlags(values: Record<string, unknown>): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
+  const engine = values.engine as string | undefined;
+  if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(engine)) {
+    throw new UsageError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
+  }
+  const backend = values.backend as string | undefined;
+  if (backend !== undefined && !(TFJS_BACKENDS as readonly string[]).includes(backend)) {
+    throw new UsageError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${backend}")`);
+  }
+  const kernels = values.kernels as string | undefined;
+  if (kernels !== undefined && !(KERNEL_CHOICES as readonly string[]).includes(kernels)) {
+    throw new UsageError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
+  }
+  return { engine: engine as EngineOptions["engine"], backend: backend as EngineOptions["backend"], kernels: kernels as EngineOptions["kernels"] };
 }

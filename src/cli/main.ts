@@ -9,10 +9,9 @@ import { train, TrainOptions } from "../training/trainer";
 import { figuresMain } from "../notebooks/figures";
 import { runBenchmark } from "./bench";
 import { isSweepInputError, sweepCommand } from "./sweep";
-import { configFromFlags, FIELD_FLAGS, SPECIAL_FLAGS } from "./flags";
+import { configFromFlags, engineFlags, FIELD_FLAGS, intFlag, SPECIAL_FLAGS, UsageError } from "./flags";
 
-/** Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by an interrupt (resumable). */
-class UsageError extends Error {}
+// Exit codes: 0 done, 1 failed, 2 bad usage or config (UsageError, ConfigError), 130 stopped by an interrupt (resumable).
 
 const RUNTIME_FLAGS = {
   store: "run store directory (default: the project's data/runs, or $GROK_STORE)",
@@ -53,32 +52,13 @@ function parse(args: string[], options: ParseArgsConfig["options"], positionals:
   }
 }
 
-function intFlag(values: Record<string, unknown>, name: string, min: number): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} needs an integer ≥ ${min} (got "${raw}")`);
-  return v;
-}
-
 function runtimeOptions(values: Record<string, string | boolean | undefined>): TrainOptions {
-  const engine = values.engine as string | undefined;
-  if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(engine)) {
-    throw new UsageError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
-  }
-  const backend = values.backend as string | undefined;
-  if (backend !== undefined && !(TFJS_BACKENDS as readonly string[]).includes(backend)) {
-    throw new UsageError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${backend}")`);
-  }
-  const kernels = values.kernels as string | undefined;
-  if (kernels !== undefined && !(KERNEL_CHOICES as readonly string[]).includes(kernels)) {
-    throw new UsageError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
-  }
+  const { engine, backend, kernels } = engineFlags(values);
   return {
     store: values.store as string | undefined,
-    engine: engine as TrainOptions["engine"],
-    backend: backend as TrainOptions["backend"],
-    kernels: kernels as TrainOptions["kernels"],
+    engine,
+    backend,
+    kernels,
     threads: intFlag(values, "threads", 1),
     checkpointEvery: intFlag(values, "checkpoint-every", 1),
     checkpointSeconds: intFlag(values, "checkpoint-seconds", 1),

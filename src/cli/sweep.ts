@@ -4,6 +4,7 @@
 
 import { parseArgs } from "node:util";
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
+import { engineFlags, intFlag, UsageError } from "./flags";
 import { RunStore } from "../store/run-store";
 import { ConfigError } from "../training/config";
 import { defaultWorkers, runSweep, SweepOptions, SweepResult, sweepStatus } from "../sweeps/runner";
@@ -23,15 +24,6 @@ export const SWEEP_USAGE =
   "  --checkpoint-every N, --checkpoint-seconds N, --keep-checkpoints N   as for grok train\n" +
   "  --json                 print every run's result as JSON on stdout\n" +
   "  --no-progress          no progress display\n";
-
-export class SweepUsageError extends Error {}
-
-function positiveInt(raw: string | undefined, flag: string, min: number): number | undefined {
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) throw new SweepUsageError(`--${flag} needs an integer ≥ ${min} (got "${raw}")`);
-  return v;
-}
 
 function table(result: SweepResult): string {
   const fields = [...new Set(result.runs.flatMap((r) => Object.keys(r.params)))];
@@ -83,34 +75,22 @@ export async function sweepCommand(args: string[]): Promise<number> {
       },
     });
   } catch (err) {
-    throw new SweepUsageError((err as Error).message.split("\n")[0]);
+    throw new UsageError((err as Error).message.split("\n")[0]);
   }
   const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(SWEEP_USAGE);
     return 0;
   }
-  if (positionals.length !== 1) throw new SweepUsageError(`give one sweep spec file (got ${positionals.length})\n${SWEEP_USAGE}`);
-  const engine = values.engine;
-  if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(engine)) {
-    throw new SweepUsageError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
-  }
-  if (values.backend !== undefined && !(TFJS_BACKENDS as readonly string[]).includes(values.backend)) {
-    throw new SweepUsageError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${values.backend}")`);
-  }
-  if (values.kernels !== undefined && !(KERNEL_CHOICES as readonly string[]).includes(values.kernels)) {
-    throw new SweepUsageError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${values.kernels}")`);
-  }
+  if (positionals.length !== 1) throw new UsageError(`give one sweep spec file (got ${positionals.length})\n${SWEEP_USAGE}`);
   const options: SweepOptions = {
     store: values.store,
-    engine: engine as SweepOptions["engine"],
-    backend: values.backend as SweepOptions["backend"],
-    kernels: values.kernels as SweepOptions["kernels"],
-    threads: positiveInt(values.threads, "threads", 1),
-    workers: positiveInt(values.workers, "workers", 1),
-    checkpointEvery: positiveInt(values["checkpoint-every"], "checkpoint-every", 1),
-    checkpointSeconds: positiveInt(values["checkpoint-seconds"], "checkpoint-seconds", 1),
-    keepCheckpoints: positiveInt(values["keep-checkpoints"], "keep-checkpoints", 0),
+    ...engineFlags(values),
+    threads: intFlag(values, "threads", 1),
+    workers: intFlag(values, "workers", 1),
+    checkpointEvery: intFlag(values, "checkpoint-every", 1),
+    checkpointSeconds: intFlag(values, "checkpoint-seconds", 1),
+    keepCheckpoints: intFlag(values, "keep-checkpoints", 0),
     progress: !values["no-progress"],
     handleSignals: true,
   };
@@ -132,5 +112,5 @@ export async function sweepCommand(args: string[]): Promise<number> {
 }
 
 export function isSweepInputError(err: unknown): boolean {
-  return err instanceof SweepUsageError || err instanceof SweepSpecError || err instanceof ConfigError;
+  return err instanceof UsageError || err instanceof SweepSpecError || err instanceof ConfigError;
 }
