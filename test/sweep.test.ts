@@ -258,3 +258,14 @@ test("the example sweep specs in sweeps/ are valid", () => {
   assert.ok(files.length >= 2);
   for (const f of files) assert.ok(expandSweep(loadSweepSpec(path.join(dir, f))).length > 0, f);
 });
+
+test("a run being created (config written, state not yet) reads as missing, not as an error", () => {
+  const store = tempStore("sweep-creating");
+  const spec = tinySweep(10, [0]);
+  const [run] = expandSweep(spec);
+  const s = new RunStore(store);
+  fs.mkdirSync(s.dir(run.id), { recursive: true });
+  fs.writeFileSync(path.join(s.dir(run.id), "config.json"), JSON.stringify(run.config));
+  assert.equal(s.has(run.id), false);
+  assert.deepEqual(sweepStatus(spec, store).runs.map((r) => r.status), ["missing"]);
+});

@@ -82,8 +82,9 @@ export class RunStore {
     return path.join(this.root, id);
   }
 
+  /** Whether the store holds run `id`: its config and its state (a run being created has the first a moment before the second). */
   has(id: string): boolean {
-    return fs.existsSync(path.join(this.dir(id), "config.json"));
+    return fs.existsSync(path.join(this.dir(id), "config.json")) && fs.existsSync(path.join(this.dir(id), "run.json"));
   }
 
   /**
