@@ -48,6 +48,10 @@ test("bad flags and configs exit non-zero with a clear message and create no run
     assert.ok(!fs.existsSync(path.join(store, "runs")), `${args.join(" ")} created the store`);
   }
   assert.equal(grok(["frobnicate"]).code, 2);
+  // every command's flags are checked the same way
+  for (const args of [["bench", "--bogus"], ["bench", "--engine", "torch"], ["sweep", "--bogus"], ["ls", "extra"]]) {
+    assert.equal(grok(args).code, 2, args.join(" "));
+  }
   const missing = grok(["show", "nosuchrun", "--store", store]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /no run "nosuchrun"/);

@@ -4,6 +4,7 @@
 import { Dataset, encodeInputs, makeDataset } from "../data/dataset";
 import { createEngine, EngineOptions } from "../engines/index";
 import { RunStore } from "../store/run-store";
+import { RunConfig } from "../training/config";
 import { NamedTensors } from "../util/tensors";
 import { loadWeights } from "./runs";
 
@@ -19,7 +20,7 @@ export interface TableAnswers {
 }
 
 /** The network's answer for each of `inputs` ([n, 4] row-major) under `weights`. */
-export async function predictAnswers(dataset: Dataset, config: { model: import("../model/config").ModelConfig; optimizer: import("../training/optimizer").OptimizerConfig }, weights: NamedTensors, inputs: Int32Array, engineOptions: EngineOptions = {}): Promise<Int32Array> {
+export async function predictAnswers(dataset: Dataset, config: Pick<RunConfig, "model" | "optimizer">, weights: NamedTensors, inputs: Int32Array, engineOptions: EngineOptions = {}): Promise<Int32Array> {
   const { engine } = await createEngine(engineOptions);
   try {
     const dims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };

@@ -6,7 +6,6 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { parseArgs } from "node:util";
 import { encodeInputs, makeDataset } from "../data/dataset";
 import { createEngine, EngineChoice } from "../engines/index";
 import { TfjsBackendChoice } from "../engines/tfjs/backend";
@@ -14,7 +13,8 @@ import { initParams, ModelDims } from "../model/config";
 import { ConfigError, paperConfig, resolveBatchSize } from "../training/config";
 import { BatchSampler } from "../training/batches";
 
-type KernelChoice = "auto" | "native" | "typescript";
+import type { KernelChoice } from "../engines/fast/kernels";
+import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags } from "./flags";
 
 export interface MsPerStep {
   mean: number;
@@ -356,29 +356,20 @@ export function formatSuite(s: SuiteResult): string {
 // -------------------------------------------------------------------------------------------- the CLI
 
 export async function runBenchmark(args: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseFlags(
     args,
-    options: {
+    {
       all: { type: "boolean" },
       seconds: { type: "string" },
       "batch-size": { type: "string" },
       steps: { type: "string" },
       warmup: { type: "string" },
-      engine: { type: "string" },
-      backend: { type: "string" },
-      kernels: { type: "string" },
-      threads: { type: "string" },
+      ...ENGINE_FLAG_OPTIONS,
       json: { type: "boolean" },
     },
-    strict: true,
-  });
-  const int = (name: string, fallback: number, min: number) => {
-    const raw = values[name as keyof typeof values];
-    if (raw === undefined) return fallback;
-    const v = Number(raw);
-    if (!Number.isInteger(v) || v < min) throw new ConfigError(`--${name} needs an integer ≥ ${min} (got "${raw}")`);
-    return v;
-  };
+    0,
+  );
+  const int = (name: string, fallback: number, min: number) => intFlag(values, name, min) ?? fallback;
   const seconds = values.seconds === undefined ? 8 : Number(values.seconds);
   if (!(seconds > 0 && Number.isFinite(seconds))) throw new ConfigError(`--seconds needs a positive number (got "${values.seconds}")`);
 
@@ -392,16 +383,13 @@ export async function runBenchmark(args: string[]): Promise<number> {
 
   const rawBatch = values["batch-size"] ?? "512";
   const batchSize = rawBatch === "full" || rawBatch === "paper" ? rawBatch : int("batch-size", 512, 1);
-  const kernels = values.kernels as KernelChoice | undefined;
-  if (kernels !== undefined && !["auto", "native", "typescript"].includes(kernels)) {
-    throw new ConfigError(`--kernels must be auto, native or typescript (got "${kernels}")`);
-  }
+  const { engine, backend, kernels } = engineFlags(values);
   const steps = values.steps === "auto" ? "auto" : int("steps", 10, 1);
   const result = await benchmarkEngine({
-    engine: values.engine as EngineChoice | undefined,
-    backend: values.backend as TfjsBackendChoice | undefined,
+    engine,
+    backend,
     kernels,
-    threads: values.threads === undefined ? undefined : int("threads", 1, 1),
+    threads: intFlag(values, "threads", 1),
     batchSize,
     steps,
     warmup: int("warmup", 2, 0),

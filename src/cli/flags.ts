@@ -1,6 +1,7 @@
 // `grok train` flags: one per config field, so any run can be described on the command line.
 
 import * as fs from "node:fs";
+import { parseArgs, ParseArgsConfig } from "node:util";
 import { ModelConfig } from "../model/config";
 import { EngineOptions, ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
 import { ConfigError, mergeConfig, RunConfig, TrainingConfig } from "../training/config";
@@ -153,6 +154,14 @@ export function intFlag(values: Record<string, unknown>, name: string, min: numb
   return v;
 }
 
+/** The parseFlags options for choosing an engine: --engine, --backend, --kernels, --threads. */
+export const ENGINE_FLAG_OPTIONS = {
+  engine: { type: "string" },
+  backend: { type: "string" },
+  kernels: { type: "string" },
+  threads: { type: "string" },
+} as const;
+
 /** --engine, --backend and --kernels, checked against the choices this build offers. */
 export function engineFlags(values: Record<string, unknown>): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
   const engine = values.engine as string | undefined;
@@ -168,4 +177,15 @@ export function engineFlags(values: Record<string, unknown>): Pick<EngineOptions
     throw new UsageError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
   }
   return { engine: engine as EngineOptions["engine"], backend: backend as EngineOptions["backend"], kernels: kernels as EngineOptions["kernels"] };
+}
+
+/** Parses a command's flags strictly; an unknown flag or a surplus argument is a UsageError. */
+export function parseFlags(args: string[], options: ParseArgsConfig["options"], positionals: number): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+  try {
+    const parsed = parseArgs({ args, options, allowPositionals: positionals > 0, strict: true });
+    if (parsed.positionals.length > positionals) throw new Error(`unexpected argument "${parsed.positionals[positionals]}"`);
+    return { values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
+  } catch (err) {
+    throw new UsageError((err as Error).message.split("\n")[0]);
+  }
 }

@@ -1,6 +1,6 @@
 // `grok`: train runs, list and show them, benchmark the engine, run the demo.
 
-import { parseArgs, ParseArgsConfig } from "node:util";
+import { ParseArgsConfig } from "node:util";
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
 import { RunInfo, RunStore } from "../store/run-store";
 import { ConfigError, RunConfig } from "../training/config";
@@ -9,7 +9,7 @@ import { train, TrainOptions } from "../training/trainer";
 import { figuresMain } from "../notebooks/figures";
 import { runBenchmark } from "./bench";
 import { isSweepInputError, sweepCommand } from "./sweep";
-import { configFromFlags, engineFlags, FIELD_FLAGS, intFlag, SPECIAL_FLAGS, UsageError } from "./flags";
+import { configFromFlags, ENGINE_FLAG_OPTIONS, engineFlags, FIELD_FLAGS, intFlag, parseFlags, SPECIAL_FLAGS, UsageError } from "./flags";
 
 // Exit codes: 0 done, 1 failed, 2 bad usage or config (UsageError, ConfigError), 130 stopped by an interrupt (resumable).
 
@@ -40,16 +40,6 @@ function trainOptionsSpec(): ParseArgsConfig["options"] {
   for (const name of [...Object.keys(BOOLEAN_FLAGS), "grokfast"]) options[name] = { type: "boolean" };
   options.modulus.short = "p";
   return options;
-}
-
-function parse(args: string[], options: ParseArgsConfig["options"], positionals: number): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
-  try {
-    const parsed = parseArgs({ args, options, allowPositionals: positionals > 0, strict: true });
-    if (parsed.positionals.length > positionals) throw new Error(`unexpected argument "${parsed.positionals[positionals]}"`);
-    return { values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
 }
 
 function runtimeOptions(values: Record<string, string | boolean | undefined>): TrainOptions {
@@ -105,7 +95,7 @@ function describeData(cfg: RunConfig): string {
 }
 
 function lsCommand(args: string[]): number {
-  const { values } = parse(args, { store: { type: "string" }, json: { type: "boolean" } }, 0);
+  const { values } = parseFlags(args, { store: { type: "string" }, json: { type: "boolean" } }, 0);
   const store = new RunStore(values.store as string | undefined);
   const runs = store.list();
   if (values.json) {
@@ -133,7 +123,7 @@ function lsCommand(args: string[]): number {
 }
 
 function showCommand(args: string[]): number {
-  const { values, positionals } = parse(args, { store: { type: "string" }, json: { type: "boolean" } }, 1);
+  const { values, positionals } = parseFlags(args, { store: { type: "string" }, json: { type: "boolean" } }, 1);
   if (positionals.length !== 1) throw new UsageError("show needs a run id (see grok ls)");
   const store = new RunStore(values.store as string | undefined);
   const info = store.info(store.resolve(positionals[0]));
@@ -163,9 +153,9 @@ function showCommand(args: string[]): number {
 }
 
 async function demoCommand(args: string[]): Promise<number> {
-  const { values } = parse(
+  const { values } = parseFlags(
     args,
-    { store: { type: "string" }, engine: { type: "string" }, backend: { type: "string" }, kernels: { type: "string" }, threads: { type: "string" }, "no-progress": { type: "boolean" } },
+    { store: { type: "string" }, ...ENGINE_FLAG_OPTIONS, "no-progress": { type: "boolean" } },
     0,
   );
   const options = runtimeOptions(values);
@@ -219,7 +209,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case "train": {
-        const { values } = parse(rest, trainOptionsSpec(), 0);
+        const { values } = parseFlags(rest, trainOptionsSpec(), 0);
         if (values.help) {
           process.stdout.write(usage());
           return 0;

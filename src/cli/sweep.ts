@@ -2,9 +2,8 @@
 // --status only shows where each run stands. Exit codes: 0 every run finished, 1 a run failed or is left
 // unfinished, 2 a bad flag or spec, 130 stopped by an interrupt (run the same command again to go on).
 
-import { parseArgs } from "node:util";
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
-import { engineFlags, intFlag, UsageError } from "./flags";
+import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags, UsageError } from "./flags";
 import { RunStore } from "../store/run-store";
 import { ConfigError } from "../training/config";
 import { defaultWorkers, runSweep, SweepOptions, SweepResult, sweepStatus } from "../sweeps/runner";
@@ -52,39 +51,29 @@ function resultJson(result: SweepResult) {
 }
 
 export async function sweepCommand(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        status: { type: "boolean" },
-        workers: { type: "string" },
-        threads: { type: "string" },
-        engine: { type: "string" },
-        backend: { type: "string" },
-        kernels: { type: "string" },
-        store: { type: "string" },
-        "checkpoint-every": { type: "string" },
-        "checkpoint-seconds": { type: "string" },
-        "keep-checkpoints": { type: "string" },
-        json: { type: "boolean" },
-        "no-progress": { type: "boolean" },
-        help: { type: "boolean" },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseFlags(
+    args,
+    {
+      status: { type: "boolean" },
+      workers: { type: "string" },
+      ...ENGINE_FLAG_OPTIONS,
+      store: { type: "string" },
+      "checkpoint-every": { type: "string" },
+      "checkpoint-seconds": { type: "string" },
+      "keep-checkpoints": { type: "string" },
+      json: { type: "boolean" },
+      "no-progress": { type: "boolean" },
+      help: { type: "boolean" },
+    },
+    1,
+  );
   if (values.help) {
     process.stdout.write(SWEEP_USAGE);
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError(`give one sweep spec file (got ${positionals.length})\n${SWEEP_USAGE}`);
+  if (positionals.length !== 1) throw new UsageError(`give one sweep spec file\n${SWEEP_USAGE}`);
   const options: SweepOptions = {
-    store: values.store,
+    store: values.store as string | undefined,
     ...engineFlags(values),
     threads: intFlag(values, "threads", 1),
     workers: intFlag(values, "workers", 1),
@@ -98,7 +87,7 @@ export async function sweepCommand(args: string[]): Promise<number> {
   spec.name ??= positionals[0].replace(/^.*[\\/]/, "").replace(/\.(json|ya?ml)$/i, "");
   const runs = expandSweep(spec);
   if (runs.length === 0) throw new SweepSpecError(`${positionals[0]}: the sweep has no runs`);
-  const store = new RunStore(values.store);
+  const store = new RunStore(options.store as string | undefined);
   if (values.status) {
     const result = sweepStatus(spec, store);
     process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
