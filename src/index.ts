@@ -33,6 +33,6 @@ export type { SweepOptions, SweepResult, SweepRunResult, SweepRunStatus } from "
 export { summarizeRuns, quantile } from "./analysis/sweeps";
 export type { GroupSummary } from "./analysis/sweeps";
 export { sharpnessOf, runSharpness, maximizeInBox, randomSubspace } from "./analysis/sharpness";
-export type { SharpnessOptions, SharpnessResult } from "./analysis/sharpness";
+export type { SharpnessOptions, SharpnessResult, MaximizeOptions, BoxMaximum, Subspace } from "./analysis/sharpness";
 export { symbolVectors, tsne2d, fourierSpectrum, keyFrequencies, spearman } from "./analysis/embeddings";
 export type { FourierSpectrum, TsneOptions } from "./analysis/embeddings";
