@@ -35,4 +35,4 @@ export type { GroupSummary } from "./analysis/sweeps";
 export { sharpnessOf, runSharpness, maximizeInBox, randomSubspace } from "./analysis/sharpness";
 export type { SharpnessOptions, SharpnessResult, MaximizeOptions, BoxMaximum, Subspace } from "./analysis/sharpness";
 export { symbolVectors, tsne2d, fourierSpectrum, keyFrequencies, spearman } from "./analysis/embeddings";
-export type { FourierSpectrum, TsneOptions } from "./analysis/embeddings";
+export type { FourierSpectrum, TsneOptions, SpearmanOptions, SpearmanResult } from "./analysis/embeddings";

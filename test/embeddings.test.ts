@@ -53,3 +53,37 @@ test("spearman: ρ of monotone data is ±1 with a small p-value; of unrelated da
   assert.ok(noise.pValue > 0.05, JSON.stringify(noise));
   assert.throws(() => spearman([1, 2], [1, 2]), /length ≥ 3/);
 });
+
+test("spearman's bootstrap interval: [1, 1] for a monotone relation, and around ρ with the asymptotic width", () => {
+  const x = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  assert.deepEqual(spearman(x, x.map((v) => v ** 3), { permutations: 10 }).ci, [1, 1]);
+  const down = spearman(x, x.map((v) => -Math.exp(v)), { permutations: 10 }).ci;
+  assert.ok(Math.abs(down[0] + 1) < 1e-12 && Math.abs(down[1] + 1) < 1e-12, JSON.stringify(down));
+
+  // a bivariate normal sample with correlation r: Spearman's ρ is (6/π) asin(r/2), and Fisher's z of ρ has a
+  // standard error of about √(1.06/(n − 3)) (Fieller, Hartley & Pearson 1957)
+  const rng = new Rng(4);
+  const n = 600;
+  const r = 0.6;
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const u = rng.normal();
+    a.push(u);
+    b.push(r * u + Math.sqrt(1 - r * r) * rng.normal());
+  }
+  const rho = (6 / Math.PI) * Math.asin(r / 2);
+  const { ci } = spearman(a, b, { permutations: 10, bootstrap: 2000, confidence: 0.95, seed: 2 });
+  assert.ok(ci[0] < rho && rho < ci[1], `interval ${ci} misses ${rho}`);
+  const predicted = 2 * 1.96 * Math.sqrt(1.06 / (n - 3)) * (1 - rho * rho);
+  assert.ok(Math.abs(ci[1] - ci[0] - predicted) < 0.25 * predicted, `width ${ci[1] - ci[0]}, predicted ${predicted}`);
+  assert.deepEqual(spearman(a, b, { permutations: 10, seed: 2 }).ci, ci, "repeatable for a seed");
+  assert.deepEqual(spearman(a, b, { permutations: 20, seed: 2 }).ci, ci, "independent of the permutations");
+
+  // three pairs: one resample in nine draws a single pair three times and has no ρ; it is left out
+  const few = spearman([1, 2, 3], [1, 3, 2], { permutations: 10 });
+  assert.ok(few.ci.every((v) => v >= -1 && v <= 1), JSON.stringify(few.ci));
+  const tied = spearman([1, 1, 1, 1, 2], [1, 2, 3, 4, 5], { permutations: 10 });
+  assert.ok(tied.ci.every(Number.isFinite) && tied.ci[0] <= tied.rho && tied.rho <= tied.ci[1], JSON.stringify(tied));
+  assert.throws(() => spearman(a, b, { confidence: 95 }), /confidence must be between 0 and 1/);
+});

@@ -3,7 +3,8 @@
 // modular arithmetic.
 
 import { NamedTensors } from "../util/tensors";
-import { Rng } from "../util/rng";
+import { deriveSeed, Rng } from "../util/rng";
+import { quantile } from "./sweeps";
 
 /**
  * One vector per symbol: "output", the output layer's weights for that symbol (a column of head.weight,
@@ -128,12 +129,34 @@ function pearson(a: number[], b: number[]): number {
   return saa > 0 && sbb > 0 ? sab / Math.sqrt(saa * sbb) : NaN;
 }
 
+export interface SpearmanOptions {
+  /** Shuffles for the permutation test (default 20,000). */
+  permutations?: number;
+  /** Resamples of the pairs for the bootstrap interval (default 2,000). */
+  bootstrap?: number;
+  /** Coverage of the interval (default 0.95). */
+  confidence?: number;
+  seed?: number;
+}
+
+export interface SpearmanResult {
+  rho: number;
+  /** Two-sided permutation p-value. */
+  pValue: number;
+  /** Percentile bootstrap interval for ρ. */
+  ci: [number, number];
+}
+
 /**
- * Spearman's rank correlation and its two-sided p-value from a seeded permutation test (the share of
- * shuffles of b whose |ρ| is at least the observed one), which needs no distributional assumption.
+ * Spearman's rank correlation, its two-sided p-value from a seeded permutation test (the share of
+ * shuffles of b whose |ρ| is at least the observed one), which needs no distributional assumption, and a
+ * seeded percentile bootstrap interval: ρ recomputed (ranks and all) on resamples of the pairs drawn with
+ * replacement. A resample whose a or b values are all tied has no ρ and is left out of the interval.
  */
-export function spearman(a: number[], b: number[], opts: { permutations?: number; seed?: number } = {}): { rho: number; pValue: number } {
+export function spearman(a: number[], b: number[], opts: SpearmanOptions = {}): SpearmanResult {
   if (a.length !== b.length || a.length < 3) throw new Error(`spearman needs two lists of the same length ≥ 3 (got ${a.length} and ${b.length})`);
+  const confidence = opts.confidence ?? 0.95;
+  if (!(confidence > 0 && confidence < 1)) throw new Error(`spearman: confidence must be between 0 and 1 (got ${confidence})`);
   const ra = ranks(a);
   const rb = ranks(b);
   const rho = pearson(ra, rb);
@@ -148,5 +171,14 @@ export function spearman(a: number[], b: number[], opts: { permutations?: number
     }
     if (Math.abs(pearson(ra, shuffled)) >= Math.abs(rho) - 1e-12) extreme++;
   }
-  return { rho, pValue: (extreme + 1) / (n + 1) };
+  // a stream of its own, so the interval does not depend on the number of permutations
+  const resampling = new Rng(deriveSeed(opts.seed ?? 0, 1));
+  const resampled: number[] = [];
+  for (let t = 0; t < (opts.bootstrap ?? 2000); t++) {
+    const pick = Array.from(a, () => resampling.int(a.length));
+    const r = pearson(ranks(pick.map((i) => a[i])), ranks(pick.map((i) => b[i])));
+    if (!Number.isNaN(r)) resampled.push(r);
+  }
+  const ci: [number, number] = [quantile(resampled, (1 - confidence) / 2), quantile(resampled, (1 + confidence) / 2)];
+  return { rho, pValue: (extreme + 1) / (n + 1), ci };
 }
