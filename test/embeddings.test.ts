@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fourierSpectrum, keyFrequencies, spearman, symbolVectors, tsne2d } from "../src/analysis/embeddings";
+import { fourierCircle, fourierSpectrum, keyFrequencies, spearman, symbolVectors, tsne2d } from "../src/analysis/embeddings";
 import { Rng } from "../src/util/rng";
 
 test("symbolVectors: a symbol's output row is its column of head.weight [in, out]; its input row is its embedding", () => {
@@ -86,4 +86,68 @@ test("spearman's bootstrap interval: [1, 1] for a monotone relation, and around 
   const tied = spearman([1, 1, 1, 1, 2], [1, 2, 3, 4, 5], { permutations: 10 });
   assert.ok(tied.ci.every(Number.isFinite) && tied.ci[0] <= tied.rho && tied.rho <= tied.ci[1], JSON.stringify(tied));
   assert.throws(() => spearman(a, b, { confidence: 95 }), /confidence must be between 0 and 1/);
+});
+
+/** p symbols in d dimensions: Σ amplitude (cos(2πkx/p) e₁ + sin(2πkx/p) e₂) over the planted frequencies, each
+ * pair e₁, e₂ of directions orthonormal to all others, plus a constant vector and Gaussian noise. */
+function planted(p: number, d: number, frequencies: { k: number; amplitude: number; sine?: number }[], noise: number, seed: number): Float32Array[] {
+  const rng = new Rng(seed);
+  const basis: Float64Array[] = [];
+  for (let i = 0; i < 2 * frequencies.length; i++) {
+    const v = Float64Array.from({ length: d }, () => rng.normal());
+    for (const e of basis) {
+      const c = v.reduce((s, value, j) => s + value * e[j], 0);
+      e.forEach((value, j) => (v[j] -= c * value));
+    }
+    const norm = Math.hypot(...v);
+    basis.push(v.map((value) => value / norm));
+  }
+  const offset = Float64Array.from({ length: d }, () => rng.normal());
+  return Array.from({ length: p }, (_, x) =>
+    Float32Array.from({ length: d }, (_, j) => {
+      let s = offset[j] + noise * rng.normal();
+      frequencies.forEach(({ k, amplitude, sine }, f) => {
+        const angle = (2 * Math.PI * k * x) / p;
+        s += amplitude * (Math.cos(angle) * basis[2 * f][j] + (sine ?? 1) * Math.sin(angle) * basis[2 * f + 1][j]);
+      });
+      return s;
+    }),
+  );
+}
+
+test("fourierCircle: a planted frequency is a circle at angles 2πkx/p, a frequency not planted holds nothing", () => {
+  const p = 31;
+  // exact: amplitudes 1 and ½, so the planes hold 1/1.25 and 0.25/1.25 of the variance; the second is drawn
+  // with the sine turned the other way, which the sine direction of its plane follows
+  const exact = planted(p, 16, [{ k: 5, amplitude: 1 }, { k: 11, amplitude: 0.5, sine: -1 }], 0, 1);
+  const c5 = fourierCircle(exact, 5);
+  assert.equal(c5.frequency, 5);
+  assert.ok(Math.abs(c5.share - 0.8) < 1e-6 && c5.radiusSpread < 1e-6 && c5.angleError < 1e-6 && c5.inOrder, JSON.stringify({ ...c5, points: [] }));
+  c5.points.forEach(([a, b], x) => {
+    assert.ok(Math.abs(Math.hypot(a, b) - 1) < 1e-6, `radius of ${x}`);
+    const turn = Math.atan2(b, a) - Math.atan2(c5.points[0][1], c5.points[0][0]) - (2 * Math.PI * 5 * x) / p;
+    assert.ok(Math.abs(Math.sin(turn)) < 1e-6 && Math.cos(turn) > 0, `angle of ${x}`);
+  });
+  const c11 = fourierCircle(exact, 11);
+  assert.ok(Math.abs(c11.share - 0.2) < 1e-6 && c11.radiusSpread < 1e-6 && c11.angleError < 1e-6 && c11.inOrder);
+  // p − k is the same plane, gone round the other way
+  const c20 = fourierCircle(exact, p - 11);
+  assert.ok(Math.abs(c20.share - 0.2) < 1e-6 && c20.inOrder);
+
+  const noisy = planted(p, 16, [{ k: 5, amplitude: 1 }, { k: 11, amplitude: 0.5 }], 0.02, 2);
+  const n5 = fourierCircle(noisy, 5);
+  assert.ok(Math.abs(n5.share - 0.8) < 0.02 && n5.radiusSpread < 0.05 && n5.angleError < 0.05 && n5.inOrder, JSON.stringify({ ...n5, points: [] }));
+  const spectrum = fourierSpectrum(noisy);
+  for (const k of [1, 3, 7]) {
+    const none = fourierCircle(noisy, k);
+    assert.ok(none.share < 0.01 && !none.inOrder, `frequency ${k}: ${JSON.stringify({ ...none, points: [] })}`);
+  }
+  for (let k = 1; k < p; k++) assert.ok(Math.abs(fourierCircle(noisy, k).share - spectrum.power[Math.min(k, p - k)]) < 1e-9, "the spectrum's power at k");
+  // an ellipse (unequal amplitudes of cosine and sine) is no circle
+  assert.ok(fourierCircle(planted(p, 16, [{ k: 5, amplitude: 1, sine: 0.5 }], 0, 3), 5).radiusSpread > 0.2);
+  // p = 12, k = 3: four points on the circle, three symbols at each
+  const shared = fourierCircle(planted(12, 6, [{ k: 3, amplitude: 1 }], 0.001, 4), 3);
+  assert.ok(shared.inOrder && shared.angleError < 0.01, JSON.stringify({ ...shared, points: [] }));
+  assert.throws(() => fourierCircle(exact, 0), /frequency 0 is not an integer from 1 to 30/);
+  assert.throws(() => fourierCircle(planted(12, 6, [], 0.1, 5), 6), /other than 6/);
 });

@@ -103,6 +103,76 @@ export function keyFrequencies(spectrum: FourierSpectrum, count: number): { freq
     .slice(0, count);
 }
 
+export interface FourierCircle {
+  frequency: number;
+  /** Each symbol's coordinates in the plane of the frequency's cosine and sine directions (mean removed). */
+  points: [number, number][];
+  /**
+   * Share of the vectors' variance (mean removed) in their frequency-k component, the part of them that
+   * lies on the circle: fourierSpectrum's power at k. Other frequencies may still project onto the plane
+   * (a random plane holds about 2/d of any variance); they show in the radius and angles.
+   */
+  share: number;
+  /** Spread of the radius: its standard deviation over its mean (0 for a circle). */
+  radiusSpread: number;
+  /** Root-mean-square difference (radians) between the angles and 2πkx/p plus the best constant. */
+  angleError: number;
+  /** Whether going round the circle (by increasing angle) visits the symbols in the order of x·k mod p. */
+  inOrder: boolean;
+}
+
+/**
+ * The symbols (p vectors, one per residue x) projected onto the plane of frequency k: spanned by
+ * u = Σ_x cos(2πkx/p) v_x and w = Σ_x sin(2πkx/p) v_x, orthonormalized, which hold the whole of the
+ * vectors' frequency-k component. A network that computes x+y mod p with this frequency puts its symbols on
+ * a circle there, at angles 2πkx/p plus a constant (the sine direction sets the sense of rotation, so the
+ * angles grow with x·k mod p).
+ */
+export function fourierCircle(vectors: Float32Array[], k: number): FourierCircle {
+  const p = vectors.length;
+  const d = vectors[0]?.length ?? 0;
+  if (p < 3 || vectors.some((v) => v.length !== d)) throw new Error(`fourierCircle needs at least 3 vectors of one length (got ${p})`);
+  if (!Number.isInteger(k) || k < 1 || k >= p || 2 * k === p) throw new Error(`fourierCircle: frequency ${k} is not an integer from 1 to ${p - 1} other than ${p / 2}`);
+  const mean = new Float64Array(d);
+  for (const v of vectors) for (let j = 0; j < d; j++) mean[j] += v[j] / p;
+  const centred = vectors.map((v) => Float64Array.from(v, (value, j) => value - mean[j]));
+  const theta = (x: number) => (2 * Math.PI * ((k * x) % p)) / p;
+  const u = new Float64Array(d);
+  const w = new Float64Array(d);
+  centred.forEach((v, x) => {
+    for (let j = 0; j < d; j++) {
+      u[j] += Math.cos(theta(x)) * v[j];
+      w[j] += Math.sin(theta(x)) * v[j];
+    }
+  });
+  const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, value, j) => s + value * b[j], 0);
+  const uNorm = Math.sqrt(dot(u, u));
+  if (!(uNorm > 0)) throw new Error(`fourierCircle: the vectors have no component at frequency ${k}`);
+  const e1 = u.map((value) => value / uNorm);
+  const wPerp = w.map((value, j) => value - dot(w, e1) * e1[j]);
+  const e2 = wPerp.map((value) => value / (Math.sqrt(dot(wPerp, wPerp)) || 1));
+  const points = centred.map((v): [number, number] => [dot(v, e1), dot(v, e2)]);
+
+  const total = centred.reduce((s, v) => s + dot(v, v), 0);
+  // the frequency-k component (2/p)(u cos θ_x + w sin θ_x) has variance (2/p)(|u|² + |w|²)
+  const atFrequency = (2 / p) * (dot(u, u) + dot(w, w));
+  const radii = points.map(([a, b]) => Math.hypot(a, b));
+  const meanRadius = radii.reduce((s, r) => s + r, 0) / p;
+  const radiusSd = Math.sqrt(radii.reduce((s, r) => s + (r - meanRadius) ** 2, 0) / p);
+  // the angles against θ_x: the best constant is the circular mean of the differences
+  const angles = points.map(([a, b]) => Math.atan2(b, a));
+  const diffs = angles.map((a, x) => a - theta(x));
+  const offset = Math.atan2(diffs.reduce((s, a) => s + Math.sin(a), 0), diffs.reduce((s, a) => s + Math.cos(a), 0));
+  const angleError = Math.sqrt(diffs.reduce((s, a) => s + Math.atan2(Math.sin(a - offset), Math.cos(a - offset)) ** 2, 0) / p);
+  // round the circle x·k mod p steps by g = gcd(k, p) (1 for a prime p), and by 0 within the g symbols that
+  // share each angle
+  let g = k;
+  for (let r = p; r > 0; ) [g, r] = [r, g % r];
+  const order = angles.map((a, x) => [a, (k * x) % p] as const).sort((s, t) => s[0] - t[0]);
+  const inOrder = order.every(([, m], i) => [0, g].includes((order[(i + 1) % p][1] - m + p) % p));
+  return { frequency: k, points, share: total > 0 ? atFrequency / total : 0, radiusSpread: radiusSd / meanRadius, angleError, inOrder };
+}
+
 /** Ranks 1 … n, ties given their average rank. */
 function ranks(values: number[]): number[] {
   const order = values.map((v, i) => [v, i] as const).sort((a, b) => a[0] - b[0]);
