@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 import { byPreset, figure, notebookPreset } from "../src/notebooks/notebook";
-import { findChromium, setDisplaySink } from "../src/plot/index";
+import { DisplayBundle, findChromium, setDisplaySink } from "../src/plot/index";
 import { tempStore } from "./helpers";
 
 function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
@@ -28,8 +28,8 @@ test("a notebook's preset: its own setting, overridden by GROK_PRESET; unknown n
   assert.equal(byPreset("quick", { smoke: 1, quick: 2, paper: 3 }), 2);
 });
 
-test("figure() shows the figure and, during npm run figures, writes it to the figures folder", async () => {
-  const shown: unknown[] = [];
+test("figure() shows the figure with its PNG and, during npm run figures, writes it to the figures folder", async () => {
+  const shown: DisplayBundle[] = [];
   setDisplaySink((b) => shown.push(b));
   const dir = tempStore("figures");
   const fig = { data: [{ x: [1, 10, 100], y: [0.1, 0.5, 0.9], type: "scatter" }], layout: { xaxis: { type: "log" } } };
@@ -44,6 +44,14 @@ test("figure() shows the figure and, during npm run figures, writes it to the fi
   }
   assert.equal(shown.length, 2);
   assert.ok(fs.existsSync(path.join(dir, "accuracy.html")));
-  if (findChromium()) assert.ok(fs.statSync(path.join(dir, "accuracy.png")).size > 1000);
+  const shownPng = shown[1]!.data["image/png"];
+  if (findChromium()) {
+    // the PNG rendered once: shown in the notebook and written to the folder
+    assert.equal(shownPng, fs.readFileSync(path.join(dir, "accuracy.png")).toString("base64"));
+    assert.ok((shown[1]!.data["text/html"] as string).includes(`<img src="data:image/png;base64,${shownPng}"`));
+  } else {
+    assert.equal(shownPng, undefined);
+    assert.match(shown[1]!.data["text/html"] as string, /No PNG copy: no Chromium found/);
+  }
   setDisplaySink(null);
 });
