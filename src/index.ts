@@ -26,6 +26,8 @@ export { showFigure, showMarkdown, saveFigure, renderFigurePng, checkFigurePage,
 export type { Figure, FigurePng, SavedFigure } from "./plot/index";
 export { notebookPreset, byPreset, figure, NOTEBOOK_PRESETS } from "./notebooks/notebook";
 export type { Preset } from "./notebooks/notebook";
+export { comparisonTable, showComparisonTable, VERDICTS } from "./notebooks/report";
+export type { ComparisonRow, Verdict } from "./notebooks/report";
 export { expandSweep, loadSweepSpec, describeRun, SweepSpecError } from "./sweeps/spec";
 export type { SweepSpec, SweepRun, FieldValue } from "./sweeps/spec";
 export { runSweep, sweepStatus, defaultWorkers } from "./sweeps/runner";
