@@ -22,10 +22,12 @@ export { listRuns, loadRun, metricsFrame, loadWeights, ensureSnapshots } from ".
 export { tableAnswers, predictAnswers } from "./analysis/predict";
 export type { TableAnswers } from "./analysis/predict";
 export type { NamedTensors, Tensor32 } from "./util/tensors";
-export { showFigure, saveFigure, checkFigurePage, figureBundle, resetPlotlyInline } from "./plot/index";
-export type { Figure, SavedFigure } from "./plot/index";
+export { showFigure, showMarkdown, saveFigure, renderFigurePng, checkFigurePage, figureBundle, resetPlotlyInline } from "./plot/index";
+export type { Figure, FigurePng, SavedFigure } from "./plot/index";
 export { notebookPreset, byPreset, figure, NOTEBOOK_PRESETS } from "./notebooks/notebook";
 export type { Preset } from "./notebooks/notebook";
+export { comparisonTable, showComparisonTable, VERDICTS } from "./notebooks/report";
+export type { ComparisonRow, Verdict } from "./notebooks/report";
 export { expandSweep, loadSweepSpec, describeRun, SweepSpecError } from "./sweeps/spec";
 export type { SweepSpec, SweepRun, FieldValue } from "./sweeps/spec";
 export { runSweep, sweepStatus, defaultWorkers } from "./sweeps/runner";

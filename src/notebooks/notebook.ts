@@ -2,7 +2,7 @@
 // and, during `npm run figures`, also written to the figures folder.
 
 import * as path from "node:path";
-import { Figure, saveFigure, showFigure } from "../plot/index";
+import { Figure, renderFigurePng, saveFigure, showFigure } from "../plot/index";
 
 /**
  * smoke: seconds, for CI; quick: minutes on a 2-core laptop and still the paper's effect; paper: the
@@ -29,11 +29,12 @@ export function byPreset<T>(preset: Preset, values: Record<Preset, T>): T {
 }
 
 /**
- * Shows a figure in the notebook and, when GROK_FIGURES_DIR is set (npm run figures), writes it there as
- * `<name>.html` and `<name>.png`.
+ * Shows a figure in the notebook (with its PNG, see showFigure) and, when GROK_FIGURES_DIR is set (npm run
+ * figures), writes it there as `<name>.html` and `<name>.png`. The PNG is rendered once for both.
  */
 export async function figure(fig: Figure, name: string): Promise<void> {
-  showFigure(fig);
+  const rendered = await renderFigurePng(fig);
+  await showFigure(fig, rendered);
   const dir = process.env.GROK_FIGURES_DIR;
-  if (dir) await saveFigure(fig, path.resolve(dir), name);
+  if (dir) await saveFigure(fig, path.resolve(dir), name, rendered);
 }

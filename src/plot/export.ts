@@ -12,16 +12,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { execFile } from "node:child_process";
 import { pathToFileURL } from "node:url";
-import { Figure, figureHtml, plotlyLibraryScript } from "./figure";
+import { Figure, FigurePng, escapeHtml, figureHtml, figureSize, plotlyLibraryScript } from "./figure";
+import { compactPng } from "./png";
 
-const DEFAULT_WIDTH = 900;
-const DEFAULT_HEIGHT = 540;
 const CHROMIUM_TIMEOUT_MS = 60_000;
 const VIRTUAL_TIME_BUDGET_MS = 5_000;
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
-}
 
 /** A standalone HTML page drawing the figure, with plotly.js inlined: it renders offline. The plot is as
  * wide as the window and as high as the layout says (default 540 px). With `image`, the page is for a
@@ -59,12 +54,6 @@ export function findChromium(): string | null {
     "/Applications/Chromium.app/Contents/MacOS/Chromium",
   ];
   return candidates.find((p) => fs.existsSync(p)) ?? null;
-}
-
-function figureSize(fig: Figure): { width: number; height: number } {
-  const layout = (fig.layout ?? {}) as { width?: unknown; height?: unknown };
-  const dim = (v: unknown, dflt: number) => (typeof v === "number" && v > 0 ? Math.round(v) : dflt);
-  return { width: dim(layout.width, DEFAULT_WIDTH), height: dim(layout.height, DEFAULT_HEIGHT) };
 }
 
 /** Runs headless Chromium on a page with a fresh profile; resolves with its stdout. */
@@ -113,6 +102,30 @@ async function runChromium(
   }
 }
 
+/** The figure as a compact PNG (src/plot/png.ts) at the layout's width and height (default 900×540),
+ * drawn by headless Chromium; { png: null, note } when no Chromium is installed or it failed. */
+export async function renderFigurePng(fig: Figure): Promise<FigurePng> {
+  const chromium = findChromium();
+  if (!chromium) {
+    return { png: null, note: "No PNG copy: no Chromium found (set CHROMIUM_PATH, or install one, e.g. apt-get install chromium)." };
+  }
+  const size = figureSize(fig);
+  // The screenshot is taken of a fixed-size, static copy of the page (no mode bar) in a temporary directory.
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "grok-png-"));
+  try {
+    const page = path.join(work, "page.html");
+    const shot = path.join(work, "shot.png");
+    fs.writeFileSync(page, figurePage(fig, "figure", size));
+    await runChromium(chromium, pathToFileURL(page).href, [`--screenshot=${shot}`], size);
+    if (!fs.existsSync(shot) || fs.statSync(shot).size === 0) throw new Error("chromium wrote no screenshot");
+    return { png: compactPng(fs.readFileSync(shot)) };
+  } catch (err) {
+    return { png: null, note: `No PNG copy: ${(err as Error).message}` };
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
 export interface SavedFigure {
   /** The standalone HTML page. */
   html: string;
@@ -122,42 +135,25 @@ export interface SavedFigure {
   note?: string;
 }
 
-/** Writes <dir>/<name>.html (standalone, offline) and, with a Chromium installed, <dir>/<name>.png at the
- * layout's width and height (default 900×540). */
-export async function saveFigure(fig: Figure, dir: string, name: string): Promise<SavedFigure> {
+/** Writes a file through a temporary name, so that no reader sees it half-written. */
+function writeAtomically(file: string, data: string | Buffer): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, data);
+  fs.renameSync(tmp, file);
+}
+
+/** Writes <dir>/<name>.html (standalone, offline) and, with a Chromium installed, <dir>/<name>.png (see
+ * renderFigurePng). Pass the PNG when it is rendered already (figure() shows it too). */
+export async function saveFigure(fig: Figure, dir: string, name: string, rendered?: FigurePng): Promise<SavedFigure> {
   if (!name || /[\\/]/.test(name)) throw new Error(`saveFigure: bad name ${JSON.stringify(name)}`);
   fs.mkdirSync(dir, { recursive: true });
   const html = path.resolve(dir, `${name}.html`);
-  const tmp = `${html}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, figurePage(fig, name));
-  fs.renameSync(tmp, html);
-
-  const chromium = findChromium();
-  if (!chromium) {
-    return {
-      html,
-      png: null,
-      note: "no PNG: no Chromium found (set CHROMIUM_PATH, or install one, e.g. apt-get install chromium)",
-    };
-  }
-  const png = path.resolve(dir, `${name}.png`);
-  const size = figureSize(fig);
-  // The screenshot is taken of a fixed-size, static copy of the page (no mode bar) in a temporary directory.
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), "grok-png-"));
-  try {
-    const page = path.join(work, "page.html");
-    const shot = path.join(work, "shot.png");
-    fs.writeFileSync(page, figurePage(fig, name, size));
-    await runChromium(chromium, pathToFileURL(page).href, [`--screenshot=${shot}`], size);
-    if (!fs.existsSync(shot) || fs.statSync(shot).size === 0) throw new Error("chromium wrote no screenshot");
-    fs.copyFileSync(shot, `${png}.tmp-${process.pid}`);
-    fs.renameSync(`${png}.tmp-${process.pid}`, png);
-  } catch (err) {
-    return { html, png: null, note: `no PNG: ${(err as Error).message}` };
-  } finally {
-    fs.rmSync(work, { recursive: true, force: true });
-  }
-  return { html, png };
+  writeAtomically(html, figurePage(fig, name));
+  const { png, note } = rendered ?? (await renderFigurePng(fig));
+  if (!png) return { html, png: null, note };
+  const file = path.resolve(dir, `${name}.png`);
+  writeAtomically(file, png);
+  return { html, png: file };
 }
 
 // ---- Checking a page ------------------------------------------------------------------------------------
@@ -184,7 +180,12 @@ const PROBE = `<script>(function () {
     push(Array.prototype.map.call(arguments, String).join(" "));
     return ce.apply(console, arguments);
   };
-  window.addEventListener("load", function () { setTimeout(function () {
+  // Notebook figures draw once plotly.js and their data are unpacked: wait for every drawing (figure.ts).
+  window.addEventListener("load", function () {
+    var drawn = (window.grokDrawn || []).map(function (p) { return p.catch(function () {}); });
+    Promise.all(drawn).then(function () { setTimeout(probe, 1000); });
+  });
+  function probe() {
     var plots = document.querySelectorAll(".js-plotly-plot");
     var traces = 0, declared = 0;
     for (var i = 0; i < plots.length; i++) {
@@ -205,7 +206,7 @@ const PROBE = `<script>(function () {
     pre.id = "${CHECK_ID}";
     pre.textContent = JSON.stringify({ plots: plots.length, declared: declared, traces: traces, errors: errors });
     document.body.appendChild(pre);
-  }, 1000); });
+  }
 })();</script>`;
 
 export interface PageCheck {
@@ -219,11 +220,17 @@ export interface PageCheck {
   declared: number;
 }
 
+/** The DOM of a page (a URL) as headless Chromium has it after loading it, with a fresh profile and a
+ * virtual time budget for its scripts. Throws when no Chromium is installed or Chromium fails. */
+export async function dumpDom(url: string): Promise<string> {
+  const chromium = findChromium();
+  if (!chromium) throw new Error("no Chromium found (set CHROMIUM_PATH or install chromium)");
+  return runChromium(chromium, url, ["--dump-dom"], figureSize({}));
+}
+
 /** Loads an HTML page in headless Chromium and reports how many traces it drew and any errors it logged.
  * Throws when no Chromium is installed or Chromium fails. */
 export async function checkFigurePage(htmlPath: string): Promise<PageCheck> {
-  const chromium = findChromium();
-  if (!chromium) throw new Error("checkFigurePage: no Chromium found (set CHROMIUM_PATH or install chromium)");
   const page = path.resolve(htmlPath);
   const source = fs.readFileSync(page, "utf8");
   // A probed copy in a temporary directory; <base> keeps the page's relative URLs pointing next to it.
@@ -236,10 +243,7 @@ export async function checkFigurePage(htmlPath: string): Promise<PageCheck> {
   try {
     const file = path.join(dir, "page.html");
     fs.writeFileSync(file, probed);
-    const dom = await runChromium(chromium, pathToFileURL(file).href, ["--dump-dom"], {
-      width: DEFAULT_WIDTH,
-      height: DEFAULT_HEIGHT,
-    });
+    const dom = await dumpDom(pathToFileURL(file).href);
     const m = new RegExp(`<pre id="${CHECK_ID}">([^<]*)</pre>`).exec(dom);
     if (!m) throw new Error("checkFigurePage: the page never finished loading (no probe result in the DOM)");
     const text = m[1]!.replace(/&quot;/g, '"').replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&nbsp;/g, "\u00a0").replace(/&amp;/g, "&");

@@ -1,21 +1,30 @@
 // Plotly figures in notebook cells (tslab) and in plain Node.
 //
-// showFigure(fig) sends ONE Jupyter display_data message carrying two MIME types:
+// A figure goes out as ONE Jupyter display_data carrying three MIME types:
 //   application/vnd.plotly.v1+json  the figure JSON, rendered natively by JupyterLab (with the plotly
-//                                   renderer), VS Code and nbconvert'd HTML;
-//   text/html                       an offline fallback for the classic notebook: a div and a script
-//                                   calling Plotly.newPlot. The first figure of a kernel session also
-//                                   carries plotly.js itself (inlined, never a CDN), which defines
-//                                   window.Plotly if it is not defined yet; later figures only call it.
+//                                   renderer) and VS Code;
+//   image/png                       the figure drawn by headless Chromium (src/plot/export.ts), where one
+//                                   is installed: what a renderer without scripts shows;
+//   text/html                       what the classic notebook and nbconvert'd HTML (nbviewer, GitHub) show:
+//                                   the same PNG as an <img>, in a div that a script fills with the live
+//                                   plot when scripts run. Untrusted notebooks and GitHub strip the script
+//                                   and keep the <img> (the classic notebook prefers text/html to image/png,
+//                                   so the PNG must be in the HTML too). Without a PNG the div holds a line
+//                                   saying so. The first figure of a kernel session also carries plotly.js.
 //
-// The plotly.js bundle is `plotly.js-cartesian-dist-min` (3.7.0: 1.42 MB minified, 1.46 MB once
-// JSON-escaped into an .ipynb, 0.47 MB gzipped). It is the smallest official bundle with every trace type
-// the notebooks draw: scatter (lines, markers, log axes), heatmap and bar (it also has box, contour,
-// histogram(2d), image, pie, violin). `plotly.js-basic-dist-min` (1.12 MB) lacks heatmap, and the full
-// `plotly.js-dist-min` (4.85 MB) or `plotly.js-dist` (11 MB, unminified) alone would break the 2 MB limit
-// on committed notebooks.
+// Size: committed notebooks stay under 2 MB. The HTML carries plotly.js and the figure JSON gzip'd and
+// base64'd, unpacked in the browser with DecompressionStream: plotly.js is then 0.63 MB instead of 1.46 MB
+// per notebook, and a heatmap's hover text (100+ kB) costs a tenth of that in its second copy. The PNGs
+// are palette PNGs (src/plot/png.ts) at the layout's size, typically 10-40 kB each.
+//
+// The plotly.js bundle is `plotly.js-cartesian-dist-min` (3.7.0: 1.42 MB minified, 0.47 MB gzipped). It
+// is the smallest official bundle with every trace type the notebooks draw: scatter (lines, markers, log
+// axes), heatmap and bar (it also has box, contour, histogram(2d), image, pie, violin).
+// `plotly.js-basic-dist-min` (1.12 MB) lacks heatmap; the full `plotly.js-dist-min` (4.85 MB) would not
+// fit.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as zlib from "node:zlib";
 import { randomUUID } from "node:crypto";
 
 /** A Plotly figure, as Plotly.newPlot and the application/vnd.plotly.v1+json MIME type take it. */
@@ -25,11 +34,24 @@ export interface Figure {
   config?: object;
 }
 
-/** A Jupyter display_data content: MIME bundle, metadata, transient (display_id). */
-export interface DisplayBundle {
-  data: { "application/vnd.plotly.v1+json": PlotlyMimeData; "text/html": string };
+/** A figure's display_data content: MIME bundle, metadata, transient (display_id). */
+export interface FigureBundle {
+  data: FigureMimeData;
   metadata: Record<string, unknown>;
   transient: Record<string, unknown>;
+}
+
+export type FigureMimeData = {
+  "application/vnd.plotly.v1+json": PlotlyMimeData;
+  "text/html": string;
+  /** base64, where a PNG was rendered */
+  "image/png"?: string;
+};
+
+/** A figure's PNG as rendered by headless Chromium, or null with the reason (no Chromium, a failure). */
+export interface FigurePng {
+  png: Buffer | null;
+  note?: string;
 }
 
 export interface PlotlyMimeData {
@@ -37,8 +59,6 @@ export interface PlotlyMimeData {
   layout: object;
   config?: object;
 }
-
-export type DisplaySink = (bundle: DisplayBundle) => void;
 
 export const PLOTLY_PACKAGE = "plotly.js-cartesian-dist-min";
 export const PLOTLY_MIME = "application/vnd.plotly.v1+json";
@@ -113,7 +133,8 @@ export function plotlyLibraryScript(): string {
   );
 }
 
-/** A div and the script drawing the figure into it with window.Plotly. */
+/** A div and the script drawing the figure into it with window.Plotly (for pages that load plotly.js
+ * first: figurePage). */
 export function figureHtml(fig: Figure, opts: { id?: string; style?: string } = {}): string {
   const json = figureJson(fig);
   const id = opts.id ?? `grok-plot-${randomUUID()}`;
@@ -121,18 +142,87 @@ export function figureHtml(fig: Figure, opts: { id?: string; style?: string } = 
   const style = opts.style ?? "width:100%;";
   return (
     `<div id="${id}" class="grok-plot" style="${style}"></div>\n` +
-    `<script type="text/javascript">(function () {\n` +
-    `  var gd = document.getElementById(${scriptJson(id)});\n` +
-    `  if (typeof window.Plotly === "undefined") {\n` +
-    `    gd.textContent = "plotly.js is not loaded: it is inlined in the first figure of a kernel session; ` +
-    `re-run that cell, or call resetPlotlyInline() and show this figure again.";\n` +
-    `    return;\n  }\n` +
-    `  window.Plotly.newPlot(gd, ${scriptJson(json.data)}, ${scriptJson(json.layout)}, ${scriptJson(config)});\n` +
-    `})();</script>`
+    `<script type="text/javascript">window.Plotly.newPlot(${scriptJson(id)}, ${scriptJson(json.data)}, ` +
+    `${scriptJson(json.layout)}, ${scriptJson(config)});</script>`
   );
 }
 
+/** A figure's size in pixels (its PNG's): the layout's width and height, else 900×540. */
+export function figureSize(fig: { layout?: object }): { width: number; height: number } {
+  const layout = (fig.layout ?? {}) as { width?: unknown; height?: unknown };
+  const dim = (v: unknown, dflt: number) => (typeof v === "number" && v > 0 ? Math.round(v) : dflt);
+  return { width: dim(layout.width, 900), height: dim(layout.height, 540) };
+}
+
+/** Text escaped for HTML content and attribute values. */
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+}
+
 // ---- Notebook display -----------------------------------------------------------------------------------
+
+/** gzip'd and base64'd: how the notebook HTML carries plotly.js and the figure JSON (see the top). */
+function gzipBase64(text: string): string {
+  return zlib.gzipSync(text, { level: 9 }).toString("base64");
+}
+
+// In the browser: a promise of the text that gzipBase64 packed.
+const GUNZIP_JS =
+  `function (b64) {\n` +
+  `    var bytes = Uint8Array.from(atob(b64), function (c) { return c.charCodeAt(0); });\n` +
+  `    var text = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));\n` +
+  `    return new Response(text).text();\n  }`;
+
+/** A <script> that sets window.grokPlotly, a promise of window.Plotly, unpacking the inlined plotly.js
+ * unless Plotly or the promise is there already. */
+function notebookPlotlyScript(): string {
+  return (
+    `<script type="text/javascript">/* ${PLOTLY_PACKAGE} ${plotlyJsVersion()}, inlined gzip'd and base64'd */\n` +
+    `if (!window.grokPlotly) window.grokPlotly = window.Plotly ? Promise.resolve(window.Plotly) : (${GUNZIP_JS})(\n` +
+    `  "${gzipBase64(plotlyJsSource())}"\n` +
+    `).then(function (source) {\n` +
+    `  var s = document.createElement("script");\n  s.text = source;\n  document.head.appendChild(s);\n` +
+    `  return window.Plotly;\n});\n</script>`
+  );
+}
+
+/** The figure's title as plain text (for the PNG's alt text), or "figure". */
+function figureTitle(json: PlotlyMimeData): string {
+  const title = (json.layout as { title?: string | { text?: string } }).title;
+  const text = typeof title === "string" ? title : title?.text;
+  return text ? text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim() : "figure";
+}
+
+/** The notebook's HTML for a figure: the PNG (or a line saying why there is none) in a div that the script
+ * replaces by the live plot once plotly.js is loaded. Each drawing is pushed onto window.grokDrawn, which
+ * checkFigurePage waits for. */
+function notebookFigureHtml(json: PlotlyMimeData, rendered: FigurePng): string {
+  const id = `grok-plot-${randomUUID()}`;
+  const { width, height } = figureSize(json);
+  const still = rendered.png
+    ? `<img src="data:image/png;base64,${rendered.png.toString("base64")}" width="${width}" height="${height}" ` +
+      `alt="${escapeHtml(figureTitle(json))}" style="max-width:100%;height:auto;">`
+    : escapeHtml(`Plotly figure: it draws where scripts run (a trusted notebook). ${rendered.note ?? "No PNG copy."}`);
+  const fig = { data: json.data, layout: json.layout, config: { responsive: true, ...(json.config ?? {}) } };
+  return (
+    `<div id="${id}" class="grok-plot" style="width:100%;">${still}</div>\n` +
+    `<script type="text/javascript">(function () {\n` +
+    `  var gd = document.getElementById(${scriptJson(id)});\n` +
+    `  var plotly = window.Plotly ? Promise.resolve(window.Plotly) : window.grokPlotly;\n` +
+    `  if (!plotly) {\n` +
+    `    if (!gd.querySelector("img")) gd.textContent = "plotly.js is not loaded: it is inlined in the first figure ` +
+    `of a kernel session; re-run that cell, or call resetPlotlyInline() and show this figure again.";\n` +
+    `    return;\n  }\n` +
+    `  var gunzip = ${GUNZIP_JS};\n` +
+    `  var drawn = Promise.all([plotly, gunzip("${gzipBase64(JSON.stringify(fig))}")]).then(function (r) {\n` +
+    `    var fig = JSON.parse(r[1]);\n` +
+    `    gd.textContent = "";\n` +
+    `    return r[0].newPlot(gd, fig.data, fig.layout, fig.config);\n` +
+    `  });\n` +
+    `  (window.grokDrawn = window.grokDrawn || []).push(drawn);\n` +
+    `})();</script>`
+  );
+}
 
 let plotlyInlined = false;
 
@@ -146,49 +236,19 @@ export function isPlotlyInlined(): boolean {
   return plotlyInlined;
 }
 
-/** The display_data content for a figure. The first call in a process inlines plotly.js in the HTML;
- * later calls do not (pass { inlinePlotly: true/false } to force either). */
-export function figureBundle(fig: Figure, opts: { inlinePlotly?: boolean } = {}): DisplayBundle {
+/** The display_data content for a figure, with its PNG where one was rendered (see the top of this file).
+ * The first call in a process inlines plotly.js in the HTML; later calls do not (pass { inlinePlotly:
+ * true/false } to force either). */
+export function figureBundle(fig: Figure, opts: { png?: FigurePng; inlinePlotly?: boolean } = {}): FigureBundle {
   const json = figureJson(fig);
+  const rendered = opts.png ?? { png: null, note: "No PNG copy was rendered." };
   const inline = opts.inlinePlotly ?? !plotlyInlined;
-  let html = figureHtml(fig);
+  let html = notebookFigureHtml(json, rendered);
   if (inline) {
-    html = plotlyLibraryScript() + "\n" + html;
+    html = notebookPlotlyScript() + "\n" + html;
     plotlyInlined = true;
   }
-  return { data: { [PLOTLY_MIME]: json, "text/html": html } as DisplayBundle["data"], metadata: {}, transient: {} };
-}
-
-type WriteDisplayData = (data: DisplayBundle, update: boolean) => void;
-
-/** The tslab kernel's writeDisplayData, or null outside the kernel. Looks only at modules already loaded
- * (any copy of tslab/dist/jupyter.js the kernel runs from): it never loads tslab (and zeromq) itself. */
-export function tslabWriteDisplayData(): WriteDisplayData | null {
-  for (const [file, mod] of Object.entries(require.cache)) {
-    if (!mod || !/[\\/]tslab[\\/]dist[\\/]jupyter\.js$/.test(file)) continue;
-    const fn = (mod.exports as { lastWriteDisplayData?: unknown }).lastWriteDisplayData;
-    if (typeof fn === "function") return fn as WriteDisplayData;
-  }
-  return null;
-}
-
-let sink: DisplaySink | null = null;
-
-/** Routes showFigure's bundles to fn instead of the tslab kernel (null restores the default). Returns the
- * previous sink. */
-export function setDisplaySink(fn: DisplaySink | null): DisplaySink | null {
-  const prev = sink;
-  sink = fn;
-  return prev;
-}
-
-/** Shows a figure in a notebook cell: one display_data with the Plotly JSON and an offline HTML fallback.
- * Outside tslab (plain Node, tests), without a sink set by setDisplaySink, it does nothing. */
-export function showFigure(fig: Figure): void {
-  if (sink) {
-    sink(figureBundle(fig));
-    return;
-  }
-  const write = tslabWriteDisplayData();
-  if (write) write(figureBundle(fig), false);
+  const data: FigureMimeData = { [PLOTLY_MIME]: json, "text/html": html };
+  if (rendered.png) data["image/png"] = rendered.png.toString("base64");
+  return { data, metadata: {}, transient: {} };
 }
