@@ -16,7 +16,7 @@ export { train } from "./training/trainer";
 export type { TrainOptions, TrainResult } from "./training/trainer";
 export { createEngine } from "./engines/index";
 export type { Engine, Batch, EvalResult } from "./engines/engine";
-export { RunStore, defaultStoreRoot } from "./store/run-store";
+export { RunStore, defaultStoreRoot, displayPath } from "./store/run-store";
 export type { RunInfo, RunState, Metrics, MetricsRow } from "./store/run-store";
 export { listRuns, loadRun, metricsFrame, loadWeights, ensureSnapshots } from "./analysis/runs";
 export { tableAnswers, predictAnswers } from "./analysis/predict";

@@ -9,9 +9,9 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { displayPath, REPO_ROOT } from "../store/run-store";
 import { NotebookRunResult, runNotebook, runNotebookIsolated } from "./runner";
 import { NOTEBOOK_PRESETS, Preset } from "./notebook";
-
 
 export interface FiguresOptions {
   /** GROK_PRESET for the notebooks; default: $GROK_PRESET if it names a preset, else "quick". */
@@ -29,8 +29,6 @@ export interface FiguresOptions {
   /** Where the report goes (default: stdout). */
   out?: (line: string) => void;
 }
-
-export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..");
 
 export class FiguresUsageError extends Error {}
 
@@ -107,18 +105,18 @@ export async function runFigures(opts: FiguresOptions = {}): Promise<number> {
     const want = path.basename(opts.only);
     const matches = names.includes(want) || names.includes(want + ".ipynb") ? [names.includes(want) ? want : want + ".ipynb"] : names.filter((n) => n.startsWith(want));
     if (matches.length !== 1) {
-      process.stderr.write(`grok figures: ${matches.length ? `"${want}" names several notebooks` : `no notebook ${want}`} in ${nbDir} (there are: ${names.join(", ") || "none"})\n`);
+      process.stderr.write(`grok figures: ${matches.length ? `"${want}" names several notebooks` : `no notebook ${want}`} in ${displayPath(nbDir)} (there are: ${names.join(", ") || "none"})\n`);
       return 2;
     }
     names = matches;
   }
   if (names.length === 0) {
-    out(`No notebooks in ${nbDir}.`);
+    out(`No notebooks in ${displayPath(nbDir)}.`);
     return 0;
   }
   fs.mkdirSync(figuresDir, { recursive: true });
   const env = { GROK_PRESET: preset, GROK_FIGURES_DIR: figuresDir };
-  out(`Running ${names.length} notebook${names.length === 1 ? "" : "s"} (preset ${preset}; figures to ${path.relative(process.cwd(), figuresDir) || "."})`);
+  out(`Running ${names.length} notebook${names.length === 1 ? "" : "s"} (preset ${preset}; figures to ${displayPath(figuresDir)})`);
 
   const width = Math.max(...names.map((n) => n.length)) + 2;
   const results: { name: string; result: NotebookRunResult; exported: number }[] = [];
@@ -143,7 +141,7 @@ export async function runFigures(opts: FiguresOptions = {}): Promise<number> {
   const exported = results.reduce((n, r) => n + r.exported, 0);
   out(
     `${results.length - failed.length} of ${results.length} notebooks ok in ${seconds} s; ${displays} figures displayed, ` +
-      `${exported} file${exported === 1 ? "" : "s"} exported to ${figuresDir}` +
+      `${exported} file${exported === 1 ? "" : "s"} exported to ${displayPath(figuresDir)}` +
       (write ? "; outputs saved in the notebooks" : "; notebooks not written (--no-write)"),
   );
   for (const { name, result } of failed) {

@@ -7,7 +7,7 @@ import { ChildProcess, fork } from "node:child_process";
 import * as os from "node:os";
 import * as path from "node:path";
 import { EngineOptions, resolveEngineName, runsOnGpu } from "../engines/index";
-import { RunStore } from "../store/run-store";
+import { displayPath, RunStore } from "../store/run-store";
 import { formatDuration } from "../training/progress";
 import { describeRun, expandSweep, SweepRun, SweepSpec } from "./spec";
 import type { FromWorker, ToWorker, WorkerTrainOptions } from "./worker";
@@ -184,13 +184,13 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
   const todo = results.filter((r) => r.status !== "finished" && firstIndex.get(r.id) === r.index).map((r) => r.index);
   const skipped = results.filter((r) => r.status === "finished").length;
   if (todo.length === 0) {
-    log(`sweep ${name}: all ${runs.length} runs are finished in ${store.root}`);
+    log(`sweep ${name}: all ${runs.length} runs are finished in ${displayPath(store.root)}`);
     return summarize(name, results, { skipped, trained: 0, failed: 0 }, false, 0);
   }
   const workers = Math.max(1, Math.min(options.workers ?? defaultWorkers(options), todo.length));
   log(
     `sweep ${name}: ${runs.length} runs, ${skipped} finished, ${todo.length} to train on ${workers} worker${workers > 1 ? "s" : ""}` +
-      `${options.threads ? ` × ${options.threads} threads` : ""}; store ${store.root}`,
+      `${options.threads ? ` × ${options.threads} threads` : ""}; store ${displayPath(store.root)}`,
   );
 
   const workerOptions: WorkerTrainOptions = {

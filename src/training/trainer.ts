@@ -6,7 +6,7 @@ import { Dataset, encodeInputs, Examples, makeDataset } from "../data/dataset";
 import { Batch, Engine } from "../engines/engine";
 import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
-import { Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
+import { displayPath, Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
 import { l2norm, NamedTensors } from "../util/tensors";
 import { BatchSampler } from "./batches";
 import { ConfigError, isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "./config";
@@ -53,7 +53,7 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   const id = RunStore.idFor(cfg);
   if (store.has(id) && store.readState(id).status === "finished") {
-    log(`run ${id} is already finished (${store.dir(id)})`);
+    log(`run ${id} is already finished (${displayPath(store.dir(id))})`);
     return { ...store.info(id), metrics: store.readMetrics(id), interrupted: false };
   }
   // everything that can fail on bad input fails here, before the run directory exists
@@ -133,7 +133,7 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
     `run ${id}: ${dataset.table.op.notation}${dataset.table.modulus ? ` mod ${dataset.table.modulus}` : ""}, ` +
       `${train.size} train / ${val.size} val, batch ${batchSize}, ${steps} steps; ${ctx.description}`,
   );
-  log(`run ${id}: store ${store.dir(id)}`);
+  log(`run ${id}: store ${displayPath(store.dir(id))}`);
 
   const progress = (options.progress ?? Boolean(process.stderr.isTTY)) ? new ProgressBar() : null;
   const say = (m: string) => (progress ? progress.log(m) : log(m));
