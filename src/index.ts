@@ -14,11 +14,14 @@ export type { RunConfig, TrainingConfig, EvalSchedule } from "./training/config"
 export { PRESETS, demoConfig, fig1Config, FIG2_OPTIMIZER_VARIANTS } from "./training/presets";
 export { train } from "./training/trainer";
 export type { TrainOptions, TrainResult } from "./training/trainer";
+export { ProgressDisplay, ProgressCounter, formatDuration } from "./training/progress";
+export type { ProgressDisplayOptions, ProgressMode, ProgressStream } from "./training/progress";
 export { createEngine } from "./engines/index";
 export type { Engine, Batch, EvalResult } from "./engines/engine";
-export { RunStore, defaultStoreRoot } from "./store/run-store";
+export { RunStore, defaultStoreRoot, displayPath } from "./store/run-store";
 export type { RunInfo, RunState, Metrics, MetricsRow } from "./store/run-store";
 export { listRuns, loadRun, metricsFrame, loadWeights, ensureSnapshots } from "./analysis/runs";
+export type { SnapshotOptions } from "./analysis/runs";
 export { tableAnswers, predictAnswers } from "./analysis/predict";
 export type { TableAnswers } from "./analysis/predict";
 export type { NamedTensors, Tensor32 } from "./util/tensors";

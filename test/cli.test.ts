@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 import { RunStore } from "../src/store/run-store";
-import { GROK_BIN, tempStore, withoutTime } from "./helpers";
+import { GROK_BIN, REPO_ROOT, tempStore, tempStoreInRepo, withoutTime } from "./helpers";
 
 function grok(args: string[], env: NodeJS.ProcessEnv = {}) {
   const r = spawnSync(process.execPath, [GROK_BIN, ...args], { encoding: "utf8", env: { ...process.env, ...env } });
@@ -57,13 +57,16 @@ test("bad flags and configs exit non-zero with a clear message and create no run
   assert.match(missing.stderr, /no run "nosuchrun"/);
 });
 
-test("train prints the run id; ls and show report it, with --json", () => {
-  const store = tempStore("cli");
+test("train prints the run id; ls and show report it, with --json; paths print relative to the repository", () => {
+  const store = tempStoreInRepo("cli");
+  const storeShown = path.relative(REPO_ROOT, store);
+  assert.equal(grok(["ls", "--store", store]).stdout, `no runs in ${storeShown}\n`);
   const r = grok(["train", "--store", store, ...TINY, "--op", "x^2+xy+y^2", "--steps", "25"]);
   assert.equal(r.code, 0, r.stderr);
   const id = r.stdout.trim();
   assert.match(id, /^[0-9a-f]{12}$/);
   assert.match(r.stderr, /engine (fast \((native|typescript)|tfjs on (wasm|cpu|node|node-gpu))/);
+  assert.ok(r.stderr.includes(`run ${id}: store ${storeShown}/${id}\n`), r.stderr);
   const list = JSON.parse(grok(["ls", "--json", "--store", store]).stdout);
   assert.deepEqual(list.map((x: { id: string }) => x.id), [id]);
   assert.match(grok(["ls", "--store", store]).stdout, new RegExp(`${id}\\s+finished\\s+quad/11`));
@@ -76,7 +79,7 @@ test("train prints the run id; ls and show report it, with --json", () => {
   assert.ok("firstTrain99" in shown && "firstVal99" in shown);
   assert.equal(shown.last.step, 25);
   assert.ok(shown.last.val_acc >= 0 && shown.last.val_acc <= 1);
-  assert.match(grok(["show", id, "--store", store]).stdout, /train ≥99%/);
+  assert.match(grok(["show", id, "--store", store]).stdout, new RegExp(`^run ${id}  \\(${storeShown}/${id}\\)\n[^]*train ≥99%`));
   // the same flags in another spelling name the same run
   const again = grok(["train", "--store", store, ...TINY, "--op", "quad", "--steps", "25"]);
   assert.equal(again.stdout.trim(), id);

@@ -24,6 +24,13 @@ export function tempStore(label: string): string {
   return dir;
 }
 
+/** tempStore inside the repository (under dist/, which git ignores): messages print its paths relative. */
+export function tempStoreInRepo(label: string): string {
+  const dir = fs.mkdtempSync(path.join(REPO_ROOT, "dist", `grok-${label}-`));
+  tempDirs.push(dir);
+  return dir;
+}
+
 /** A real table (x+y mod 11), a 1-layer width-16 transformer, a few dozen steps: seconds to train. */
 export function tinyConfig(over: { steps?: number; batchSize?: RunConfig["training"]["batchSize"] } = {}): RunConfig {
   const cfg = paperConfig();

@@ -7,7 +7,8 @@ import * as path from "node:path";
 import { before, test } from "node:test";
 import { NotebookOutput, parseNotebook, runNotebook, serializeNotebook } from "../src/notebooks/runner";
 import { runFigures } from "../src/notebooks/figures";
-import { REPO_ROOT } from "./helpers";
+import { ProgressDisplay } from "../src/training/progress";
+import { REPO_ROOT, tempStoreInRepo } from "./helpers";
 
 let root: string; // a temp "repo": notebooks/ and a node_modules link to the real one
 
@@ -117,4 +118,55 @@ test("a failing cell gives an error output and stops the notebook; in a child pr
   const exported = parseNotebook(fs.readFileSync(path.join(root, "notebooks", "a-export.ipynb"), "utf8"));
   assert.deepEqual(exported.cells[0].outputs, [{ output_type: "display_data", data: { "image/svg+xml": "<svg></svg>" }, metadata: {} }]);
   assert.equal(exported.cells[1].outputs?.[0].output_type, "error");
+});
+
+test("a training, a replay, a sweep and a counter each leave one progress line in their cell, its summary; grok figures shows them", async () => {
+  const store = tempStoreInRepo("nb-progress");
+  const shownStore = path.relative(REPO_ROOT, store);
+  writeNotebook("progress.ipynb", [
+    'import { train, paperConfig, PAPER_TRANSFORMER, ensureSnapshots, runSweep, ProgressCounter, SweepSpec } from "grokking-workbench";\n' +
+      "const cfg = paperConfig();\n" +
+      'cfg.data = { op: "add", modulus: 11, trainFraction: 0.5, splitSeed: 1, outliers: 0 };\n' +
+      'cfg.model = { ...PAPER_TRANSFORMER, layers: 1, width: 16, heads: 2 };\n' +
+      'cfg.training = { ...cfg.training, seed: 3, steps: 30, batchSize: "full" };\n' +
+      `const store = ${JSON.stringify(store)};`,
+    "const run = await train(cfg, { store: store });",
+    "await ensureSnapshots(run.id, [7, 25], { store: store });",
+    'const set = { "data.op": "add", "data.modulus": 11, "model.layers": 1, "model.width": 16, "model.heads": 2, "training.steps": 30, "training.batchSize": "full" };\n' +
+      'const spec: SweepSpec = { name: "tiny", base: "paper", set: set, grid: { "training.seed": [5, 6] } };\n' +
+      "await runSweep(spec, { store: store, workers: 2 });",
+    'const counter = new ProgressCounter("items", 3, { everyMs: 0 });\n' +
+      'for (const item of ["a", "b", "c"]) counter.tick(item);\n' +
+      "counter.done();",
+  ]);
+  const status: string[] = [];
+  const display = new ProgressDisplay({ mode: "lines", everyMs: 0, stream: { write: (text: string) => status.push(text) } });
+  const report: string[] = [];
+  const code = await runFigures({ root, only: "progress", progress: display, out: (l) => report.push(l) });
+  assert.equal(code, 0, report.join("\n"));
+  assert.match(report.join("\n"), /progress\.ipynb\s+ok\s+[\d.]+ s\s+0 figures displayed/, "progress lines are no figures");
+
+  const nb = parseNotebook(fs.readFileSync(path.join(root, "notebooks", "progress.ipynb"), "utf8"));
+  const displays = (i: number) => (nb.cells[i].outputs ?? []).flatMap((o) => (o.output_type === "display_data" ? [o.data["text/plain"] as string] : []));
+  const id = /run ([0-9a-f]{12}): store/.exec(streams(nb.cells[1].outputs, "stderr").join(""))?.[1];
+  assert.ok(id, "the trainer's start lines");
+  assert.deepEqual(streams(nb.cells[1].outputs, "stderr").join("").split("\n").slice(1), [`run ${id}: store ${shownStore}/${id}`, ""]);
+  assert.equal(displays(1).length, 1);
+  assert.match(displays(1)[0], new RegExp(`^run ${id}: finished \\(budget\\) at step 30; first step with train acc`));
+  assert.equal(displays(2).length, 1);
+  assert.match(displays(2)[0], new RegExp(`^run ${id}: 2 snapshots written \\(replayed 25 steps in \\S+\\)$`));
+  assert.deepEqual(streams(nb.cells[3].outputs, "stderr"), [`sweep tiny: 2 runs, 0 finished, 2 to train on 2 workers; store ${shownStore}\n`]);
+  assert.equal(displays(3).length, 1);
+  assert.match(displays(3)[0], /^sweep tiny: 2\/2 runs finished \(2 trained now, 0 already done\) in \S+$/);
+  assert.equal(displays(4).length, 1);
+  assert.match(displays(4)[0], /^items: 3\/3 done in \d+s$/);
+  assert.ok(!JSON.stringify(nb.cells.map((c) => c.outputs)).includes(REPO_ROOT), "no machine path in the outputs");
+
+  // the status line names the notebook and cell, with the cell's progress line as it changes
+  const lines = status.join("");
+  assert.match(lines, /^progress: cell 2\/5 \(\S+\) · run [0-9a-f]{12}: step 0\/30 /m);
+  assert.match(lines, /^progress: cell 2\/5 \(\S+\) · run [0-9a-f]{12}: finished \(budget\) at step 30;/m);
+  assert.match(lines, /^progress: cell 3\/5 \(\S+\) · run [0-9a-f]{12}: replaying for 2 snapshots: step 25\/25 /m);
+  assert.match(lines, /^progress: cell 4\/5 \(\S+\) · sweep tiny: 0\/2 runs done · /m);
+  assert.match(lines, /^progress: cell 5\/5 \(\S+\) · items: 2\/3 done \(last: b\) · /m);
 });

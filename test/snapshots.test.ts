@@ -3,6 +3,7 @@ import { test } from "node:test";
 import { tableAnswers } from "../src/analysis/predict";
 import { ensureSnapshots, loadWeights } from "../src/analysis/runs";
 import { RunStore } from "../src/store/run-store";
+import { ProgressDisplay } from "../src/training/progress";
 import { train } from "../src/training/trainer";
 import { tempStore, tinyConfig } from "./helpers";
 
@@ -25,6 +26,13 @@ test("snapshots: written during training, or replayed later to the same weights"
     for (const [name, t] of recorded) assert.deepEqual(replayed.get(name)!.data, t.data, `${name} at ${step}`);
   }
   await assert.rejects(ensureSnapshots(b.id, [41], { store: plain }), /integers in \[0, 40\]/);
+
+  // a replay shows its progress, up to the last step it needs
+  const lines: string[] = [];
+  const progress = new ProgressDisplay({ mode: "lines", everyMs: 0, stream: { write: (text: string) => lines.push(text) } });
+  assert.deepEqual(await ensureSnapshots(b.id, [3, 12], { store: plain, progress }), [3, 12]);
+  assert.match(lines[0], /^step 0\/12 /);
+  assert.match(lines[lines.length - 1], /^step 12\/12 .* ETA 0s\n$/);
 });
 
 test("tableAnswers: the network's answer on every cell agrees with the run's final accuracies", async () => {

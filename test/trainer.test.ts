@@ -8,12 +8,13 @@ import { createEngine } from "../src/engines/index";
 import { encodeInputs, makeDataset } from "../src/data/dataset";
 import { initParams } from "../src/model/config";
 import { RunLock, RunLockedError } from "../src/store/lock";
-import { RunStore } from "../src/store/run-store";
+import { displayPath, RunStore } from "../src/store/run-store";
 import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig, withChanges } from "../src/training/config";
 import { PAPER_OPTIMIZER } from "../src/training/optimizer";
 import { FIG2_OPTIMIZER_VARIANTS } from "../src/training/presets";
+import { ProgressDisplay } from "../src/training/progress";
 import { earlyStopReached, train } from "../src/training/trainer";
-import { tempStore, tinyConfig, withoutTime } from "./helpers";
+import { REPO_ROOT, tempStore, tempStoreInRepo, tinyConfig, withoutTime } from "./helpers";
 
 const quiet = { progress: false, log: () => {} };
 
@@ -139,6 +140,30 @@ test("a locked run is refused with the holder named, and nothing is trained", as
   lock.release();
   const done = await train(cfg, { store, ...quiet });
   assert.equal(done.status, "finished");
+});
+
+test("the trainer names its store relative to the repository; its progress line counts to the session's end", async () => {
+  assert.equal(displayPath(path.join(REPO_ROOT, "data", "runs", "abc")), path.join("data", "runs", "abc"));
+  assert.equal(displayPath(REPO_ROOT), ".");
+  assert.equal(displayPath("/elsewhere/runs"), "/elsewhere/runs");
+  assert.equal(displayPath(`${REPO_ROOT}-other/runs`), `${REPO_ROOT}-other/runs`);
+  const store = tempStoreInRepo("paths");
+  const shown = path.relative(REPO_ROOT, store);
+  const cfg = tinyConfig({ steps: 40 });
+  const messages: string[] = [];
+  const lines: string[] = [];
+  const progress = new ProgressDisplay({ mode: "lines", everyMs: 0, stream: { write: (text: string) => lines.push(text) } });
+  const first = await train(cfg, { store, progress, stopAfter: 10, log: (m) => messages.push(m) });
+  assert.ok(messages.includes(`run ${first.id}: store ${shown}/${first.id}`), messages.join("\n"));
+  // the caller's display is drawn on, not ended: the summary is logged
+  assert.match(messages[messages.length - 1], /stopped at step 10 of 40/);
+  assert.match(lines[0], /^step 0\/10  train loss – /);
+  assert.match(lines[lines.length - 1], /^step 10\/10  train loss \d/);
+  assert.ok(lines.every((l) => !l.includes("/40")), "a session stopped after 10 steps counts to 10");
+  await train(cfg, { store, ...quiet });
+  messages.length = 0;
+  await train(cfg, { store, progress: false, log: (m) => messages.push(m) });
+  assert.deepEqual(messages, [`run ${first.id} is already finished (${shown}/${first.id})`]);
 });
 
 test("early stop waits until validation accuracy has held ≥ 99% for the hold period", () => {

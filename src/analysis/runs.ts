@@ -8,6 +8,7 @@ import { EngineOptions } from "../engines/index";
 import { train } from "../training/trainer";
 import { Metrics, RunInfo, RunStore } from "../store/run-store";
 import { Optimizer } from "../training/optimizer";
+import { formatDuration, ProgressDisplay, progressDisplayFor } from "../training/progress";
 import { NamedTensors } from "../util/tensors";
 
 export interface LoadedRun extends RunInfo {
@@ -51,12 +52,21 @@ export function loadWeights(ref: string, which: "final" | "latest" | number = "l
   return { step: ckpt.step, weights };
 }
 
+export interface SnapshotOptions extends EngineOptions {
+  store?: RunStore | string;
+  /**
+   * Show the replay's progress (default: on a terminal or in a notebook, where it is one line updated in
+   * place that ends as a summary), or draw it on this display, which the caller ends.
+   */
+  progress?: boolean | ProgressDisplay;
+}
+
 /**
  * Makes sure a run has weights after each of `steps` (a checkpoint or a snapshot), so loadWeights can read
  * them. Missing ones are recreated by replaying the run from its start in a scratch store: a run is a pure
  * function of its config, so the replayed weights are the weights the run had. Returns the steps written.
  */
-export async function ensureSnapshots(ref: string, steps: number[], opts: EngineOptions & { store?: RunStore | string } = {}): Promise<number[]> {
+export async function ensureSnapshots(ref: string, steps: number[], opts: SnapshotOptions = {}): Promise<number[]> {
   const s = storeOf(opts.store);
   const id = s.resolve(ref);
   const config = s.readConfig(id);
@@ -65,15 +75,19 @@ export async function ensureSnapshots(ref: string, steps: number[], opts: Engine
   if (bad.length) throw new Error(`snapshot steps must be integers in [0, ${config.training.steps}] (the run's budget); got ${bad.join(", ")}`);
   const missing = [...new Set(steps)].filter((st) => !have.has(st)).sort((a, b) => a - b);
   if (missing.length === 0) return [];
+  const last = missing[missing.length - 1];
+  const snapshots = `${missing.length} snapshot${missing.length === 1 ? "" : "s"}`;
+  const { display: progress, owned } = progressDisplayFor(opts.progress, { label: `run ${id}: replaying for ${snapshots}` });
+  const startedAt = Date.now();
+  let summary: string | undefined;
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "grok-replay-"));
   try {
-    const last = missing[missing.length - 1];
     const replay = await train(config, {
       ...opts,
       store: scratch,
       snapshotSteps: missing,
       stopAfter: Math.max(1, last),
-      progress: false,
+      progress: progress ?? false,
       log: () => {},
     });
     const scratchStore = new RunStore(scratch);
@@ -85,8 +99,10 @@ export async function ensureSnapshots(ref: string, steps: number[], opts: Engine
     const lost = missing.filter((st) => !written.includes(st));
     // a run that stopped early (early stop) has no weights after its last step
     if (lost.length) throw new Error(`run ${id}: no weights after step ${lost.join(", ")} (the run ended at step ${replay.stepsDone})`);
+    summary = `run ${id}: ${snapshots} written (replayed ${replay.stepsDone} steps in ${formatDuration((Date.now() - startedAt) / 1000)})`;
     return written;
   } finally {
+    if (owned) progress?.done(summary);
     fs.rmSync(scratch, { recursive: true, force: true });
   }
 }

@@ -2,7 +2,7 @@
 
 import { ParseArgsConfig } from "node:util";
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
-import { RunInfo, RunStore } from "../store/run-store";
+import { displayPath, RunInfo, RunStore } from "../store/run-store";
 import { ConfigError, RunConfig } from "../training/config";
 import { demoConfig } from "../training/presets";
 import { train, TrainOptions } from "../training/trainer";
@@ -103,7 +103,7 @@ function lsCommand(args: string[]): number {
     return 0;
   }
   if (runs.length === 0) {
-    process.stdout.write(`no runs in ${store.root}\n`);
+    process.stdout.write(`no runs in ${displayPath(store.root)}\n`);
     return 0;
   }
   const rows = runs.map((r) => [
@@ -135,7 +135,7 @@ function showCommand(args: string[]): number {
   const pct = (x: number | undefined) => (x === undefined ? "-" : `${(100 * x).toFixed(2)}%`);
   const last = json.last;
   const lines = [
-    `run ${info.id}  (${info.dir})`,
+    `run ${info.id}  (${displayPath(info.dir)})`,
     `status      ${info.status}${info.stopReason ? ` (${info.stopReason})` : ""}, ${info.stepsDone}/${json.steps} steps, engine ${info.engine ?? "-"} on ${info.backend ?? "-"}`,
     `data        ${describeData(info.config)}, split seed ${info.config.data.splitSeed}, outliers ${info.config.data.outliers}`,
     `model       ${JSON.stringify(info.config.model)}`,

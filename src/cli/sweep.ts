@@ -4,7 +4,7 @@
 
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
 import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags, UsageError } from "./flags";
-import { RunStore } from "../store/run-store";
+import { displayPath, RunStore } from "../store/run-store";
 import { ConfigError } from "../training/config";
 import { defaultWorkers, runSweep, SweepOptions, SweepResult, sweepStatus } from "../sweeps/runner";
 import { describeRun, expandSweep, loadSweepSpec, SweepSpecError } from "../sweeps/spec";
@@ -91,7 +91,7 @@ export async function sweepCommand(args: string[]): Promise<number> {
   if (values.status) {
     const result = sweepStatus(spec, store);
     process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
-    if (!values.json) process.stdout.write(`${runs.length - result.unfinished}/${runs.length} finished in ${store.root}; default workers here: ${defaultWorkers(options)}\n`);
+    if (!values.json) process.stdout.write(`${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}; default workers here: ${defaultWorkers(options)}\n`);
     return 0;
   }
   const result = await runSweep(spec, { ...options, store });

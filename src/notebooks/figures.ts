@@ -1,17 +1,20 @@
 // `grok figures`: re-executes every notebook in notebooks/ headless (Node alone, tslab's executor), saves
 // the outputs into the .ipynb files and prints one line per notebook and a summary. Each notebook runs in
-// its own process (runNotebookIsolated), as each gets a fresh kernel under Jupyter.
+// its own process (runNotebookIsolated), as each gets a fresh kernel under Jupyter. While one runs, a
+// status line on stderr names it, its running cell and that cell's own progress line (a training run's,
+// a sweep's), redrawn on a terminal and printed every 10 s elsewhere.
 //
-//   grok figures [--preset smoke|quick|paper] [--only NAME] [--no-write] [--timeout SECONDS]
+//   grok figures [--preset smoke|quick|paper] [--only NAME] [--no-write] [--timeout SECONDS] [--no-progress]
 //
 // The notebooks read GROK_PRESET (how much training to do) and write exported figures to GROK_FIGURES_DIR
 // (<repo>/figures, created here). Exit code 0 when every notebook ran, 1 when one failed, 2 on bad flags.
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { NotebookRunResult, runNotebook, runNotebookIsolated } from "./runner";
+import { displayPath, REPO_ROOT } from "../store/run-store";
+import { formatDuration, ProgressDisplay, progressDisplayFor } from "../training/progress";
+import { NotebookRunOptions, NotebookRunResult, runNotebook, runNotebookIsolated } from "./runner";
 import { NOTEBOOK_PRESETS, Preset } from "./notebook";
-
 
 export interface FiguresOptions {
   /** GROK_PRESET for the notebooks; default: $GROK_PRESET if it names a preset, else "quick". */
@@ -28,9 +31,12 @@ export interface FiguresOptions {
   inProcess?: boolean;
   /** Where the report goes (default: stdout). */
   out?: (line: string) => void;
+  /**
+   * The status line on stderr: notebook, running cell, its time and the cell's progress line (default
+   * on), or a display to draw it on, which the caller ends.
+   */
+  progress?: boolean | ProgressDisplay;
 }
-
-export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..");
 
 export class FiguresUsageError extends Error {}
 
@@ -58,6 +64,9 @@ export function parseFiguresArgs(argv: string[]): FiguresOptions {
       case "--no-write":
         opts.write = false;
         break;
+      case "--no-progress":
+        opts.progress = false;
+        break;
       case "--timeout": {
         const s = Number(take());
         if (!(s > 0)) throw new FiguresUsageError("--timeout takes a positive number of seconds");
@@ -72,8 +81,9 @@ export function parseFiguresArgs(argv: string[]): FiguresOptions {
 }
 
 export const FIGURES_USAGE =
-  "usage: grok figures [--preset smoke|quick|paper] [--only NAME] [--no-write] [--timeout SECONDS]\n" +
-  "  Re-executes notebooks/*.ipynb headless with tslab, saves their outputs, exports figures to figures/.";
+  "usage: grok figures [--preset smoke|quick|paper] [--only NAME] [--no-write] [--timeout SECONDS] [--no-progress]\n" +
+  "  Re-executes notebooks/*.ipynb headless with tslab, saves their outputs, exports figures to figures/;\n" +
+  "  shows the running notebook, cell and the cell's progress on stderr (--no-progress: not).";
 
 const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length));
 
@@ -107,31 +117,62 @@ export async function runFigures(opts: FiguresOptions = {}): Promise<number> {
     const want = path.basename(opts.only);
     const matches = names.includes(want) || names.includes(want + ".ipynb") ? [names.includes(want) ? want : want + ".ipynb"] : names.filter((n) => n.startsWith(want));
     if (matches.length !== 1) {
-      process.stderr.write(`grok figures: ${matches.length ? `"${want}" names several notebooks` : `no notebook ${want}`} in ${nbDir} (there are: ${names.join(", ") || "none"})\n`);
+      process.stderr.write(`grok figures: ${matches.length ? `"${want}" names several notebooks` : `no notebook ${want}`} in ${displayPath(nbDir)} (there are: ${names.join(", ") || "none"})\n`);
       return 2;
     }
     names = matches;
   }
   if (names.length === 0) {
-    out(`No notebooks in ${nbDir}.`);
+    out(`No notebooks in ${displayPath(nbDir)}.`);
     return 0;
   }
   fs.mkdirSync(figuresDir, { recursive: true });
   const env = { GROK_PRESET: preset, GROK_FIGURES_DIR: figuresDir };
-  out(`Running ${names.length} notebook${names.length === 1 ? "" : "s"} (preset ${preset}; figures to ${path.relative(process.cwd(), figuresDir) || "."})`);
+  // the status line is never a notebook display, even when runFigures runs inside a notebook
+  const { display: progress, owned } = progressDisplayFor(opts.progress, { mode: process.stderr.isTTY ? "tty" : "lines", out }, true);
+  const say = (line: string) => (progress ? progress.log(line, out) : out(line));
+  say(`Running ${names.length} notebook${names.length === 1 ? "" : "s"} (preset ${preset}; figures to ${displayPath(figuresDir)})`);
 
   const width = Math.max(...names.map((n) => n.length)) + 2;
   const results: { name: string; result: NotebookRunResult; exported: number }[] = [];
   const started = Date.now();
   for (const name of names) {
     const before = snapshot(figuresDir);
-    const runOpts = { env, write, timeoutMs: opts.timeoutMs };
-    const result = opts.inProcess ? await runNotebook(path.join(nbDir, name), runOpts) : await runNotebookIsolated(path.join(nbDir, name), runOpts);
+    const label = name.replace(/\.ipynb$/, "");
+    let cell: { index: number; total: number; startedAt: number } | null = null;
+    let cellProgress = "";
+    const showStatus = () => {
+      if (!progress || !cell) return;
+      const seconds = (Date.now() - cell.startedAt) / 1000;
+      progress.draw(`${label}: cell ${cell.index + 1}/${cell.total} (${formatDuration(seconds)})${cellProgress ? ` · ${cellProgress}` : ""}`);
+    };
+    const runOpts: NotebookRunOptions = {
+      env,
+      write,
+      timeoutMs: opts.timeoutMs,
+      onCell: (index, total) => {
+        cell = { index, total, startedAt: Date.now() };
+        cellProgress = "";
+        showStatus();
+      },
+      onProgress: (text) => {
+        cellProgress = text;
+        showStatus();
+      },
+    };
+    // the cell's time goes on while it prints nothing
+    const ticker = setInterval(showStatus, 1000);
+    let result: NotebookRunResult;
+    try {
+      result = opts.inProcess ? await runNotebook(path.join(nbDir, name), runOpts) : await runNotebookIsolated(path.join(nbDir, name), runOpts);
+    } finally {
+      clearInterval(ticker);
+    }
     let exported = 0;
     for (const [f, mtime] of snapshot(figuresDir)) if (before.get(f) !== mtime) exported++;
     results.push({ name, result, exported });
     const status = result.ok ? "ok" : `FAILED (cell ${result.failedCell ? result.failedCell.index + 1 : "?"})`;
-    out(
+    say(
       `${pad(name, width)}${pad(status, 18)}${pad(result.seconds.toFixed(1) + " s", 10)}` +
         `${result.displays} figure${result.displays === 1 ? "" : "s"} displayed, ${exported} file${exported === 1 ? "" : "s"} exported`,
     );
@@ -141,9 +182,10 @@ export async function runFigures(opts: FiguresOptions = {}): Promise<number> {
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   const displays = results.reduce((n, r) => n + r.result.displays, 0);
   const exported = results.reduce((n, r) => n + r.exported, 0);
+  if (owned) progress?.done();
   out(
     `${results.length - failed.length} of ${results.length} notebooks ok in ${seconds} s; ${displays} figures displayed, ` +
-      `${exported} file${exported === 1 ? "" : "s"} exported to ${figuresDir}` +
+      `${exported} file${exported === 1 ? "" : "s"} exported to ${displayPath(figuresDir)}` +
       (write ? "; outputs saved in the notebooks" : "; notebooks not written (--no-write)"),
   );
   for (const { name, result } of failed) {

@@ -1,7 +1,7 @@
 // One notebook in its own process: `node dist/src/notebooks/run-one.js NB.ipynb [--write|--no-write]
-// [--timeout-ms N]`. Forked by runNotebookIsolated, it reports each cell start and the result over the IPC
-// channel; run by hand, it prints the result as JSON on stdout. Exit code 0 when every cell ran, 1 when
-// one failed, 2 on bad arguments or an unreadable notebook.
+// [--timeout-ms N]`. Forked by runNotebookIsolated, it reports each cell start, each in-place progress line
+// and the result over the IPC channel; run by hand, it prints the result as JSON on stdout. Exit code 0
+// when every cell ran, 1 when one failed, 2 on bad arguments or an unreadable notebook.
 
 import { NotebookRunResult, RunOneMessage, runNotebook } from "./runner";
 
@@ -29,7 +29,13 @@ async function main(argv: string[]): Promise<number> {
   const send = (m: RunOneMessage) => new Promise<void>((resolve) => (process.send ? process.send(m, () => resolve()) : resolve()));
   let result: NotebookRunResult;
   try {
-    result = await runNotebook(file, { write, timeoutMs, captureAllOutput: true, onCell: (index, total) => void send({ type: "cell", index, total }) });
+    result = await runNotebook(file, {
+      write,
+      timeoutMs,
+      captureAllOutput: true,
+      onCell: (index, total) => void send({ type: "cell", index, total }),
+      onProgress: (text) => void send({ type: "progress", text }),
+    });
   } catch (e) {
     process.stderr.write(`run-one: ${file}: ${e instanceof Error ? e.message : String(e)}\n`);
     return 2;

@@ -9,7 +9,8 @@
 //     so that value is a stdout stream, exactly as under Jupyter.
 //   - tslab's public display API (and anything else) calls jupyter.lastWriteDisplayData(bundle, update):
 //     ours appends `display_data` (data + metadata, transient dropped) and applies display_id updates to
-//     every earlier output with that id, as nbclient does.
+//     every earlier output with that id, as nbclient does, so a progress line updated in place is saved as
+//     one output in its final state. onProgress sees the text of each such in-place display.
 //   - a failing cell becomes one `error` output (ename, evalue, traceback) and stops the run. Under real
 //     Jupyter tslab only prints the error to stderr (it sends no `error` message); we record it as the
 //     standard nbformat error output instead, from the Error object the executor hands its console.
@@ -196,6 +197,11 @@ export interface NotebookRunOptions {
   timeoutMs?: number;
   /** Called before each code cell runs: its index among the notebook's cells and the number of cells. */
   onCell?: (index: number, total: number) => void;
+  /**
+   * Called with the last line of text of a display that has a display id (one updated in place, such as
+   * a progress line) each time it is shown or updated.
+   */
+  onProgress?: (text: string) => void;
   /** Write the executed notebook back to `path` (also when a cell failed). */
   write?: boolean;
   /**
@@ -221,7 +227,8 @@ export interface NotebookRunResult {
   ok: boolean;
   failedCell?: FailedCell;
   seconds: number;
-  /** display_data outputs in the executed notebook (each display id counted once). */
+  /** display_data outputs in the executed notebook, each display id counted once, but for those with plain
+   *  text alone (progress lines): figures, HTML, images. */
   displays: number;
   /** Whether the notebook file was rewritten. */
   written: boolean;
@@ -277,6 +284,19 @@ async function runNotebookNow(file: string, opts: NotebookRunOptions): Promise<N
   const savedTty = (["stdout", "stderr"] as const).map((n) => [n, Object.getOwnPropertyDescriptor(process[n], "isTTY")] as const);
   const savedDisplay = tslabJupyter.lastWriteDisplayData;
 
+  /** Runs the caller's callback with the real streams, so what it prints does not land in the notebook. */
+  const outsideCell = (fn: () => void) => {
+    const hooked = { stdout: process.stdout.write, stderr: process.stderr.write };
+    process.stdout.write = savedWrite.stdout;
+    process.stderr.write = savedWrite.stderr;
+    try {
+      fn();
+    } finally {
+      process.stdout.write = hooked.stdout;
+      process.stderr.write = hooked.stderr;
+    }
+  };
+
   let outputs: NotebookOutput[] = []; // the current cell's
   const displayIds = new Map<string, { data: MimeBundle; metadata: Record<string, unknown> }[]>();
   const context = new AsyncLocalStorage<object>();
@@ -297,6 +317,11 @@ async function runNotebookNow(file: string, opts: NotebookRunOptions): Promise<N
     const metadata = JSON.parse(JSON.stringify(msg.metadata ?? {})) as Record<string, unknown>;
     const id = msg.transient?.display_id;
     if (id) for (const out of displayIds.get(id) ?? []) Object.assign(out, { data, metadata });
+    const text = data["text/plain"];
+    if (id && opts.onProgress && typeof text === "string" && text.trim()) {
+      const line = text.trimEnd().split("\n").pop()!;
+      outsideCell(() => opts.onProgress!(line));
+    }
     if (update) return; // update_display_data only updates
     const out = { output_type: "display_data" as const, data, metadata };
     outputs.push(out);
@@ -345,18 +370,7 @@ async function runNotebookNow(file: string, opts: NotebookRunOptions): Promise<N
         cell.execution_count = null; // nbclient skips empty cells
         continue;
       }
-      if (opts.onCell) {
-        // The caller's own progress output goes to the real streams, not into the notebook.
-        const hooked = { stdout: process.stdout.write, stderr: process.stderr.write };
-        process.stdout.write = savedWrite.stdout;
-        process.stderr.write = savedWrite.stderr;
-        try {
-          opts.onCell(i, nb.cells.length);
-        } finally {
-          process.stdout.write = hooked.stdout;
-          process.stderr.write = hooked.stderr;
-        }
-      }
+      if (opts.onCell) outsideCell(() => opts.onCell!(i, nb.cells.length));
       outputs = [];
       printedErrors = [];
       cell.execution_count = ++count;
@@ -411,13 +425,14 @@ async function runNotebookNow(file: string, opts: NotebookRunOptions): Promise<N
   for (const cell of nb.cells) if (cell.cell_type === "code" && cell.outputs) cell.outputs = coalesceStreams(cell.outputs);
   if (nb.nbformat_minor < 5) nb.nbformat_minor = 5; // cell ids
   if (opts.write) fs.writeFileSync(file, serializeNotebook(nb));
+  const isRichDisplay = (o: NotebookOutput) => o.output_type === "display_data" && Object.keys(o.data).some((mime) => mime !== "text/plain");
   return {
     path: file,
     cellsRun,
     ok: !failedCell,
     ...(failedCell ? { failedCell } : {}),
     seconds: (Date.now() - started) / 1000,
-    displays: nb.cells.reduce((n, c) => n + (c.outputs ?? []).filter((o) => o.output_type === "display_data").length, 0),
+    displays: nb.cells.reduce((n, c) => n + (c.outputs ?? []).filter(isRichDisplay).length, 0),
     written: Boolean(opts.write),
   };
 }
@@ -425,7 +440,10 @@ async function runNotebookNow(file: string, opts: NotebookRunOptions): Promise<N
 // ---------------------------------------------------------------- one process per notebook
 
 /** The messages run-one.js sends over the IPC channel. */
-export type RunOneMessage = { type: "cell"; index: number; total: number } | { type: "result"; result: NotebookRunResult };
+export type RunOneMessage =
+  | { type: "cell"; index: number; total: number }
+  | { type: "progress"; text: string }
+  | { type: "result"; result: NotebookRunResult };
 
 export const RUN_ONE_JS = path.join(__dirname, "run-one.js");
 
@@ -461,6 +479,8 @@ export function runNotebookIsolated(nbPath: string, opts: NotebookRunOptions = {
           clearTimeout(timer);
           timer = setTimeout(() => ((killedForTimeout = true), child.kill("SIGKILL")), opts.timeoutMs + 5000);
         }
+      } else if (m.type === "progress") {
+        opts.onProgress?.(m.text);
       } else if (m.type === "result") {
         result = m.result;
         clearTimeout(timer);

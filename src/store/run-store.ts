@@ -62,9 +62,23 @@ export interface CheckpointFile {
 
 const FORMAT_VERSION = "1";
 
+/** The repository this package was built in (this file is dist/src/store/run-store.js). */
+export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..");
+
 /** The project's data/runs, wherever the process was started (notebooks run in notebooks/); GROK_STORE overrides. */
 export function defaultStoreRoot(): string {
-  return process.env.GROK_STORE ? path.resolve(process.env.GROK_STORE) : path.resolve(__dirname, "..", "..", "..", "data", "runs");
+  return process.env.GROK_STORE ? path.resolve(process.env.GROK_STORE) : path.join(REPO_ROOT, "data", "runs");
+}
+
+/**
+ * A path as messages print it: relative to the repository when inside it ("data/runs/1a2b3c4d5e6f"), so
+ * logs and saved notebook outputs name no machine's directories; else absolute.
+ */
+export function displayPath(p: string): string {
+  const abs = path.resolve(p);
+  const rel = path.relative(REPO_ROOT, abs);
+  if (rel === "") return ".";
+  return rel === ".." || rel.startsWith(".." + path.sep) || path.isAbsolute(rel) ? abs : rel;
 }
 
 export class RunStore {
@@ -103,7 +117,7 @@ export class RunStore {
       if (fs.existsSync(configPath)) {
         const existing = this.readConfig(id);
         if (canonicalJson(existing) !== canonicalJson(config)) {
-          throw new Error(`run ${id} in ${dir} holds a different config (hash collision or edited config.json)`);
+          throw new Error(`run ${id} in ${displayPath(dir)} holds a different config (hash collision or edited config.json)`);
         }
       } else {
         writeFileAtomic(configPath, JSON.stringify(config, null, 2) + "\n");
@@ -171,14 +185,14 @@ export class RunStore {
   resolve(ref: string): string {
     if (ref.includes(path.sep) && fs.existsSync(path.join(ref, "run.json"))) {
       const dir = path.resolve(ref);
-      if (path.dirname(dir) !== this.root) throw new Error(`${ref} is not in the store ${this.root} (use --store)`);
+      if (path.dirname(dir) !== this.root) throw new Error(`${ref} is not in the store ${displayPath(this.root)} (use --store)`);
       return path.basename(dir);
     }
     if (this.has(ref)) return ref;
     const matches = fs.existsSync(this.root) ? fs.readdirSync(this.root).filter((n) => n.startsWith(ref) && this.has(n)) : [];
     if (matches.length === 1) return matches[0];
-    if (matches.length > 1) throw new Error(`run "${ref}" is ambiguous in ${this.root}: ${matches.join(", ")}`);
-    throw new Error(`no run "${ref}" in ${this.root}`);
+    if (matches.length > 1) throw new Error(`run "${ref}" is ambiguous in ${displayPath(this.root)}: ${matches.join(", ")}`);
+    throw new Error(`no run "${ref}" in ${displayPath(this.root)}`);
   }
 
   readMetrics(id: string): Metrics {

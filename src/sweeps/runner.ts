@@ -7,8 +7,8 @@ import { ChildProcess, fork } from "node:child_process";
 import * as os from "node:os";
 import * as path from "node:path";
 import { EngineOptions, resolveEngineName, runsOnGpu } from "../engines/index";
-import { RunStore } from "../store/run-store";
-import { formatDuration } from "../training/progress";
+import { displayPath, RunStore } from "../store/run-store";
+import { formatDuration, formatEta, ProgressDisplay, progressDisplayFor } from "../training/progress";
 import { describeRun, expandSweep, SweepRun, SweepSpec } from "./spec";
 import type { FromWorker, ToWorker, WorkerTrainOptions } from "./worker";
 
@@ -22,8 +22,12 @@ export interface SweepOptions extends EngineOptions {
   keepCheckpoints?: number;
   /** Weight-only snapshots after these steps, in every run (see TrainOptions.snapshotSteps). */
   snapshotSteps?: number[];
-  /** One progress display on stderr: redrawn on a terminal, a line every few seconds elsewhere (default on). */
-  progress?: boolean;
+  /**
+   * One progress display for the sweep (default on): redrawn on a terminal, a line every 10 s elsewhere; in
+   * a notebook cell one output updated in place that ends as the sweep's summary, with no line per finished
+   * run (failures and stops are still printed). Or a display to draw on, which the caller ends.
+   */
+  progress?: boolean | ProgressDisplay;
   /** Where messages go (default: stderr). */
   log?: (message: string) => void;
   /** Aborting stops the sweep: running runs end after their step with a checkpoint. */
@@ -123,46 +127,11 @@ interface Live {
   valAcc: number;
 }
 
-/** The sweep's one progress display: done/total runs, each running run's step and val acc, an ETA. */
-class SweepProgress {
-  private lastDraw = 0;
-  private drawn = false;
-  private readonly tty = Boolean(process.stderr.isTTY);
-  constructor(
-    private readonly name: string,
-    private readonly enabled: boolean,
-  ) {}
-
-  line(done: number, total: number, live: Map<number, Live>, stepsDone: number, stepsTotal: number, startedAt: number, stepsAtStart: number): string {
-    const elapsed = (Date.now() - startedAt) / 1000;
-    const rate = (stepsDone - stepsAtStart) / Math.max(elapsed, 1e-9);
-    const eta = rate > 0 ? formatDuration((stepsTotal - stepsDone) / rate) : "–";
-    const running = [...live.entries()].map(([i, l]) => `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`);
-    return `sweep ${this.name}: ${done}/${total} runs done · ${running.length ? running.join(" · ") : "starting"} · ${formatDuration(elapsed)} elapsed, ETA ${eta} (at most)`;
-  }
-
-  draw(text: string, force = false): void {
-    if (!this.enabled) return;
-    const now = Date.now();
-    if (!force && now - this.lastDraw < (this.tty ? 200 : 10_000)) return;
-    this.lastDraw = now;
-    if (this.tty) {
-      process.stderr.write(`\r${text.slice(0, (process.stderr.columns || 160) - 1)}\x1b[K`);
-      this.drawn = true;
-    } else process.stderr.write(text + "\n");
-  }
-
-  log(message: string, out: (m: string) => void): void {
-    if (this.tty && this.drawn) process.stderr.write("\r\x1b[K");
-    this.drawn = false;
-    out(message);
-    this.lastDraw = 0;
-  }
-
-  done(): void {
-    if (this.tty && this.drawn) process.stderr.write("\n");
-    this.drawn = false;
-  }
+/** The sweep's progress line: done/total runs, each running run's step and val acc, an ETA. */
+function progressLine(done: number, total: number, live: Map<number, Live>, stepsDone: number, stepsTotal: number, seconds: number, stepsAtStart: number): string {
+  const eta = formatEta(stepsTotal - stepsDone, stepsDone - stepsAtStart, seconds);
+  const running = [...live.entries()].map(([i, l]) => `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`);
+  return `${done}/${total} runs done · ${running.length ? running.join(" · ") : "starting"} · ${formatDuration(seconds)} elapsed, ETA ${eta} (at most)`;
 }
 
 /**
@@ -184,13 +153,13 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
   const todo = results.filter((r) => r.status !== "finished" && firstIndex.get(r.id) === r.index).map((r) => r.index);
   const skipped = results.filter((r) => r.status === "finished").length;
   if (todo.length === 0) {
-    log(`sweep ${name}: all ${runs.length} runs are finished in ${store.root}`);
+    log(`sweep ${name}: all ${runs.length} runs are finished in ${displayPath(store.root)}`);
     return summarize(name, results, { skipped, trained: 0, failed: 0 }, false, 0);
   }
   const workers = Math.max(1, Math.min(options.workers ?? defaultWorkers(options), todo.length));
   log(
     `sweep ${name}: ${runs.length} runs, ${skipped} finished, ${todo.length} to train on ${workers} worker${workers > 1 ? "s" : ""}` +
-      `${options.threads ? ` × ${options.threads} threads` : ""}; store ${store.root}`,
+      `${options.threads ? ` × ${options.threads} threads` : ""}; store ${displayPath(store.root)}`,
   );
 
   const workerOptions: WorkerTrainOptions = {
@@ -204,8 +173,12 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
     keepCheckpoints: options.keepCheckpoints,
     snapshotSteps: options.snapshotSteps,
   };
-  const progress = new SweepProgress(name, options.progress ?? true);
-  const say = (m: string) => progress.log(m, log);
+  const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, { label: `sweep ${name}`, out: log }, true);
+  const say = (m: string) => (progress ? progress.log(m, log) : log(m));
+  // in a notebook cell the one updated line stands for the runs that end well; the rest is printed
+  const sayUnlessInCell = (m: string) => {
+    if (progress?.mode !== "kernel") say(m);
+  };
   const live = new Map<number, Live>();
   const queue = [...todo];
   const counts = { skipped, trained: 0, failed: 0 };
@@ -218,9 +191,11 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
   const children = new Set<ChildProcess>();
   const doneCount = () => results.filter((r) => r.status === "finished").length;
   const redraw = (force = false) => {
+    if (!progress) return;
     const liveSteps = [...live.entries()].reduce((s, [i, l]) => s + (l.step || results[i].stepsDone), 0);
     const queuedSteps = queue.reduce((s, i) => s + results[i].stepsDone, 0);
-    progress.draw(progress.line(doneCount(), runs.length, live, stepsEnded + liveSteps + queuedSteps, stepsTotal, startedAt, stepsAtStart), force);
+    const seconds = (Date.now() - startedAt) / 1000;
+    progress.draw(progressLine(doneCount(), runs.length, live, stepsEnded + liveSteps + queuedSteps, stepsTotal, seconds, stepsAtStart), force);
   };
 
   const stop = () => {
@@ -260,7 +235,7 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
         : r.status === "failed"
           ? `FAILED: ${failure}`
           : `stopped at step ${r.stepsDone}/${r.steps}`;
-    say(`[${doneCount()}/${runs.length}] #${index + 1} ${label} (${r.id}): ${what}`);
+    (r.status === "finished" ? sayUnlessInCell : say)(`[${doneCount()}/${runs.length}] #${index + 1} ${label} (${r.id}): ${what}`);
     options.onRunEnd?.(r);
   };
 
@@ -287,9 +262,13 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
         else if (m.type === "eval") {
           live.set(m.index, { step: m.step, steps: m.steps, valAcc: m.valAcc });
           redraw();
+        } else if (m.type === "step") {
+          const l = live.get(m.index);
+          if (l) l.step = m.step;
+          redraw();
         } else if (m.type === "log") {
           // the per-run start and end lines; the sweep prints its own line when a run ends
-          if (/resuming from/.test(m.message)) say(`#${m.index + 1}: ${m.message}`);
+          if (/resuming from/.test(m.message)) sayUnlessInCell(`#${m.index + 1}: ${m.message}`);
         } else if (m.type === "done" || m.type === "failed") {
           endRun(m.index, m.type === "failed" ? m.message : undefined);
           next();
@@ -313,22 +292,25 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
       child.on("error", (err) => say(`sweep ${name}: worker error: ${err.message}`));
     });
 
+  let summary: string | undefined;
+  let result: SweepResult;
   try {
     redraw(true);
     await Promise.all(Array.from({ length: workers }, () => startWorker()));
+    const seconds = (Date.now() - startedAt) / 1000;
+    result = summarize(name, results, counts, stopping, seconds);
+    summary =
+      `sweep ${name}: ${runs.length - result.unfinished}/${runs.length} runs finished (${counts.trained} trained now, ${skipped} already done)` +
+      `${counts.failed ? `, ${counts.failed} failed` : ""}${result.unfinished ? `, ${result.unfinished} unfinished: run the sweep again to go on` : ""} in ${formatDuration(seconds)}`;
   } finally {
-    progress.done();
+    // in a notebook cell the progress line becomes the summary; elsewhere the summary follows it
+    if (ownsProgress) progress?.done(summary);
     if (options.handleSignals) {
       process.off("SIGINT", stop);
       process.off("SIGTERM", stop);
     }
     options.signal?.removeEventListener("abort", stop);
   }
-  const seconds = (Date.now() - startedAt) / 1000;
-  const result = summarize(name, results, counts, stopping, seconds);
-  log(
-    `sweep ${name}: ${runs.length - result.unfinished}/${runs.length} runs finished (${counts.trained} trained now, ${skipped} already done)` +
-      `${counts.failed ? `, ${counts.failed} failed` : ""}${result.unfinished ? `, ${result.unfinished} unfinished: run the sweep again to go on` : ""} in ${formatDuration(seconds)}`,
-  );
+  if (!(ownsProgress && progress)) log(summary);
   return result;
 }

@@ -17,9 +17,13 @@ export type WorkerTrainOptions = Pick<TrainOptions, "engine" | "backend" | "kern
 export type FromWorker =
   | { type: "ready" }
   | { type: "eval"; index: number; step: number; steps: number; trainAcc: number; valAcc: number }
+  | { type: "step"; index: number; step: number }
   | { type: "log"; index: number; message: string }
   | { type: "done"; index: number; interrupted: boolean }
   | { type: "failed"; index: number; message: string };
+
+/** Least milliseconds between two "step" messages: evaluations are log-spaced, far apart late in a run. */
+const STEP_REPORT_MS = 1000;
 
 const send = (m: FromWorker) => new Promise<void>((resolve) => (process.send ? process.send(m, () => resolve()) : resolve()));
 
@@ -29,6 +33,7 @@ let stopping = false;
 async function runOne(msg: Extract<ToWorker, { type: "run" }>): Promise<void> {
   current = new AbortController();
   if (stopping) current.abort();
+  let lastReport = Date.now();
   try {
     const result = await train(msg.config, {
       ...msg.options,
@@ -36,6 +41,11 @@ async function runOne(msg: Extract<ToWorker, { type: "run" }>): Promise<void> {
       signal: current.signal,
       log: (message) => void send({ type: "log", index: msg.index, message }),
       onEval: (row, run) => send({ type: "eval", index: msg.index, step: row.step, steps: run.steps, trainAcc: row.train_acc, valAcc: row.val_acc }),
+      onStep: (step) => {
+        if (Date.now() - lastReport < STEP_REPORT_MS) return;
+        lastReport = Date.now();
+        void send({ type: "step", index: msg.index, step });
+      },
     });
     await send({ type: "done", index: msg.index, interrupted: result.interrupted });
   } catch (err) {

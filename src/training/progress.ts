@@ -1,5 +1,14 @@
-// The progress line of a training run: step, losses, accuracies, speed and ETA. On a terminal it redraws
-// one line; elsewhere (CI, logs, notebooks) it prints a line now and then.
+// Progress while a user waits. formatProgress is a training run's line (step, losses, accuracies, speed,
+// ETA); ProgressDisplay is where such a line goes:
+//   tty     a terminal: one line redrawn in place;
+//   kernel  a notebook cell (tslab): one display output updated in place (update_display_data), so the
+//           cell's saved outputs keep only its final state, the summary;
+//   lines   anything else (CI, logs, pipes): a line now and then.
+// ProgressCounter counts the items of a notebook's own long loop on a display.
+
+import { randomBytes } from "node:crypto";
+import type { DisplayBundle } from "../plot/figure";
+import { tslabWriteDisplayData } from "../plot/figure";
 
 export interface ProgressState {
   step: number;
@@ -12,40 +21,163 @@ export interface ProgressState {
   secondsPerStep: number;
 }
 
-export class ProgressBar {
-  private lastDraw = 0;
-  private drawn = false;
+export type ProgressMode = "tty" | "kernel" | "lines";
+
+/** Where a terminal's line and printed lines go: process.stderr, or anything with its write. */
+export interface ProgressStream {
+  write(text: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+export interface ProgressDisplayOptions {
+  /** Put before each progress line: "run 1a2b3c4d5e6f", "sweep fraction-scaling". */
+  label?: string;
+  /** Default: kernel inside a tslab notebook cell, else tty when the stream is a terminal, else lines. */
+  mode?: ProgressMode;
+  /** Where the terminal line and printed lines go (default process.stderr). */
+  stream?: ProgressStream;
+  /** Where messages and the summary go (default: a line on the stream). */
+  out?: (message: string) => void;
+  /** Least milliseconds between two draws (default: 100 on a terminal, 1000 in a notebook, 10000 as lines). */
+  everyMs?: number;
+  /** The clock in milliseconds (default Date.now), for tests. */
+  now?: () => number;
+}
+
+const EVERY_MS: Record<ProgressMode, number> = { tty: 100, kernel: 1000, lines: 10_000 };
+
+/** Whether progress shows when not asked for: on a terminal or in a notebook cell. */
+export function progressByDefault(): boolean {
+  return Boolean(process.stderr.isTTY) || tslabWriteDisplayData() !== null;
+}
+
+/**
+ * The display for a `progress` option: the caller's own display (which the caller ends), a new one with
+ * `options` (true, or undefined when `byDefault`), or none (false). `owned`: the callee ends it.
+ */
+export function progressDisplayFor(
+  option: boolean | ProgressDisplay | undefined,
+  options: ProgressDisplayOptions,
+  byDefault = progressByDefault(),
+): { display: ProgressDisplay | null; owned: boolean } {
+  if (option instanceof ProgressDisplay) return { display: option, owned: false };
+  return { display: (option ?? byDefault) ? new ProgressDisplay(options) : null, owned: true };
+}
+
+/** One progress line, shown the way its mode allows (see the top of this file). */
+export class ProgressDisplay {
+  readonly mode: ProgressMode;
+  private readonly label: string;
+  private readonly stream: ProgressStream;
+  private readonly out: (message: string) => void;
+  private readonly everyMs: number;
+  private readonly now: () => number;
+  private lastDraw = -Infinity;
+  /** tty: a line is on the screen; kernel: the display output exists. */
+  private shown = false;
+  /** Random, as tslab's: a notebook page keeps display ids across kernel restarts. */
+  private readonly displayId = randomBytes(8).toString("hex");
+
+  constructor(options: ProgressDisplayOptions = {}) {
+    this.stream = options.stream ?? process.stderr;
+    this.mode = options.mode ?? (tslabWriteDisplayData() ? "kernel" : this.stream.isTTY ? "tty" : "lines");
+    this.label = options.label ?? "";
+    this.out = options.out ?? ((m) => void this.stream.write(m + "\n"));
+    this.everyMs = options.everyMs ?? EVERY_MS[this.mode];
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Shows `text` (after the label) unless the last draw was less than everyMs ago; force shows it anyway. */
+  draw(text: string, force = false): void {
+    const now = this.now();
+    if (!force && now - this.lastDraw < this.everyMs) return;
+    this.lastDraw = now;
+    const line = this.label ? `${this.label}: ${text}` : text;
+    if (this.mode === "tty") {
+      this.stream.write(`\r${line.slice(0, (this.stream.columns || 160) - 1)}\x1b[K`);
+      this.shown = true;
+    } else if (this.mode === "kernel") this.showInCell(line);
+    else this.stream.write(line + "\n");
+  }
+
+  /** Prints a message (to `out`) without garbling the terminal line, which is redrawn at the next draw. */
+  log(message: string, out = this.out): void {
+    if (this.mode === "tty" && this.shown) {
+      this.stream.write("\r\x1b[K");
+      this.shown = false;
+      this.lastDraw = -Infinity;
+    }
+    out(message);
+  }
+
+  /** Ends the display: in a notebook the line becomes the summary; elsewhere the summary is printed after it. */
+  done(summary?: string): void {
+    if (this.mode === "kernel") {
+      if (summary !== undefined) this.showInCell(summary);
+      return;
+    }
+    if (this.mode === "tty" && this.shown) this.stream.write("\n");
+    this.shown = false;
+    if (summary !== undefined) this.out(summary);
+  }
+
+  private showInCell(text: string): void {
+    const write = tslabWriteDisplayData();
+    if (!write) return; // the cell's kernel is gone
+    // a plain-text bundle: DisplayBundle types the figures' bundle, the kernel takes any MIME bundle
+    const bundle = { data: { "text/plain": text }, metadata: {}, transient: { display_id: this.displayId } };
+    write(bundle as unknown as DisplayBundle, this.shown);
+    this.shown = true;
+  }
+}
+
+/**
+ * Counts the items of a long loop on a ProgressDisplay: done out of total, the time so far, an ETA. In a
+ * notebook cell it is one line updated in place that ends as a summary:
+ *   const progress = new ProgressCounter("sharpness", runs.length);
+ *   for (const run of runs) { ...; progress.tick(`seed ${run.config.training.seed}`); }
+ *   progress.done();
+ */
+export class ProgressCounter {
+  private count = 0;
+  private readonly display: ProgressDisplay;
+  private readonly now: () => number;
+  private readonly startedAt: number;
 
   constructor(
-    private readonly stream: NodeJS.WriteStream = process.stderr,
-    private readonly tty = Boolean(stream.isTTY),
-    /** Minimum milliseconds between lines when not on a terminal. */
-    private readonly logEveryMs = 5000,
-  ) {}
-
-  update(s: ProgressState, force = false): void {
-    const now = Date.now();
-    const every = this.tty ? 100 : this.logEveryMs;
-    if (!force && now - this.lastDraw < every) return;
-    this.lastDraw = now;
-    const line = formatProgress(s, this.tty ? 24 : 0);
-    if (this.tty) {
-      this.stream.write(`\r${line}\x1b[K`);
-      this.drawn = true;
-    } else this.stream.write(line + "\n");
+    readonly label: string,
+    readonly total: number,
+    options: Omit<ProgressDisplayOptions, "label"> = {},
+  ) {
+    if (!Number.isInteger(total) || total < 0) throw new Error(`ProgressCounter ${label}: total must be an integer ≥ 0 (got ${total})`);
+    this.display = new ProgressDisplay({ ...options, label });
+    this.now = options.now ?? Date.now;
+    this.startedAt = this.now();
+    this.display.draw(this.line(), true);
   }
 
-  /** Ends the redrawn line so the next output starts on a fresh one. */
-  done(): void {
-    if (this.tty && this.drawn) this.stream.write("\n");
-    this.drawn = false;
+  /** One more item done; `detail` names it in the line ("seed 3"). */
+  tick(detail?: string): void {
+    this.count++;
+    this.display.draw(this.line(detail), this.count === this.total);
   }
 
-  /** Prints a message without garbling the redrawn line. */
-  log(message: string): void {
-    if (this.tty && this.drawn) this.stream.write("\r\x1b[K");
-    this.stream.write(message + "\n");
-    this.lastDraw = 0;
+  /** Ends the line with a summary (default: "LABEL: N/TOTAL done in TIME"). */
+  done(summary?: string): void {
+    this.display.done(summary ?? `${this.label}: ${this.count}/${this.total} done in ${formatDuration(this.seconds())}`);
+  }
+
+  private seconds(): number {
+    return (this.now() - this.startedAt) / 1000;
+  }
+
+  private line(detail?: string): string {
+    const seconds = this.seconds();
+    return (
+      `${this.count}/${this.total} done${detail ? ` (last: ${detail})` : ""} · ${formatDuration(seconds)} elapsed, ` +
+      `ETA ${formatEta(this.total - this.count, this.count, seconds)}`
+    );
   }
 }
 
@@ -60,6 +192,11 @@ export function formatProgress(s: ProgressState, barWidth: number): string {
     `${bar}step ${s.step}/${s.steps}  train loss ${num(s.trainLoss)} acc ${pct(s.trainAcc)}  ` +
     `val loss ${num(s.valLoss)} acc ${pct(s.valAcc)}  ${speed}  ETA ${eta}`
   );
+}
+
+/** The time left for `remaining` units at the rate so far (`done` units in `seconds`); "–" before any. */
+export function formatEta(remaining: number, done: number, seconds: number): string {
+  return done > 0 ? formatDuration((remaining * seconds) / done) : "–";
 }
 
 export function formatDuration(seconds: number): string {

@@ -6,12 +6,12 @@ import { Dataset, encodeInputs, Examples, makeDataset } from "../data/dataset";
 import { Batch, Engine } from "../engines/engine";
 import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
-import { Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
+import { displayPath, Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
 import { l2norm, NamedTensors } from "../util/tensors";
 import { BatchSampler } from "./batches";
 import { ConfigError, isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "./config";
 import { learningRate, Optimizer } from "./optimizer";
-import { formatDuration, ProgressBar } from "./progress";
+import { formatDuration, formatProgress, ProgressDisplay, progressDisplayFor } from "./progress";
 
 export interface TrainOptions extends EngineOptions {
   /** The run store or its directory (default data/runs of the project, or $GROK_STORE). */
@@ -26,8 +26,14 @@ export interface TrainOptions extends EngineOptions {
   snapshotSteps?: number[];
   /** Called after each evaluation with its metrics row (awaited). */
   onEval?: (row: MetricsRow, run: { id: string; steps: number }) => void | Promise<void>;
-  /** Show a progress line on stderr, redrawn on a terminal, every few seconds otherwise (default: on a terminal). */
-  progress?: boolean;
+  /** Called after every step with the steps done (keep it cheap). */
+  onStep?: (step: number) => void;
+  /**
+   * Show a progress line (default: on a terminal or in a notebook): redrawn on a terminal, one output
+   * updated in place in a notebook cell that ends as the run's summary, a line every 10 s elsewhere. Or a
+   * display to draw on, which the caller ends.
+   */
+  progress?: boolean | ProgressDisplay;
   /** Where messages go (default: stderr). */
   log?: (message: string) => void;
   /** Aborting stops the run after the current step, with a checkpoint, as Ctrl-C does. */
@@ -53,7 +59,7 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   const id = RunStore.idFor(cfg);
   if (store.has(id) && store.readState(id).status === "finished") {
-    log(`run ${id} is already finished (${store.dir(id)})`);
+    log(`run ${id} is already finished (${displayPath(store.dir(id))})`);
     return { ...store.info(id), metrics: store.readMetrics(id), interrupted: false };
   }
   // everything that can fail on bad input fails here, before the run directory exists
@@ -133,10 +139,10 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
     `run ${id}: ${dataset.table.op.notation}${dataset.table.modulus ? ` mod ${dataset.table.modulus}` : ""}, ` +
       `${train.size} train / ${val.size} val, batch ${batchSize}, ${steps} steps; ${ctx.description}`,
   );
-  log(`run ${id}: store ${store.dir(id)}`);
+  log(`run ${id}: store ${displayPath(store.dir(id))}`);
 
-  const progress = (options.progress ?? Boolean(process.stderr.isTTY)) ? new ProgressBar() : null;
-  const say = (m: string) => (progress ? progress.log(m) : log(m));
+  const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, { label: `run ${id}`, out: log });
+  const say = (m: string) => (progress ? progress.log(m, log) : log(m));
   let stopRequested = false;
   const requestStop = () => {
     if (stopRequested) {
@@ -190,31 +196,35 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
     await options.onEval?.(row, { id, steps });
     return row;
   };
+  // a session that stops early (stopAfter) shows its own end as the target, so its ETA is right
+  const target = options.stopAfter === undefined ? steps : Math.min(steps, sessionStep0 + Math.max(1, options.stopAfter));
   const draw = (force = false) => {
+    if (!progress) return;
     const last = metrics.rows[metrics.rows.length - 1];
     const done = step - sessionStep0;
-    progress?.update(
-      {
-        step,
-        steps,
-        trainLoss: last?.train_loss ?? NaN,
-        trainAcc: last?.train_acc ?? NaN,
-        valLoss: last?.val_loss ?? NaN,
-        valAcc: last?.val_acc ?? NaN,
-        secondsPerStep: done > 0 ? (Date.now() - sessionStart) / 1000 / done : NaN,
-      },
-      force,
-    );
+    const state = {
+      step,
+      steps: target,
+      trainLoss: last?.train_loss ?? NaN,
+      trainAcc: last?.train_acc ?? NaN,
+      valLoss: last?.val_loss ?? NaN,
+      valAcc: last?.val_acc ?? NaN,
+      secondsPerStep: done > 0 ? (Date.now() - sessionStart) / 1000 / done : NaN,
+    };
+    progress.draw(formatProgress(state, progress.mode === "tty" ? 24 : 0), force);
   };
 
   let stopReason: RunState["stopReason"] = null;
+  let summary: string | undefined;
   try {
+    draw(true);
     if (step === 0 && snapshotAt.has(0)) store.writeSnapshot(id, 0, engine.readWeights());
     if (isEvalStep(cfg.training.eval, step, steps) && metrics.rows[metrics.rows.length - 1]?.step !== step) await evaluate();
     if (earlyStopReached(metrics.rows, step, cfg.training.earlyStopHold)) stopReason = "early-stop";
     while (step < steps && stopReason === null) {
       engine.trainStep(sampler.at(step), step);
       step++;
+      options.onStep?.(step);
       if (snapshotAt.has(step)) store.writeSnapshot(id, step, engine.readWeights());
       if (isEvalStep(cfg.training.eval, step, steps)) {
         await evaluate();
@@ -246,22 +256,23 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
     }
     saveState();
     draw(true);
+    const end =
+      state.status === "finished"
+        ? `finished (${stopReason}) at step ${step}`
+        : `stopped at step ${step} of ${steps}; run the same command again to resume`;
+    summary =
+      `run ${id}: ${end}; first step with train acc ≥ 99%: ${state.firstTrain99 ?? "not reached"}, ` +
+      `val acc ≥ 99%: ${state.firstVal99 ?? "not reached"} (${formatDuration(state.trainSeconds)} of training)`;
   } finally {
-    progress?.done();
+    // in a notebook cell the progress line becomes the summary; elsewhere the summary follows it
+    if (ownsProgress) progress?.done(summary);
     if (options.handleSignals) {
       process.off("SIGINT", requestStop);
       process.off("SIGTERM", requestStop);
     }
     options.signal?.removeEventListener("abort", requestStop);
   }
-  const summary =
-    state.status === "finished"
-      ? `finished (${stopReason}) at step ${step}`
-      : `stopped at step ${step} of ${steps}; run the same command again to resume`;
-  log(
-    `run ${id}: ${summary}; first step with train acc ≥ 99%: ${state.firstTrain99 ?? "not reached"}, ` +
-      `val acc ≥ 99%: ${state.firstVal99 ?? "not reached"} (${formatDuration(state.trainSeconds)} of training)`,
-  );
+  if (!(ownsProgress && progress)) log(summary);
   return { ...store.info(id), metrics, interrupted: state.status !== "finished" };
 }
 
