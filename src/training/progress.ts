@@ -7,8 +7,7 @@
 // ProgressCounter counts the items of a notebook's own long loop on a display.
 
 import { randomBytes } from "node:crypto";
-import type { DisplayBundle } from "../plot/figure";
-import { tslabWriteDisplayData } from "../plot/figure";
+import { tslabWriteDisplayData } from "../plot/display";
 
 export interface ProgressState {
   step: number;
@@ -125,9 +124,7 @@ export class ProgressDisplay {
   private showInCell(text: string): void {
     const write = tslabWriteDisplayData();
     if (!write) return; // the cell's kernel is gone
-    // a plain-text bundle: DisplayBundle types the figures' bundle, the kernel takes any MIME bundle
-    const bundle = { data: { "text/plain": text }, metadata: {}, transient: { display_id: this.displayId } };
-    write(bundle as unknown as DisplayBundle, this.shown);
+    write({ data: { "text/plain": text }, metadata: {}, transient: { display_id: this.displayId } }, this.shown);
     this.shown = true;
   }
 }
