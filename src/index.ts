@@ -39,5 +39,5 @@ export { summarizeRuns, quantile } from "./analysis/sweeps";
 export type { GroupSummary } from "./analysis/sweeps";
 export { sharpnessOf, runSharpness, maximizeInBox, randomSubspace } from "./analysis/sharpness";
 export type { SharpnessOptions, SharpnessResult, MaximizeOptions, BoxMaximum, Subspace } from "./analysis/sharpness";
-export { symbolVectors, tsne2d, fourierSpectrum, keyFrequencies, fourierCircle, spearman } from "./analysis/embeddings";
+export { symbolVectors, tsne2d, fourierSpectrum, keyFrequencies, fourierCircle, nearestNeighbourShare, chanceShare, spearman } from "./analysis/embeddings";
 export type { FourierSpectrum, FourierCircle, TsneOptions, SpearmanOptions, SpearmanResult } from "./analysis/embeddings";

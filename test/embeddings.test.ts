@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fourierCircle, fourierSpectrum, keyFrequencies, spearman, symbolVectors, tsne2d } from "../src/analysis/embeddings";
+import { chanceShare, fourierCircle, fourierSpectrum, keyFrequencies, nearestNeighbourShare, spearman, symbolVectors, tsne2d } from "../src/analysis/embeddings";
 import { Rng } from "../src/util/rng";
 
 test("symbolVectors: a symbol's output row is its column of head.weight [in, out]; its input row is its embedding", () => {
@@ -150,4 +150,28 @@ test("fourierCircle: a planted frequency is a circle at angles 2πkx/p, a freque
   assert.ok(shared.inOrder && shared.angleError < 0.01, JSON.stringify({ ...shared, points: [] }));
   assert.throws(() => fourierCircle(exact, 0), /frequency 0 is not an integer from 1 to 30/);
   assert.throws(() => fourierCircle(planted(12, 6, [], 0.1, 5), 6), /other than 6/);
+});
+
+test("nearestNeighbourShare: 1 for tight clusters, about chanceShare for labels that ignore the points", () => {
+  const rng = new Rng(3);
+  // 6 clusters of 10 points around orthogonal directions in 8 dimensions
+  const labels = Array.from({ length: 60 }, (_, i) => i % 6);
+  const points = labels.map((c) => Float32Array.from({ length: 8 }, (_, j) => (j === c ? 1 : 0) + 0.05 * rng.normal()));
+  assert.equal(nearestNeighbourShare(points, labels, { k: 5 }), 1);
+  assert.equal(nearestNeighbourShare(points, labels, { k: 5, metric: "euclidean" }), 1);
+  assert.ok(Math.abs(chanceShare(labels) - 9 / 59) < 1e-12);
+  // the same points under labels drawn independently of them: the share averages chanceShare
+  let sum = 0;
+  const trials = 40;
+  for (let t = 0; t < trials; t++) {
+    const shuffled = [...labels];
+    for (let i = shuffled.length - 1; i > 0; i--) {
+      const j = rng.int(i + 1);
+      [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
+    }
+    sum += nearestNeighbourShare(points, shuffled, { k: 5 });
+  }
+  assert.ok(Math.abs(sum / trials - 9 / 59) < 0.03, `mean share ${sum / trials} vs chance ${9 / 59}`);
+  assert.throws(() => nearestNeighbourShare(points, labels.slice(1)), /60 points but 59 labels/);
+  assert.throws(() => nearestNeighbourShare(points, labels, { k: 60 }), /k must be an integer from 1 to 59/);
 });

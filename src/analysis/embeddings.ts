@@ -173,6 +173,48 @@ export function fourierCircle(vectors: Float32Array[], k: number): FourierCircle
   return { frequency: k, points, share: total > 0 ? atFrequency / total : 0, radiusSpread: radiusSd / meanRadius, angleError, inOrder };
 }
 
+/**
+ * How much a set of points clusters by a labelling: the share of each point's k nearest neighbours that
+ * carry its label (averaged over points). Distances are cosine (1 − cos, for weight vectors, whose scale a
+ * layer norm or softmax mostly ignores) or euclidean (for a 2-D layout). With labels that ignore the points,
+ * the share is about (size of a label's class − 1) / (n − 1): chanceShare gives it.
+ */
+export function nearestNeighbourShare(points: ArrayLike<number>[], labels: ArrayLike<number>, opts: { k?: number; metric?: "cosine" | "euclidean" } = {}): number {
+  const n = points.length;
+  const k = opts.k ?? 5;
+  if (labels.length !== n) throw new Error(`nearestNeighbourShare: ${n} points but ${labels.length} labels`);
+  if (!Number.isInteger(k) || k < 1 || k >= n) throw new Error(`nearestNeighbourShare: k must be an integer from 1 to ${n - 1} (got ${k})`);
+  const norms = points.map((p) => Math.sqrt(Array.from(p).reduce((t, x) => t + x * x, 0)));
+  const distance = (i: number, j: number) => {
+    let dot = 0, sq = 0;
+    for (let t = 0; t < points[i].length; t++) {
+      dot += points[i][t] * points[j][t];
+      sq += (points[i][t] - points[j][t]) ** 2;
+    }
+    return opts.metric === "euclidean" ? sq : 1 - dot / (norms[i] * norms[j] || 1);
+  };
+  let same = 0;
+  for (let i = 0; i < n; i++) {
+    const nearest = Array.from({ length: n }, (_, j) => j)
+      .filter((j) => j !== i)
+      .map((j) => [distance(i, j), j] as const)
+      .sort((a, b) => a[0] - b[0] || a[1] - b[1])
+      .slice(0, k);
+    same += nearest.filter(([, j]) => labels[j] === labels[i]).length;
+  }
+  return same / (k * n);
+}
+
+/** The share nearestNeighbourShare gives for points placed without regard to the labels. */
+export function chanceShare(labels: ArrayLike<number>): number {
+  const n = labels.length;
+  const sizes = new Map<number, number>();
+  for (let i = 0; i < n; i++) sizes.set(labels[i], (sizes.get(labels[i]) ?? 0) + 1);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += (sizes.get(labels[i])! - 1) / (n - 1);
+  return sum / n;
+}
+
 /** Ranks 1 … n, ties given their average rank. */
 function ranks(values: number[]): number[] {
   const order = values.map((v, i) => [v, i] as const).sort((a, b) => a[0] - b[0]);
