@@ -39,5 +39,7 @@ export { summarizeRuns, quantile } from "./analysis/sweeps";
 export type { GroupSummary } from "./analysis/sweeps";
 export { sharpnessOf, runSharpness, maximizeInBox, randomSubspace } from "./analysis/sharpness";
 export type { SharpnessOptions, SharpnessResult, MaximizeOptions, BoxMaximum, Subspace } from "./analysis/sharpness";
+export { symmetryFloor, tableSymmetries } from "./analysis/symmetry";
+export type { SymmetryFloor } from "./analysis/symmetry";
 export { symbolVectors, tsne2d, fourierSpectrum, keyFrequencies, fourierCircle, nearestNeighbourShare, chanceShare, spearman } from "./analysis/embeddings";
 export type { FourierSpectrum, FourierCircle, TsneOptions, SpearmanOptions, SpearmanResult } from "./analysis/embeddings";
