@@ -28,34 +28,33 @@ function checkLen(kernel: string, name: string, arr: Float32Array | Int32Array, 
 }
 
 // ---------------------------------------------------------------------------------------------------
-// scratch
+// scratch: one buffer per role, grown on demand and never shrunk
 
-let scratchA = new Float32Array(0);
-let scratchB = new Float32Array(0);
-let scratch64a = new Float64Array(0);
-let scratch64b = new Float64Array(0);
-let scratch64c = new Float64Array(0);
+class Scratch<T extends Float32Array | Float64Array> {
+  private buffer: T;
 
-function f32A(n: number): Float32Array {
-  if (scratchA.length < n) scratchA = new Float32Array(Math.max(n, scratchA.length * 2));
-  return scratchA;
+  constructor(private readonly create: (n: number) => T) {
+    this.buffer = create(0);
+  }
+
+  /** At least n elements; their contents are whatever the last user left. */
+  take(n: number): T {
+    if (this.buffer.length < n) this.buffer = this.create(Math.max(n, 2 * this.buffer.length));
+    return this.buffer;
+  }
 }
-function f32B(n: number): Float32Array {
-  if (scratchB.length < n) scratchB = new Float32Array(Math.max(n, scratchB.length * 2));
-  return scratchB;
-}
-function f64a(n: number): Float64Array {
-  if (scratch64a.length < n) scratch64a = new Float64Array(Math.max(n, 64));
-  return scratch64a;
-}
-function f64b(n: number): Float64Array {
-  if (scratch64b.length < n) scratch64b = new Float64Array(Math.max(n, 64));
-  return scratch64b;
-}
-function f64c(n: number): Float64Array {
-  if (scratch64c.length < n) scratch64c = new Float64Array(Math.max(n, 64));
-  return scratch64c;
-}
+
+const float32 = (n: number) => new Float32Array(n);
+const float64 = (n: number) => new Float64Array(n);
+const matmulRowsOfA = new Scratch(float32); // [m × k] op(A) by rows
+const matmulColumnsOfB = new Scratch(float32); // [n × k] op(B) by columns
+const layerNormDWeight = new Scratch(float64); // [width]
+const layerNormDBias = new Scratch(float64); // [width]
+const attentionScores = new Scratch(float64); // [tk] one query's scores, then probabilities
+const attentionOut = new Scratch(float64); // [headDim] one query's output
+const attentionDScores = new Scratch(float64); // [tk] one query's score gradients
+const attentionDKeys = new Scratch(float64); // [tk × headDim] one (sequence, head)'s key gradients
+const attentionDValues = new Scratch(float64); // [tk × headDim] its value gradients
 
 // ---------------------------------------------------------------------------------------------------
 // matmul: op(A) as rows (m×k, contiguous) times op(B) as columns (n×k, contiguous), 2×4 register tiles of
@@ -75,7 +74,7 @@ function matmul(transA: boolean, transB: boolean, m: number, n: number, k: numbe
   // rows of op(A): A itself, or Aᵀ (A stored k×m)
   let ar = a;
   if (transA) {
-    ar = f32A(m * k);
+    ar = matmulRowsOfA.take(m * k);
     for (let p = 0; p < k; p++) {
       const src = p * m;
       for (let i = 0; i < m; i++) ar[i * k + p] = a[src + i];
@@ -84,7 +83,7 @@ function matmul(transA: boolean, transB: boolean, m: number, n: number, k: numbe
   // columns of op(B): B itself when transB (stored n×k), else Bᵀ (B stored k×n)
   let bc = b;
   if (!transB) {
-    bc = f32B(n * k);
+    bc = matmulColumnsOfB.take(n * k);
     for (let p = 0; p < k; p++) {
       const src = p * n;
       for (let j = 0; j < n; j++) bc[j * k + p] = b[src + j];
@@ -194,8 +193,8 @@ function layerNormBackward(dout: Float32Array, x: Float32Array, weight: Float32A
   checkLen(K, "dweight", dweight, width);
   checkLen(K, "dbias", dbias, width);
   if (width === 0) return;
-  const dw = f64a(width);
-  const db = f64b(width);
+  const dw = layerNormDWeight.take(width);
+  const db = layerNormDBias.take(width);
   dw.fill(0, 0, width);
   db.fill(0, 0, width);
   for (let r = 0; r < rows; r++) {
@@ -244,8 +243,8 @@ function attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, bat
   checkLen(K, "att", att, batch * heads * tq * tk);
   checkLen(K, "out", out, batch * tq * D);
   const scale = 1 / Math.sqrt(headDim);
-  const p = f64a(tk);
-  const acc = f64b(headDim);
+  const p = attentionScores.take(tk);
+  const acc = attentionOut.take(headDim);
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < tq; i++) {
@@ -294,9 +293,9 @@ function attentionBackward(dout: Float32Array, q: Float32Array, k: Float32Array,
   checkLen(K, "dk", dk, batch * tk * D);
   checkLen(K, "dv", dv, batch * tk * D);
   const scale = 1 / Math.sqrt(headDim);
-  const ds = f64a(tk);
-  const dkAcc = f64b(tk * headDim);
-  const dvAcc = f64c(tk * headDim);
+  const ds = attentionDScores.take(tk);
+  const dkAcc = attentionDKeys.take(tk * headDim);
+  const dvAcc = attentionDValues.take(tk * headDim);
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
       dkAcc.fill(0, 0, tk * headDim);
