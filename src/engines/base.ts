@@ -9,10 +9,11 @@ import { Batch, Engine, EngineSetup, EvalResult, GradientResult, StepResult } fr
 /** Examples per forward pass when evaluating a whole set. */
 const EVAL_CHUNK = 2048;
 
-export interface ForwardChunk {
+/** What a forward pass over `size` examples gives. An engine may reuse these buffers on its next pass. */
+export interface ForwardPass {
   /** [size × numSymbols] */
   logits: Float32Array;
-  /** Per-example cross-entropy. */
+  /** [size] per-example cross-entropy. */
   losses: Float32Array;
 }
 
@@ -49,7 +50,7 @@ export abstract class BaseEngine implements Engine {
   protected abstract prepare(setup: EngineSetup): void;
 
   /** Logits and losses of examples start … start+size−1 of a set, without dropout or noise. */
-  protected abstract forward(set: Batch, start: number, size: number): ForwardChunk;
+  protected abstract forward(set: Batch, start: number, size: number): ForwardPass;
 
   abstract gradients(batch: Batch, step: number): GradientResult;
 

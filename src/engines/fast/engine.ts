@@ -1,14 +1,15 @@
 // The fast CPU engine: the models' forward and backward passes in TypeScript (transformer.ts, mlp.ts),
 // their hot kernels native (node-gyp addon) or TypeScript where the addon did not build.
 
-import { BaseEngine, countCorrect, ForwardChunk } from "../base";
+import { BaseEngine, countCorrect, ForwardPass } from "../base";
 import { Batch, EngineSetup, GradientResult, dropoutMasks } from "../engine";
 import { noisyWeights, Optimizer } from "../../training/optimizer";
 import { NamedTensors } from "../../util/tensors";
 import { FastMlp } from "./mlp";
 import { KernelChoice, Kernels } from "./kernels";
 import { loadKernels } from "./load-kernels";
-import { FastTransformer, Weights } from "./transformer";
+import { FastTransformer } from "./transformer";
+import { Weights } from "./weights";
 
 export class FastEngine extends BaseEngine {
   readonly name = "fast";
@@ -63,7 +64,7 @@ export class FastEngine extends BaseEngine {
     };
   }
 
-  protected forward(set: Batch, start: number, size: number): ForwardChunk {
+  protected forward(set: Batch, start: number, size: number): ForwardPass {
     const seqLen = this.ready().setup.dims.seqLen;
     return this.model!.run(
       FastEngine.data(this.weights),

@@ -1,7 +1,7 @@
 // The TensorFlow.js engine: forward and gradients in tfjs, the update by the shared optimizer.
 
 import type * as TF from "@tensorflow/tfjs";
-import { BaseEngine, countCorrect, ForwardChunk } from "../base";
+import { BaseEngine, countCorrect, ForwardPass } from "../base";
 import { Batch, EngineSetup, GradientResult, dropoutMasks } from "../engine";
 import { noisyWeights } from "../../training/optimizer";
 import { NamedTensors } from "../../util/tensors";
@@ -74,7 +74,7 @@ export class TfjsEngine extends BaseEngine {
     return { loss: lossValue, accuracy, grads: gradArrays };
   }
 
-  protected forward(set: Batch, start: number, size: number): ForwardChunk {
+  protected forward(set: Batch, start: number, size: number): ForwardPass {
     const { setup } = this.ready();
     const tf = this.loaded.tf;
     const [logits, losses] = tf.tidy(() => {
