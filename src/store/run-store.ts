@@ -2,7 +2,7 @@
 //
 //   <root>/<id>/config.json                  the RunConfig (canonical JSON)
 //   <root>/<id>/run.json                     status, steps done, first steps at 99%, engine, backend, times
-//   <root>/<id>/metrics.csv                  one row per evaluation (see training/metrics)
+//   <root>/<id>/metrics.csv                  one row per evaluation (see metricsRow in training/trainer.ts)
 //   <root>/<id>/checkpoints/step-NNNNNNNNN.safetensors   periodic: weights + optimizer state
 //   <root>/<id>/checkpoints/final.safetensors            at the end of the run
 //   <root>/<id>/snapshots/step-NNNNNNNNN.safetensors     weights only, at steps asked for (never pruned)
@@ -12,7 +12,7 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
 import { NamedTensors } from "../util/tensors";
 import { writeFileAtomic, isTempFileName, removeStaleTempFiles } from "./atomic";
 import { formatCsv, parseCsv } from "./csv";
@@ -86,6 +86,11 @@ export class RunStore {
 
   constructor(root: string = defaultStoreRoot()) {
     this.root = path.resolve(root);
+  }
+
+  /** A store given as itself or by its directory (default: defaultStoreRoot()). */
+  static of(store?: RunStore | string): RunStore {
+    return store instanceof RunStore ? store : new RunStore(store);
   }
 
   static idFor(config: RunConfig): string {

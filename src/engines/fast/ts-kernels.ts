@@ -5,7 +5,7 @@
 // Scratch buffers are module-level and grow on demand, so the hot loops allocate nothing.
 
 import { Kernels } from "./kernels";
-import { adamUpdate as referenceAdamUpdate } from "../../training/optimizer";
+import { adamUpdate as referenceAdamUpdate } from "../../optim/optimizer";
 
 // ---------------------------------------------------------------------------------------------------
 // validation (cheap, once per call): a wrong size would otherwise read undefined → NaN, or drop writes
