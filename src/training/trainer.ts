@@ -108,13 +108,13 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
   const seed = cfg.training.seed;
   engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed }, initParams(cfg.model, dims, seed));
 
-  // resume from the newest checkpoint; metrics after it are recomputed identically
+  // resume from the newest checkpoint that reads and verifies; metrics after it are recomputed identically
   let step = 0;
   let trainSeconds = 0;
   let metrics = store.readMetrics(id);
-  const checkpoints = store.checkpoints(id);
-  if (checkpoints.length > 0) {
-    const ckpt = store.readCheckpoint(id, "latest");
+  const ckpt = store.readNewestValidCheckpoint(id);
+  if (ckpt) {
+    for (const problem of ckpt.setAside) log(`run ${id}: ${problem}`);
     const weights: NamedTensors = new Map();
     const optimizerState: NamedTensors = new Map();
     for (const [name, t] of ckpt.tensors) (Optimizer.isStateName(name) ? optimizerState : weights).set(name, t);
@@ -123,7 +123,7 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
     step = ckpt.step;
     trainSeconds = Number(ckpt.metadata.trainSeconds ?? 0);
     metrics = { columns: metrics.columns, rows: metrics.rows.filter((r) => r.step <= step) };
-    log(`run ${id}: resuming from the checkpoint at step ${step} of ${steps}`);
+    log(`run ${id}: resuming from the checkpoint at step ${step} of ${steps}${ckpt.setAside.length ? ` (${displayPath(ckpt.file)})` : ""}`);
   } else {
     metrics = { columns: [], rows: [] };
   }
