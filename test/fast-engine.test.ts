@@ -5,7 +5,7 @@ import { FastEngine } from "../src/engines/fast/engine";
 import { nativeKernelsAvailable } from "../src/engines/fast/load-kernels";
 import { TfjsEngine } from "../src/engines/tfjs/engine";
 import { initParams, ModelConfig, ModelDims } from "../src/model/config";
-import { PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { train } from "../src/training/trainer";
 import { CONFIGS, randomBatch, SMALL_DIMS, tempStore, tinyConfig, withoutTime } from "./helpers";
 import { referenceLogits } from "./reference-model";

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { Batch } from "../src/engines/engine";
 import { ModelConfig, ModelDims, PAPER_TRANSFORMER, TransformerConfig } from "../src/model/config";
 import { Rng } from "../src/util/rng";
-import { paperConfig, RunConfig } from "../src/training/config";
+import { paperConfig, RunConfig } from "../src/config/run-config";
 import { MetricsRow } from "../src/store/run-store";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");

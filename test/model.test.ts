@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { dropoutMasks } from "../src/engines/engine";
 import { TfjsEngine } from "../src/engines/tfjs/engine";
 import { countParams, initParams, ModelConfig, ModelDims, PAPER_TRANSFORMER, paramSpecs, sinusoidalPositions } from "../src/model/config";
-import { PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { Rng } from "../src/util/rng";
 import { NamedTensors } from "../src/util/tensors";
 import { CONFIGS, randomBatch, SMALL_DIMS } from "./helpers";

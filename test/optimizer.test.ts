@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { learningRate, noisyWeights, Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { noisyWeights } from "../src/engines/engine";
+import { learningRate, Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { NamedTensors } from "../src/util/tensors";
 
 const cfg = (over: Partial<OptimizerConfig>): OptimizerConfig => ({ ...PAPER_OPTIMIZER, warmupSteps: 0, ...over });

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { quantile, summarizeRuns } from "../src/analysis/sweeps";
 import { RunLock } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
-import { ConfigError } from "../src/training/config";
+import { ConfigError } from "../src/config/run-config";
 import { train } from "../src/training/trainer";
 import { runSweep, sweepStatus, SweepRunResult } from "../src/sweeps/runner";
 import { expandSweep, loadSweepSpec, SweepSpec, SweepSpecError } from "../src/sweeps/spec";

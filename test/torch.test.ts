@@ -12,7 +12,7 @@ import { Batch, Engine } from "../src/engines/engine";
 import { createEngine, EngineOptions } from "../src/engines/index";
 import { initParams, ModelDims, PAPER_TRANSFORMER } from "../src/model/config";
 import { writeCheckpoint } from "../src/store/safetensors";
-import { PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { Rng } from "../src/util/rng";
 import { NamedTensors } from "../src/util/tensors";
 import { tempStore } from "./helpers";

@@ -36,7 +36,6 @@ export interface TsneOptions {
  * swapped for a seeded generator while it runs, so the same seed gives the same layout.
  */
 export function tsne2d(vectors: Float32Array[], opts: TsneOptions = {}): [number, number][] {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const mod = require("tsne-js");
   const TSNE = mod.default ?? mod;
   const rng = new Rng(opts.seed ?? 0);

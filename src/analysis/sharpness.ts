@@ -8,10 +8,10 @@
 // every weight. φ is a *maximum*: the official grokking code hands the loss to a minimizer (L-BFGS-B,
 // maxiter 10), which measures nothing of the kind. We maximize with a projected L-BFGS (maximizeInBox).
 
-import { Dataset, encodeInputs, makeDataset } from "../data/dataset";
+import { Dataset, encodeInputs, makeDataset, modelDims } from "../data/dataset";
 import { createEngine, EngineOptions } from "../engines/index";
 import { RunStore } from "../store/run-store";
-import { RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
 import { deriveSeed, Rng } from "../util/rng";
 import { NamedTensors } from "../util/tensors";
 import { loadWeights } from "./runs";
@@ -312,7 +312,7 @@ export function sharpnessOf(loss: (w: Float32Array) => { value: number; grad: Fl
 
 /** φ of a stored run's weights (default: final) on its training set, without dropout or noise. */
 export async function runSharpness(ref: string, which: "final" | "latest" | number = "final", opts: SharpnessOptions & EngineOptions & { store?: RunStore | string } = {}): Promise<SharpnessResult> {
-  const store = opts.store instanceof RunStore ? opts.store : new RunStore(opts.store);
+  const store = RunStore.of(opts.store);
   const id = store.resolve(ref);
   const config: RunConfig = store.readConfig(id);
   const dataset: Dataset = makeDataset(config.data);
@@ -325,7 +325,7 @@ export async function runSharpness(ref: string, which: "final" | "latest" | numb
     for (const nm of names) offsets.push(offsets[offsets.length - 1] + weights.get(nm)!.data.length);
     const flat = new Float32Array(offsets[names.length]);
     names.forEach((nm, k) => flat.set(weights.get(nm)!.data, offsets[k]));
-    const dims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
+    const dims = modelDims(dataset);
     // the loss surface of the network itself: no dropout, no noise, no weight decay
     const model = { ...config.model, dropout: 0 };
     const optimizer = { ...config.optimizer, weightNoise: 0, updateNoise: 0 };

@@ -6,12 +6,13 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { encodeInputs, makeDataset } from "../data/dataset";
+import { encodeInputs, makeDataset, modelDims } from "../data/dataset";
 import { createEngine, EngineChoice } from "../engines/index";
 import { TfjsBackendChoice } from "../engines/tfjs/backend";
-import { initParams, ModelDims } from "../model/config";
-import { ConfigError, paperConfig, resolveBatchSize } from "../training/config";
+import { initParams } from "../model/config";
+import { ConfigError, paperConfig, resolveBatchSize } from "../config/run-config";
 import { BatchSampler } from "../training/batches";
+import { errorLine } from "../util/errors";
 
 import type { KernelChoice } from "../engines/fast/kernels";
 import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags } from "./flags";
@@ -66,7 +67,7 @@ export async function benchmarkEngine(opts: {
 }): Promise<BenchResult> {
   const cfg = paperConfig();
   const ds = makeDataset(cfg.data);
-  const dims: ModelDims = { vocabSize: ds.vocabSize, numSymbols: ds.numSymbols, seqLen: ds.seqLen };
+  const dims = modelDims(ds);
   const { engine } = await createEngine({ engine: opts.engine, backend: opts.backend, kernels: opts.kernels, threads: opts.threads });
   try {
     engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed: 0 }, initParams(cfg.model, dims, 0));
@@ -201,10 +202,6 @@ export interface SuiteResult {
 const MODEL_LINE = "paper model (2 layers, width 128, 4 heads, x/y mod 97, 50% = 4,656 training equations)";
 const TARGET_RATIO = 0.5;
 
-function errText(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0];
-}
-
 /** Measures every configuration at batch 512 and full batch, in this process (engines) and in Python (PyTorch). */
 export async function runSuite(opts: { seconds: number; log?: (line: string) => void }): Promise<SuiteResult> {
   const log = opts.log ?? (() => {});
@@ -245,7 +242,7 @@ export async function runSuite(opts: { seconds: number; log?: (line: string) => 
         run.r.msPerStep = res.msPerStep;
         run.r.steps = res.steps;
       } catch (err) {
-        const msg = errText(err);
+        const msg = errorLine(err);
         if (run.kernels === "native" && /native kernels are not available|not found|addon/i.test(msg)) run.r.skipped = `skipped: ${msg}`;
         else {
           run.r.skipped = `failed: ${msg}`;
@@ -265,7 +262,7 @@ export async function runSuite(opts: { seconds: number; log?: (line: string) => 
           r.steps = res.steps;
           torchInfo = { version: res.torch, blas: res.blas };
         } catch (err) {
-          r.skipped = `failed: ${errText(err)}`;
+          r.skipped = `failed: ${errorLine(err)}`;
           r.failed = true;
         }
       }

@@ -3,16 +3,15 @@
 import * as fs from "node:fs";
 import { parseArgs, ParseArgsConfig } from "node:util";
 import { ModelConfig } from "../model/config";
-import { EngineOptions, ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
-import { ConfigError, mergeConfig, RunConfig, TrainingConfig } from "../training/config";
+import { engineChoices, EngineOptions } from "../engines/index";
+import { ConfigError, ConfigSection, mergeConfig, RunConfig, TrainingConfig } from "../config/run-config";
 import { PRESETS } from "../training/presets";
 
-type Section = "data" | "model" | "optimizer" | "training";
 type Kind = "int" | "number" | "string" | "batch" | "nullableInt";
 
 interface FieldFlag {
   flag: string;
-  section: Section;
+  section: ConfigSection;
   field: string;
   kind: Kind;
   help: string;
@@ -162,21 +161,13 @@ export const ENGINE_FLAG_OPTIONS = {
   threads: { type: "string" },
 } as const;
 
-/** --engine, --backend and --kernels, checked against the choices this build offers. */
+/** --engine, --backend and --kernels, checked by the engines' own check; a bad name is a UsageError. */
 export function engineFlags(values: Record<string, unknown>): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
-  const engine = values.engine as string | undefined;
-  if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(engine)) {
-    throw new UsageError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
+  try {
+    return engineChoices(values);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
-  const backend = values.backend as string | undefined;
-  if (backend !== undefined && !(TFJS_BACKENDS as readonly string[]).includes(backend)) {
-    throw new UsageError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${backend}")`);
-  }
-  const kernels = values.kernels as string | undefined;
-  if (kernels !== undefined && !(KERNEL_CHOICES as readonly string[]).includes(kernels)) {
-    throw new UsageError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
-  }
-  return { engine: engine as EngineOptions["engine"], backend: backend as EngineOptions["backend"], kernels: kernels as EngineOptions["kernels"] };
 }
 
 /** Parses a command's flags strictly; an unknown flag or a surplus argument is a UsageError. */

@@ -3,7 +3,7 @@
 import { ParseArgsConfig } from "node:util";
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
 import { displayPath, RunInfo, RunStore } from "../store/run-store";
-import { ConfigError, RunConfig } from "../training/config";
+import { ConfigError, RunConfig } from "../config/run-config";
 import { demoConfig } from "../training/presets";
 import { train, TrainOptions } from "../training/trainer";
 import { figuresMain } from "../notebooks/figures";
@@ -63,7 +63,7 @@ function runtimeOptions(values: Record<string, string | boolean | undefined>): T
 async function trainCommand(config: RunConfig, values: Record<string, string | boolean | undefined>): Promise<number> {
   const options = runtimeOptions(values);
   const result = await train(config, options);
-  if (values.json) process.stdout.write(JSON.stringify(showJson(options.store instanceof RunStore ? options.store : new RunStore(options.store), result), null, 2) + "\n");
+  if (values.json) process.stdout.write(JSON.stringify(showJson(RunStore.of(options.store), result), null, 2) + "\n");
   else process.stdout.write(`${result.id}\n`);
   return result.interrupted ? 130 : 0;
 }

@@ -5,11 +5,11 @@
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
 import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags, UsageError } from "./flags";
 import { displayPath, RunStore } from "../store/run-store";
-import { ConfigError } from "../training/config";
+import { ConfigError } from "../config/run-config";
 import { defaultWorkers, runSweep, SweepOptions, SweepResult, sweepStatus } from "../sweeps/runner";
 import { describeRun, expandSweep, loadSweepSpec, SweepSpecError } from "../sweeps/spec";
 
-export const SWEEP_USAGE =
+const SWEEP_USAGE =
   "usage: grok sweep SPEC.{json,yaml} [options]\n" +
   "  Trains every run of the sweep's grid that the store has not finished: finished runs are skipped,\n" +
   "  stopped ones resume. Ctrl-C stops every running run after its step, with a checkpoint.\n\n" +

@@ -1,8 +1,8 @@
-// What every engine shares: the master weights in JS memory, the optimizer (training/optimizer.ts), weight
+// What every engine shares: the master weights in JS memory, the optimizer (optim/optimizer.ts), weight
 // checks, evaluation in chunks and state I/O. An engine adds its forward pass and its gradients.
 
 import { paramSpecs } from "../model/config";
-import { Optimizer } from "../training/optimizer";
+import { Optimizer } from "../optim/optimizer";
 import { cloneTensors, NamedTensors } from "../util/tensors";
 import { Batch, Engine, EngineSetup, EvalResult, GradientResult, StepResult } from "./engine";
 

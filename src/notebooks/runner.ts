@@ -159,7 +159,6 @@ interface TslabJupyterModule {
 }
 
 const TSLAB_DIST = path.join(path.dirname(require.resolve("tslab/package.json")), "dist");
-/* eslint-disable @typescript-eslint/no-require-imports */
 const tslabExecutor = require(path.join(TSLAB_DIST, "executor")) as {
   createExecutor(rootDir: string, convs: TslabConverterSet, console: TslabConsole): TslabExecutor;
 };
@@ -445,7 +444,7 @@ export type RunOneMessage =
   | { type: "progress"; text: string }
   | { type: "result"; result: NotebookRunResult };
 
-export const RUN_ONE_JS = path.join(__dirname, "run-one.js");
+const RUN_ONE_JS = path.join(__dirname, "run-one.js");
 
 /**
  * runNotebook in a fresh Node process (`node dist/src/notebooks/run-one.js NB`). With timeoutMs, a cell

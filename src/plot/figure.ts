@@ -113,7 +113,7 @@ export function figureJson(fig: Figure): PlotlyMimeData {
 }
 
 /** JSON safe to place inside an HTML <script> element. */
-export function scriptJson(value: unknown): string {
+function scriptJson(value: unknown): string {
   return JSON.stringify(value, jsonReplacer)
     .replace(/</g, "\\u003c")
     .replace(/>/g, "\\u003e")

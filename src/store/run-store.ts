@@ -2,9 +2,10 @@
 //
 //   <root>/<id>/config.json                  the RunConfig (canonical JSON)
 //   <root>/<id>/run.json                     status, steps done, first steps at 99%, engine, backend, times
-//   <root>/<id>/metrics.csv                  one row per evaluation (see training/metrics)
+//   <root>/<id>/metrics.csv                  one row per evaluation (see metricsRow in training/trainer.ts)
 //   <root>/<id>/checkpoints/step-NNNNNNNNN.safetensors   periodic: weights + optimizer state
 //   <root>/<id>/checkpoints/final.safetensors            at the end of the run
+//   <root>/<id>/checkpoints/*.safetensors.bad            a checkpoint that failed to read, set aside
 //   <root>/<id>/snapshots/step-NNNNNNNNN.safetensors     weights only, at steps asked for (never pruned)
 //   <root>/<id>/lock                         while a process trains it
 //
@@ -12,9 +13,10 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
+import { errorLine } from "../util/errors";
 import { NamedTensors } from "../util/tensors";
-import { writeFileAtomic, isTempFileName, removeStaleTempFiles } from "./atomic";
+import { writeFileAtomic, removeStaleTempFiles } from "./atomic";
 import { formatCsv, parseCsv } from "./csv";
 import { canonicalJson, configHash } from "./hash";
 import { RunLock } from "./lock";
@@ -53,6 +55,13 @@ export interface RunInfo extends RunState {
   config: RunConfig;
 }
 
+export interface StoredCheckpoint {
+  /** Steps done when it was written. */
+  step: number;
+  tensors: NamedTensors;
+  metadata: Record<string, string>;
+}
+
 export interface CheckpointFile {
   /** Steps done when it was written. */
   step: number;
@@ -86,6 +95,11 @@ export class RunStore {
 
   constructor(root: string = defaultStoreRoot()) {
     this.root = path.resolve(root);
+  }
+
+  /** A store given as itself or by its directory (default: defaultStoreRoot()). */
+  static of(store?: RunStore | string): RunStore {
+    return store instanceof RunStore ? store : new RunStore(store);
   }
 
   static idFor(config: RunConfig): string {
@@ -206,19 +220,26 @@ export class RunStore {
   }
 
   checkpoints(id: string): CheckpointFile[] {
+    const out = this.periodicCheckpoints(id);
+    const final = this.finalCheckpointPath(id);
+    if (fs.existsSync(final)) out.push({ step: Number(readCheckpoint(final).metadata.step), final: true, path: final });
+    return out.sort((a, b) => a.step - b.step || Number(a.final) - Number(b.final));
+  }
+
+  private finalCheckpointPath(id: string): string {
+    return path.join(this.dir(id), "checkpoints", "final.safetensors");
+  }
+
+  /** The periodic checkpoints, by step (from their names: nothing is read). */
+  private periodicCheckpoints(id: string): CheckpointFile[] {
     const dir = path.join(this.dir(id), "checkpoints");
     if (!fs.existsSync(dir)) return [];
     const out: CheckpointFile[] = [];
     for (const name of fs.readdirSync(dir)) {
-      if (isTempFileName(name)) continue;
       const m = /^step-(\d+)\.safetensors$/.exec(name);
       if (m) out.push({ step: Number(m[1]), final: false, path: path.join(dir, name) });
-      else if (name === "final.safetensors") {
-        const { metadata } = readCheckpoint(path.join(dir, name));
-        out.push({ step: Number(metadata.step), final: true, path: path.join(dir, name) });
-      }
     }
-    return out.sort((a, b) => a.step - b.step || Number(a.final) - Number(b.final));
+    return out.sort((a, b) => a.step - b.step);
   }
 
   /**
@@ -231,7 +252,7 @@ export class RunStore {
     const file = path.join(dir, opts.final ? "final.safetensors" : `step-${String(step).padStart(9, "0")}.safetensors`);
     writeCheckpoint(file, tensors, { format: "grokking-workbench checkpoint", version: FORMAT_VERSION, run: id, step: String(step), ...metadata });
     if (!opts.final && opts.keep > 0) {
-      const periodic = this.checkpoints(id).filter((c) => !c.final);
+      const periodic = this.periodicCheckpoints(id);
       for (const old of periodic.slice(0, Math.max(0, periodic.length - opts.keep))) fs.rmSync(old.path, { force: true });
     }
     return file;
@@ -257,8 +278,36 @@ export class RunStore {
     return file;
   }
 
+  /**
+   * For resuming: the newest checkpoint that reads and verifies, or null when the run has none. Each newer
+   * one that fails is renamed aside to "<name>.bad" (kept for inspection, never deleted) and described in
+   * `setAside`. When no checkpoint reads, nothing is renamed and the error names every file.
+   */
+  readNewestValidCheckpoint(id: string): (StoredCheckpoint & { file: string; setAside: string[] }) | null {
+    // newest first: the final checkpoint, when there is one, comes after every periodic one
+    const final = this.finalCheckpointPath(id);
+    const files = [...(fs.existsSync(final) ? [final] : []), ...this.periodicCheckpoints(id).reverse().map((c) => c.path)];
+    const failures: { file: string; error: string }[] = [];
+    for (const file of files) {
+      let read: { tensors: NamedTensors; metadata: Record<string, string> };
+      try {
+        read = readCheckpoint(file, displayPath(file));
+      } catch (err) {
+        failures.push({ file, error: errorLine(err) });
+        continue;
+      }
+      const setAside = failures.map((f) => `skipped checkpoint ${f.error}; renamed it to ${path.basename(renameAsBad(f.file))}`);
+      return { step: Number(read.metadata.step), ...read, file, setAside };
+    }
+    if (failures.length === 0) return null;
+    throw new Error(
+      `run ${id} cannot resume: no checkpoint reads and verifies (${failures.map((f) => f.error).join("; ")}); ` +
+        `move ${failures.length === 1 ? "it" : "them"} aside to train the run from the start`,
+    );
+  }
+
   /** Reads a checkpoint: the final one, the newest one ("latest"), or the one (or the snapshot) written after a given step. */
-  readCheckpoint(id: string, which: "final" | "latest" | number = "latest"): { step: number; tensors: NamedTensors; metadata: Record<string, string> } {
+  readCheckpoint(id: string, which: "final" | "latest" | number = "latest"): StoredCheckpoint {
     const all = this.checkpoints(id);
     let file: CheckpointFile | undefined;
     if (which === "final") file = all.find((c) => c.final);
@@ -272,6 +321,14 @@ export class RunStore {
     const { tensors, metadata } = readCheckpoint(file.path);
     return { step: file.step, tensors, metadata };
   }
+}
+
+/** Renames a bad file to "<name>.bad" (or "<name>.bad.N" when taken), so nothing is lost; returns the new path. */
+function renameAsBad(file: string): string {
+  let target = `${file}.bad`;
+  for (let n = 1; fs.existsSync(target); n++) target = `${file}.bad.${n}`;
+  fs.renameSync(file, target);
+  return target;
 }
 
 function readJson(file: string): unknown {

@@ -81,12 +81,8 @@ export function defaultWorkers(opts: EngineOptions = {}): number {
   return Math.max(1, Math.floor(cores / (opts.threads ?? 1)));
 }
 
-function storeOf(store?: RunStore | string): RunStore {
-  return store instanceof RunStore ? store : new RunStore(store);
-}
-
 /** Where one run stands in the store. */
-export function runResult(store: RunStore, run: SweepRun): SweepRunResult {
+function runResult(store: RunStore, run: SweepRun): SweepRunResult {
   const base = { ...run, steps: run.config.training.steps };
   if (!store.has(run.id)) {
     return { ...base, status: "missing", stepsDone: 0, firstTrain99: null, firstVal99: null, bestValAcc: NaN, finalTrainAcc: NaN, finalValAcc: NaN, trainSeconds: 0 };
@@ -115,7 +111,7 @@ function summarize(name: string, runs: SweepRunResult[], counts: { skipped: numb
 /** The sweep's runs as the store has them, without training anything. */
 export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | string): SweepResult {
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
-  const s = storeOf(store);
+  const s = RunStore.of(store);
   const results = runs.map((r) => runResult(s, r));
   const finished = results.filter((r) => r.status === "finished").length;
   return summarize(Array.isArray(spec) ? "sweep" : spec.name ?? "sweep", results, { skipped: finished, trained: 0, failed: 0 }, false, 0);
@@ -141,7 +137,7 @@ function progressLine(done: number, total: number, live: Map<number, Live>, step
 export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptions = {}): Promise<SweepResult> {
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
   const name = Array.isArray(spec) ? "sweep" : spec.name ?? "sweep";
-  const store = storeOf(options.store);
+  const store = RunStore.of(options.store);
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   // fails here, before any worker starts, on a bad engine choice
   resolveEngineName(options);

@@ -17,7 +17,7 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ConfigError, FieldValue, isObject, mergeConfig, normalizeConfig, paperConfig, RunConfig, setConfigField } from "../training/config";
+import { ConfigError, FieldValue, isObject, mergeConfig, normalizeConfig, paperConfig, RunConfig, setConfigField } from "../config/run-config";
 
 export type { FieldValue };
 import { PRESETS } from "../training/presets";
@@ -64,7 +64,6 @@ export function loadSweepSpec(file: string): SweepSpec {
   const ext = path.extname(file).toLowerCase();
   try {
     if (ext === ".yaml" || ext === ".yml") {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       const YAML = require("yaml") as typeof import("yaml");
       parsed = YAML.parse(text);
     } else if (ext === ".json") parsed = JSON.parse(text);

@@ -3,7 +3,7 @@
 // decides, sending "stop", upon which the current run ends after its step with a checkpoint.
 
 import { train, TrainOptions } from "../training/trainer";
-import { RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
 
 /** Parent → worker. */
 export type ToWorker = { type: "run"; index: number; config: RunConfig; options: WorkerTrainOptions } | { type: "stop" };

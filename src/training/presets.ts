@@ -1,7 +1,7 @@
 // Named starting configurations for `grok train --preset` and the demo.
 
 import { PAPER_TRANSFORMER } from "../model/config";
-import { FieldValue, paperConfig, RunConfig } from "./config";
+import { FieldValue, paperConfig, RunConfig } from "../config/run-config";
 
 /**
  * The demo: small enough to train in a few minutes on a 2-core laptop, and still the paper's effect:

@@ -47,7 +47,7 @@ export interface ProgressDisplayOptions {
 const EVERY_MS: Record<ProgressMode, number> = { tty: 100, kernel: 1000, lines: 10_000 };
 
 /** Whether progress shows when not asked for: on a terminal or in a notebook cell. */
-export function progressByDefault(): boolean {
+function progressByDefault(): boolean {
   return Boolean(process.stderr.isTTY) || tslabWriteDisplayData() !== null;
 }
 

@@ -2,15 +2,15 @@
 // log-spaced later), checkpoints, resume, early stop. A run is a pure function of its config: stopped at any
 // moment, it resumes from its last checkpoint and ends with the metrics of an uninterrupted run.
 
-import { Dataset, encodeInputs, Examples, makeDataset } from "../data/dataset";
+import { Dataset, encodeInputs, Examples, makeDataset, modelDims } from "../data/dataset";
 import { Batch, Engine } from "../engines/engine";
 import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
 import { displayPath, Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
 import { l2norm, NamedTensors } from "../util/tensors";
 import { BatchSampler } from "./batches";
-import { ConfigError, isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "./config";
-import { learningRate, Optimizer } from "./optimizer";
+import { ConfigError, isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "../config/run-config";
+import { learningRate, Optimizer } from "../optim/optimizer";
 import { formatDuration, formatProgress, ProgressDisplay, progressDisplayFor } from "./progress";
 
 export interface TrainOptions extends EngineOptions {
@@ -55,7 +55,7 @@ const ACC_99 = 0.99;
 /** Trains a run to its budget, resuming it if the store has it, or returns it at once if finished. */
 export async function train(config: RunConfig, options: TrainOptions = {}): Promise<TrainResult> {
   const cfg = normalizeConfig(config);
-  const store = options.store instanceof RunStore ? options.store : new RunStore(options.store);
+  const store = RunStore.of(options.store);
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   const id = RunStore.idFor(cfg);
   if (store.has(id) && store.readState(id).status === "finished") {
@@ -69,7 +69,7 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   } catch (err) {
     throw new ConfigError(`invalid config: data: ${(err as Error).message}`);
   }
-  const dims: ModelDims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
+  const dims = modelDims(dataset);
   let created: CreatedEngine;
   try {
     created = await createEngine(options);
@@ -108,13 +108,13 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
   const seed = cfg.training.seed;
   engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed }, initParams(cfg.model, dims, seed));
 
-  // resume from the newest checkpoint; metrics after it are recomputed identically
+  // resume from the newest checkpoint that reads and verifies; metrics after it are recomputed identically
   let step = 0;
   let trainSeconds = 0;
   let metrics = store.readMetrics(id);
-  const checkpoints = store.checkpoints(id);
-  if (checkpoints.length > 0) {
-    const ckpt = store.readCheckpoint(id, "latest");
+  const ckpt = store.readNewestValidCheckpoint(id);
+  if (ckpt) {
+    for (const problem of ckpt.setAside) log(`run ${id}: ${problem}`);
     const weights: NamedTensors = new Map();
     const optimizerState: NamedTensors = new Map();
     for (const [name, t] of ckpt.tensors) (Optimizer.isStateName(name) ? optimizerState : weights).set(name, t);
@@ -123,7 +123,7 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
     step = ckpt.step;
     trainSeconds = Number(ckpt.metadata.trainSeconds ?? 0);
     metrics = { columns: metrics.columns, rows: metrics.rows.filter((r) => r.step <= step) };
-    log(`run ${id}: resuming from the checkpoint at step ${step} of ${steps}`);
+    log(`run ${id}: resuming from the checkpoint at step ${step} of ${steps}${ckpt.setAside.length ? ` (${displayPath(ckpt.file)})` : ""}`);
   } else {
     metrics = { columns: [], rows: [] };
   }
@@ -305,7 +305,7 @@ function metricsRow(engine: Engine, train: Batch, val: Batch, step: number, lr: 
   };
 }
 
-export function firstStepAtLeast(rows: MetricsRow[], column: string, threshold: number): number | null {
+function firstStepAtLeast(rows: MetricsRow[], column: string, threshold: number): number | null {
   for (const r of rows) if (r[column] >= threshold) return r.step;
   return null;
 }

@@ -2,8 +2,8 @@
 // their hot kernels native (node-gyp addon) or TypeScript where the addon did not build.
 
 import { BaseEngine, countCorrect, ForwardPass } from "../base";
-import { Batch, EngineSetup, GradientResult, dropoutMasks } from "../engine";
-import { noisyWeights, Optimizer } from "../../training/optimizer";
+import { Batch, EngineSetup, GradientResult, dropoutMasks, noisyWeights } from "../engine";
+import { Optimizer } from "../../optim/optimizer";
 import { NamedTensors } from "../../util/tensors";
 import { FastMlp } from "./mlp";
 import { KernelChoice, Kernels } from "./kernels";

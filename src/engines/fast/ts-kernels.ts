@@ -5,7 +5,7 @@
 // Scratch buffers are module-level and grow on demand, so the hot loops allocate nothing.
 
 import { Kernels } from "./kernels";
-import { adamUpdate as referenceAdamUpdate } from "../../training/optimizer";
+import { adamUpdate as referenceAdamUpdate } from "../../optim/optimizer";
 
 // ---------------------------------------------------------------------------------------------------
 // validation (cheap, once per call): a wrong size would otherwise read undefined → NaN, or drop writes
@@ -438,7 +438,7 @@ function activationBackward(kind: "relu" | "gelu", dout: Float32Array, x: Float3
   }
 }
 
-// Adam / AdamW: the optimizer's own loop (training/optimizer.ts), which the native kernel reproduces bit for bit
+// Adam / AdamW: the optimizer's own loop (optim/optimizer.ts), which the native kernel reproduces bit for bit
 function adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, init: Float32Array | null, noise: Float32Array | null, n: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, weightDecay: number, decoupled: boolean): void {
   const K = "adamUpdate";
   checkDims(K, { n });

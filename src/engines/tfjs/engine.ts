@@ -2,8 +2,7 @@
 
 import type * as TF from "@tensorflow/tfjs";
 import { BaseEngine, countCorrect, ForwardPass } from "../base";
-import { Batch, EngineSetup, GradientResult, dropoutMasks } from "../engine";
-import { noisyWeights } from "../../training/optimizer";
+import { Batch, EngineSetup, GradientResult, dropoutMasks, noisyWeights } from "../engine";
 import { NamedTensors } from "../../util/tensors";
 import { LoadedTfjs, TfjsBackendChoice, loadTfjs } from "./backend";
 import { Params, TfjsModel } from "./model";

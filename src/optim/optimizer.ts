@@ -204,16 +204,3 @@ export class Optimizer {
     return name.startsWith(SLOT_PREFIX);
   }
 }
-
-/** Weights plus Gaussian noise for one forward/backward pass (the paper's "Gaussian weight noise"). */
-export function noisyWeights(weights: NamedTensors, sigma: number, seed: number, step: number): NamedTensors {
-  const out: NamedTensors = new Map();
-  let index = 0;
-  for (const [name, t] of weights) {
-    const rng = Rng.for(seed, Stream.weightNoise, step, index++);
-    const data = new Float32Array(t.data.length);
-    for (let i = 0; i < data.length; i++) data[i] = t.data[i] + sigma * rng.normal();
-    out.set(name, { shape: t.shape, data });
-  }
-  return out;
-}

@@ -4,7 +4,7 @@
 import { DatasetConfig, defaultBatchSize } from "../data/dataset";
 import { findOperation } from "../data/operations";
 import { DEFAULT_MLP, ModelConfig, PAPER_TRANSFORMER, validateModelConfig } from "../model/config";
-import { OptimizerConfig, PAPER_OPTIMIZER, validateOptimizerConfig } from "./optimizer";
+import { OptimizerConfig, PAPER_OPTIMIZER, validateOptimizerConfig } from "../optim/optimizer";
 
 export interface EvalSchedule {
   /** Evaluate after every one of the first `denseUntil` steps. */
@@ -34,7 +34,7 @@ export interface RunConfig {
   training: TrainingConfig;
 }
 
-export const DEFAULT_EVAL: EvalSchedule = { denseUntil: 10, perDecade: 40, every: 0 };
+const DEFAULT_EVAL: EvalSchedule = { denseUntil: 10, perDecade: 40, every: 0 };
 
 /** The paper's default experiment (Appendix A.1.2) on x/y mod 97 with half the table for training. */
 export function paperConfig(): RunConfig {
@@ -47,7 +47,7 @@ export function paperConfig(): RunConfig {
 }
 
 /** The defaults of a model kind, so `--model mlp` gives a complete MLP configuration. */
-export function defaultModel(kind: ModelConfig["kind"]): ModelConfig {
+function defaultModel(kind: ModelConfig["kind"]): ModelConfig {
   if (kind === "mlp") return { ...DEFAULT_MLP };
   if (kind === "transformer") return { ...PAPER_TRANSFORMER };
   throw new Error(`model: kind must be transformer or mlp (got ${kind})`);
@@ -58,7 +58,13 @@ export class ConfigError extends Error {}
 /** A value in a config field (sweep specs and variants set fields by path). */
 export type FieldValue = string | number | boolean | null | Record<string, unknown>;
 
-const SECTIONS = ["data", "model", "optimizer", "training"];
+/** The sections of a RunConfig, in the order messages list them. */
+const SECTIONS = ["data", "model", "optimizer", "training"] as const;
+export type ConfigSection = (typeof SECTIONS)[number];
+
+function isSection(name: string): name is ConfigSection {
+  return (SECTIONS as readonly string[]).includes(name);
+}
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -70,7 +76,7 @@ export function isObject(v: unknown): v is Record<string, unknown> {
  */
 export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown, where: string): RunConfig {
   const parts = fieldPath.split(".");
-  if (parts.length < 2 || !SECTIONS.includes(parts[0])) {
+  if (parts.length < 2 || !isSection(parts[0])) {
     throw new ConfigError(`${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`);
   }
   const [section, field, ...rest] = parts;
@@ -104,8 +110,8 @@ export function withChanges(cfg: RunConfig, changes: Record<string, FieldValue>,
 export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, source: string): RunConfig {
   const out = structuredClone(base);
   for (const [section, value] of Object.entries(partial)) {
-    if (!["data", "model", "optimizer", "training"].includes(section)) {
-      throw new ConfigError(`${source}: unknown section "${section}" (known: data, model, optimizer, training)`);
+    if (!isSection(section)) {
+      throw new ConfigError(`${source}: unknown section "${section}" (known: ${SECTIONS.join(", ")})`);
     }
     if (typeof value !== "object" || value === null || Array.isArray(value)) throw new ConfigError(`${source}: ${section} must be an object`);
     const target = out as unknown as Record<string, Record<string, unknown>>;
@@ -130,11 +136,11 @@ export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, s
 export function normalizeConfig(cfg: RunConfig): RunConfig {
   try {
     const out: RunConfig = structuredClone(cfg);
-    for (const section of ["data", "model", "optimizer", "training"] as const) {
+    for (const section of SECTIONS) {
       if (typeof out[section] !== "object" || out[section] === null) throw new Error(`${section}: missing section`);
     }
     for (const key of Object.keys(out)) {
-      if (!["data", "model", "optimizer", "training"].includes(key)) throw new Error(`unknown section "${key}"`);
+      if (!isSection(key)) throw new Error(`unknown section "${key}"`);
     }
     // a misspelled field would otherwise be ignored silently and change nothing
     const reference = paperConfig();
