@@ -7,9 +7,10 @@ import { Batch, Engine } from "../engines/engine";
 import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
 import { displayPath, Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
+import { UserError } from "../util/errors";
 import { l2norm, NamedTensors } from "../util/tensors";
 import { BatchSampler } from "./batches";
-import { ConfigError, isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "./config";
+import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "./config";
 import { learningRate, Optimizer } from "./optimizer";
 import { formatDuration, formatProgress, ProgressDisplay, progressDisplayFor } from "./progress";
 
@@ -67,14 +68,14 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   try {
     dataset = makeDataset(cfg.data);
   } catch (err) {
-    throw new ConfigError(`invalid config: data: ${(err as Error).message}`);
+    throw new UserError(`invalid config: data: ${(err as Error).message}`);
   }
   const dims: ModelDims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
   let created: CreatedEngine;
   try {
     created = await createEngine(options);
   } catch (err) {
-    throw new ConfigError(`engine: ${(err as Error).message}`);
+    throw new UserError(`engine: ${(err as Error).message}`);
   }
   const { engine, description } = created;
   try {
