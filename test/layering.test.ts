@@ -16,7 +16,7 @@ const LAYERS: string[][] = [
   ["config"],
   ["engines", "store"],
   ["training"],
-  ["analysis", "sweeps", "notebooks"],
+  ["analysis", "bench", "sweeps", "notebooks"],
   ["cli"],
   // src/index.ts, the package's entry
   ["index"],

@@ -6,10 +6,10 @@ import { test } from "node:test";
 import { quantile, summarizeRuns } from "../src/analysis/sweeps";
 import { RunLock } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
-import { ConfigError } from "../src/config/run-config";
+import { UserError } from "../src/util/errors";
 import { train } from "../src/training/trainer";
 import { runSweep, sweepStatus, SweepRunResult } from "../src/sweeps/runner";
-import { expandSweep, loadSweepSpec, SweepSpec, SweepSpecError } from "../src/sweeps/spec";
+import { expandSweep, loadSweepSpec, SweepSpec } from "../src/sweeps/spec";
 import { GROK_BIN, tempStore, withoutTime } from "./helpers";
 
 // Real sweeps of real (tiny) runs: x+y mod 11, a 1-layer width-16 transformer, full batch.
@@ -86,7 +86,7 @@ test("bad sweep specs fail naming the problem", () => {
     [{ variants: { a: { "model.depth": 2 } } }, /variant "a": "model.depth" is not a config field/],
   ];
   for (const [spec, message] of cases) {
-    assert.throws(() => expandSweep(spec), (err: Error) => (err instanceof SweepSpecError || err instanceof ConfigError) && message.test(err.message), `${JSON.stringify(spec)}`);
+    assert.throws(() => expandSweep(spec), (err: Error) => err instanceof UserError && message.test(err.message), `${JSON.stringify(spec)}`);
   }
   const dir = tempStore("badspec");
   fs.writeFileSync(path.join(dir, "broken.yaml"), "grid: [unclosed");

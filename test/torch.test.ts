@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test, TestContext } from "node:test";
-import { findTorchPython, TORCH_REFERENCE_SCRIPT } from "../src/cli/bench";
+import { findTorchPython, TORCH_REFERENCE_SCRIPT } from "../src/bench/torch";
 import { encodeInputs, makeDataset } from "../src/data/dataset";
 import { Batch, Engine } from "../src/engines/engine";
 import { createEngine, EngineOptions } from "../src/engines/index";

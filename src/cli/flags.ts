@@ -4,8 +4,9 @@ import * as fs from "node:fs";
 import { parseArgs, ParseArgsConfig } from "node:util";
 import { ModelConfig } from "../model/config";
 import { engineChoices, EngineOptions } from "../engines/index";
-import { ConfigError, ConfigSection, mergeConfig, RunConfig, TrainingConfig } from "../config/run-config";
+import { ConfigSection, mergeConfig, RunConfig, TrainingConfig } from "../config/run-config";
 import { PRESETS } from "../training/presets";
+import { UserError } from "../util/errors";
 
 type Kind = "int" | "number" | "string" | "batch" | "nullableInt";
 
@@ -65,7 +66,7 @@ export const SPECIAL_FLAGS = {
 
 function parseValue(flag: string, kind: Kind, raw: string): unknown {
   const bad = (what: string): never => {
-    throw new ConfigError(`--${flag} needs ${what} (got "${raw}")`);
+    throw new UserError(`--${flag} needs ${what} (got "${raw}")`);
   };
   switch (kind) {
     case "string":
@@ -93,22 +94,22 @@ function parseValue(flag: string, kind: Kind, raw: string): unknown {
 export function configFromFlags(values: Record<string, string | boolean | undefined>): RunConfig {
   const presetName = (values.preset as string | undefined) ?? "paper";
   const preset = PRESETS[presetName];
-  if (!preset) throw new ConfigError(`--preset must be one of ${Object.keys(PRESETS).join(", ")} (got "${presetName}")`);
+  if (!preset) throw new UserError(`--preset must be one of ${Object.keys(PRESETS).join(", ")} (got "${presetName}")`);
   let cfg = preset();
   if (typeof values.config === "string") {
     let text: string;
     try {
       text = fs.readFileSync(values.config, "utf8");
     } catch (err) {
-      throw new ConfigError(`--config: cannot read ${values.config}: ${(err as Error).message}`);
+      throw new UserError(`--config: cannot read ${values.config}: ${(err as Error).message}`);
     }
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch (err) {
-      throw new ConfigError(`--config: ${values.config} is not valid JSON: ${(err as Error).message}`);
+      throw new UserError(`--config: ${values.config} is not valid JSON: ${(err as Error).message}`);
     }
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`--config: ${values.config} must hold a JSON object`);
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new UserError(`--config: ${values.config} must hold a JSON object`);
     cfg = mergeConfig(cfg, parsed as Record<string, unknown>, values.config);
   }
   if (typeof values.model === "string") cfg = mergeConfig(cfg, { model: { kind: values.model } }, "--model");
@@ -117,7 +118,7 @@ export function configFromFlags(values: Record<string, string | boolean | undefi
     const raw = values[f.flag];
     if (typeof raw !== "string") continue;
     if (f.modelKind && cfg.model.kind !== f.modelKind) {
-      throw new ConfigError(`--${f.flag} applies to the ${f.modelKind} model, but this run uses the ${cfg.model.kind} model`);
+      throw new UserError(`--${f.flag} applies to the ${f.modelKind} model, but this run uses the ${cfg.model.kind} model`);
     }
     target[f.section][f.field] = parseValue(f.flag, f.kind, raw);
   }
@@ -141,15 +142,12 @@ export function configFromFlags(values: Record<string, string | boolean | undefi
   return cfg;
 }
 
-/** A bad flag or argument: the command prints it and exits with code 2. */
-export class UsageError extends Error {}
-
 /** An integer flag ≥ min, or undefined when absent. */
 export function intFlag(values: Record<string, unknown>, name: string, min: number): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} needs an integer ≥ ${min} (got "${raw}")`);
+  if (!Number.isInteger(v) || v < min) throw new UserError(`--${name} needs an integer ≥ ${min} (got "${raw}")`);
   return v;
 }
 
@@ -161,22 +159,18 @@ export const ENGINE_FLAG_OPTIONS = {
   threads: { type: "string" },
 } as const;
 
-/** --engine, --backend and --kernels, checked by the engines' own check; a bad name is a UsageError. */
+/** --engine, --backend and --kernels, checked by the engines' own check; a bad name is a UserError. */
 export function engineFlags(values: Record<string, unknown>): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
-  try {
-    return engineChoices(values);
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  return engineChoices(values);
 }
 
-/** Parses a command's flags strictly; an unknown flag or a surplus argument is a UsageError. */
+/** Parses a command's flags strictly; an unknown flag or a surplus argument is a UserError. */
 export function parseFlags(args: string[], options: ParseArgsConfig["options"], positionals: number): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
   try {
     const parsed = parseArgs({ args, options, allowPositionals: positionals > 0, strict: true });
     if (parsed.positionals.length > positionals) throw new Error(`unexpected argument "${parsed.positionals[positionals]}"`);
     return { values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
   } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
+    throw new UserError((err as Error).message.split("\n")[0]);
   }
 }

@@ -4,6 +4,7 @@
 import { DatasetConfig, defaultBatchSize } from "../data/dataset";
 import { findOperation } from "../data/operations";
 import { DEFAULT_MLP, ModelConfig, PAPER_TRANSFORMER, validateModelConfig } from "../model/config";
+import { UserError } from "../util/errors";
 import { OptimizerConfig, PAPER_OPTIMIZER, validateOptimizerConfig } from "../optim/optimizer";
 
 export interface EvalSchedule {
@@ -53,8 +54,6 @@ function defaultModel(kind: ModelConfig["kind"]): ModelConfig {
   throw new Error(`model: kind must be transformer or mlp (got ${kind})`);
 }
 
-export class ConfigError extends Error {}
-
 /** A value in a config field (sweep specs and variants set fields by path). */
 export type FieldValue = string | number | boolean | null | Record<string, unknown>;
 
@@ -77,7 +76,7 @@ export function isObject(v: unknown): v is Record<string, unknown> {
 export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown, where: string): RunConfig {
   const parts = fieldPath.split(".");
   if (parts.length < 2 || !isSection(parts[0])) {
-    throw new ConfigError(`${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`);
+    throw new UserError(`${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`);
   }
   const [section, field, ...rest] = parts;
   if (section === "model" && field === "kind") return mergeConfig(cfg, { model: { kind: value } }, where);
@@ -88,11 +87,11 @@ export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown
     const key = keys[i];
     // grokfast is the one optional field (null when off)
     if (!(key in target) && !(section === "optimizer" && key === "grokfast")) {
-      throw new ConfigError(`${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`);
+      throw new UserError(`${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`);
     }
     if (i === keys.length - 1) target[key] = structuredClone(value);
     else {
-      if (!isObject(target[key])) throw new ConfigError(`${where}: "${fieldPath}": ${key} has no fields`);
+      if (!isObject(target[key])) throw new UserError(`${where}: "${fieldPath}": ${key} has no fields`);
       target = target[key] as Record<string, unknown>;
     }
   }
@@ -111,9 +110,9 @@ export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, s
   const out = structuredClone(base);
   for (const [section, value] of Object.entries(partial)) {
     if (!isSection(section)) {
-      throw new ConfigError(`${source}: unknown section "${section}" (known: ${SECTIONS.join(", ")})`);
+      throw new UserError(`${source}: unknown section "${section}" (known: ${SECTIONS.join(", ")})`);
     }
-    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new ConfigError(`${source}: ${section} must be an object`);
+    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new UserError(`${source}: ${section} must be an object`);
     const target = out as unknown as Record<string, Record<string, unknown>>;
     const v = value as Record<string, unknown>;
     if (section === "model" && typeof v.kind === "string" && v.kind !== out.model.kind) {
@@ -130,7 +129,7 @@ export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, s
 }
 
 /**
- * Checks every field and returns a normalized copy (the operation by its id), or throws a ConfigError
+ * Checks every field and returns a normalized copy (the operation by its id), or throws a UserError
  * naming the field. Nothing is created on disk before this passes.
  */
 export function normalizeConfig(cfg: RunConfig): RunConfig {
@@ -188,7 +187,7 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
     }
     return out;
   } catch (err) {
-    throw new ConfigError(`invalid config: ${(err as Error).message}`);
+    throw new UserError(`invalid config: ${(err as Error).message}`);
   }
 }
 

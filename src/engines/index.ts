@@ -8,6 +8,7 @@ import { KernelChoice } from "./fast/kernels";
 import { nativeKernelsAvailable } from "./fast/load-kernels";
 import { TFJS_BACKENDS, TfjsBackendChoice } from "./tfjs/backend";
 import { TfjsEngine } from "./tfjs/engine";
+import { UserError } from "../util/errors";
 
 export type EngineChoice = EngineName | "auto";
 export { ENGINE_NAMES, TFJS_BACKENDS };
@@ -45,13 +46,13 @@ function installed(pkg: string): boolean {
 export function engineChoices(choices: { engine?: unknown; backend?: unknown; kernels?: unknown }): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
   const { engine, backend, kernels } = choices;
   if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly unknown[]).includes(engine)) {
-    throw new Error(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
+    throw new UserError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
   }
   if (backend !== undefined && !(TFJS_BACKENDS as readonly unknown[]).includes(backend)) {
-    throw new Error(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${backend}")`);
+    throw new UserError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${backend}")`);
   }
   if (kernels !== undefined && !(KERNEL_CHOICES as readonly unknown[]).includes(kernels)) {
-    throw new Error(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
+    throw new UserError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
   }
   return { engine: engine as EngineChoice | undefined, backend: backend as TfjsBackendChoice | undefined, kernels: kernels as KernelChoice | undefined };
 }

@@ -16,9 +16,9 @@ export type WorkerTrainOptions = Pick<TrainOptions, "engine" | "backend" | "kern
 /** Worker → parent. */
 export type FromWorker =
   | { type: "ready" }
-  | { type: "eval"; index: number; step: number; steps: number; trainAcc: number; valAcc: number }
+  | { type: "resumed"; index: number; step: number }
+  | { type: "eval"; index: number; step: number; steps: number; valAcc: number }
   | { type: "step"; index: number; step: number }
-  | { type: "log"; index: number; message: string }
   | { type: "done"; index: number; interrupted: boolean }
   | { type: "failed"; index: number; message: string };
 
@@ -39,8 +39,10 @@ async function runOne(msg: Extract<ToWorker, { type: "run" }>): Promise<void> {
       ...msg.options,
       progress: false,
       signal: current.signal,
-      log: (message) => void send({ type: "log", index: msg.index, message }),
-      onEval: (row, run) => send({ type: "eval", index: msg.index, step: row.step, steps: run.steps, trainAcc: row.train_acc, valAcc: row.val_acc }),
+      // the sweep prints its own lines for a run
+      log: () => {},
+      onResume: (step) => void send({ type: "resumed", index: msg.index, step }),
+      onEval: (row, run) => send({ type: "eval", index: msg.index, step: row.step, steps: run.steps, valAcc: row.val_acc }),
       onStep: (step) => {
         if (Date.now() - lastReport < STEP_REPORT_MS) return;
         lastReport = Date.now();
