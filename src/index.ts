@@ -26,7 +26,15 @@ export { tableAnswers, predictAnswers } from "./analysis/predict";
 export type { TableAnswers } from "./analysis/predict";
 export type { NamedTensors, Tensor32 } from "./util/tensors";
 export { UserError, Interrupted } from "./util/errors";
-export { showFigure, showMarkdown, saveFigure, renderFigurePng, checkFigurePage, figureBundle, resetPlotlyInline } from "./plot/index";
+export {
+  showFigure,
+  showMarkdown,
+  saveFigure,
+  renderFigurePng,
+  checkFigurePage,
+  figureBundle,
+  resetPlotlyInline,
+} from "./plot/index";
 export type { Figure, FigurePng, SavedFigure } from "./plot/index";
 export { notebookPreset, byPreset, figure, NOTEBOOK_PRESETS } from "./notebooks/notebook";
 export type { Preset } from "./notebooks/notebook";
@@ -42,5 +50,20 @@ export { sharpnessOf, runSharpness, maximizeInBox, randomSubspace } from "./anal
 export type { SharpnessOptions, SharpnessResult, MaximizeOptions, BoxMaximum, Subspace } from "./analysis/sharpness";
 export { symmetryFloor, tableSymmetries } from "./analysis/symmetry";
 export type { SymmetryFloor } from "./analysis/symmetry";
-export { symbolVectors, tsne2d, fourierSpectrum, keyFrequencies, fourierCircle, nearestNeighbourShare, chanceShare, spearman } from "./analysis/embeddings";
-export type { FourierSpectrum, FourierCircle, TsneOptions, SpearmanOptions, SpearmanResult } from "./analysis/embeddings";
+export {
+  symbolVectors,
+  tsne2d,
+  fourierSpectrum,
+  keyFrequencies,
+  fourierCircle,
+  nearestNeighbourShare,
+  chanceShare,
+  spearman,
+} from "./analysis/embeddings";
+export type {
+  FourierSpectrum,
+  FourierCircle,
+  TsneOptions,
+  SpearmanOptions,
+  SpearmanResult,
+} from "./analysis/embeddings";

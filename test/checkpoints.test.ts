@@ -15,7 +15,10 @@ const tensors = (): NamedTensors =>
   ]);
 
 /** The header of a safetensors file and where its data section starts. */
-function headerOf(file: string): { header: Record<string, { data_offsets: [number, number] } & Record<string, unknown>>; dataStart: number } {
+function headerOf(file: string): {
+  header: Record<string, { data_offsets: [number, number] } & Record<string, unknown>>;
+  dataStart: number;
+} {
   const bytes = fs.readFileSync(file);
   const length = Number(bytes.readBigUInt64LE(0));
   return { header: JSON.parse(bytes.subarray(8, 8 + length).toString("utf8")), dataStart: 8 + length };
@@ -44,7 +47,10 @@ test("checkpoints carry a SHA-256 per tensor; a flipped data bit fails the read 
   // the checksums are the file format's business: the reader gets back the metadata it wrote
   assert.deepEqual(readCheckpoint(file).metadata, { step: "5" });
   flipDataBit(file, "b");
-  assert.throws(() => readCheckpoint(file), (err: Error) => err.message.includes(file) && /tensor "b" does not match its checksum/.test(err.message));
+  assert.throws(
+    () => readCheckpoint(file),
+    (err: Error) => err.message.includes(file) && /tensor "b" does not match its checksum/.test(err.message),
+  );
 });
 
 test("a checkpoint written before checksums existed still loads", () => {
@@ -68,7 +74,10 @@ for (const [damage, corrupt] of [
     // checkpoints at steps 10 and 20, and at 25 where the session stops; the two newest are kept
     const stopped = await train(config, { store, stopAfter: 25, checkpointEvery: 10, log: () => {}, ...quiet });
     const runs = new RunStore(store);
-    assert.deepEqual(runs.checkpoints(stopped.id).map((c) => c.step), [20, 25]);
+    assert.deepEqual(
+      runs.checkpoints(stopped.id).map((c) => c.step),
+      [20, 25],
+    );
     const newest = path.join(runs.dir(stopped.id), "checkpoints", "step-000000025.safetensors");
     corrupt(newest);
     const damaged = fs.readFileSync(newest);
@@ -79,7 +88,10 @@ for (const [damage, corrupt] of [
     assert.deepEqual(withoutTime(done.metrics.rows), withoutTime(straight.metrics.rows));
     const setAside = messages.find((m) => m.includes("step-000000025.safetensors"));
     assert.ok(setAside && /renamed it to step-000000025\.safetensors\.bad/.test(setAside), messages.join("\n"));
-    assert.ok(messages.some((m) => /resuming from the checkpoint at step 20 of 40 \(.*step-000000020\.safetensors\)/.test(m)), messages.join("\n"));
+    assert.ok(
+      messages.some((m) => /resuming from the checkpoint at step 20 of 40 \(.*step-000000020\.safetensors\)/.test(m)),
+      messages.join("\n"),
+    );
     // kept for inspection, byte for byte, and no longer a checkpoint
     assert.deepEqual(fs.readFileSync(`${newest}.bad`), damaged);
     assert.ok(!fs.existsSync(newest));
@@ -92,11 +104,17 @@ test("a single corrupt checkpoint with no older one stops the resume with an err
   const stopped = await train(config, { store, stopAfter: 5, log: () => {}, ...quiet });
   const runs = new RunStore(store);
   const only = path.join(runs.dir(stopped.id), "checkpoints", "step-000000005.safetensors");
-  assert.deepEqual(runs.checkpoints(stopped.id).map((c) => c.path), [only]);
+  assert.deepEqual(
+    runs.checkpoints(stopped.id).map((c) => c.path),
+    [only],
+  );
   flipDataBit(only);
   await assert.rejects(
     train(config, { store, log: () => {}, ...quiet }),
-    (err: Error) => err.message.includes(only) && /cannot resume/.test(err.message) && /does not match its checksum/.test(err.message),
+    (err: Error) =>
+      err.message.includes(only) &&
+      /cannot resume/.test(err.message) &&
+      /does not match its checksum/.test(err.message),
   );
   // nothing was renamed: the run has no good checkpoint to go on from
   assert.ok(fs.existsSync(only));

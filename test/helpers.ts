@@ -47,7 +47,13 @@ export function withoutTime(rows: MetricsRow[]): MetricsRow[] {
 
 export const SMALL_DIMS: ModelDims = { vocabSize: 13, numSymbols: 11, seqLen: 4 };
 
-const small = (over: Partial<TransformerConfig>): ModelConfig => ({ ...PAPER_TRANSFORMER, layers: 2, width: 16, heads: 4, ...over });
+const small = (over: Partial<TransformerConfig>): ModelConfig => ({
+  ...PAPER_TRANSFORMER,
+  layers: 2,
+  width: 16,
+  heads: 4,
+  ...over,
+});
 
 /** Model configurations that together cover every option, for the engine checks. */
 export const CONFIGS: [string, ModelConfig][] = [
@@ -65,7 +71,10 @@ export function randomBatch(dims: ModelDims, size: number, seed: number): Batch 
   const inputs = new Int32Array(size * dims.seqLen);
   const targets = new Int32Array(size);
   for (let b = 0; b < size; b++) {
-    inputs.set([rng.int(dims.numSymbols), dims.numSymbols, rng.int(dims.numSymbols), dims.numSymbols + 1], b * dims.seqLen);
+    inputs.set(
+      [rng.int(dims.numSymbols), dims.numSymbols, rng.int(dims.numSymbols), dims.numSymbols + 1],
+      b * dims.seqLen,
+    );
     targets[b] = rng.int(dims.numSymbols);
   }
   return { size, inputs, targets };

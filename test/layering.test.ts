@@ -36,7 +36,10 @@ function sourceFiles(dir: string): string[] {
 /** The files a source file imports by relative path (import, export … from, import(), require()), resolved. */
 function relativeImports(file: string): string[] {
   const { importedFiles } = ts.preProcessFile(fs.readFileSync(file, "utf8"), true, true);
-  return importedFiles.map((m) => m.fileName).filter((name) => name.startsWith(".")).map((name) => path.resolve(path.dirname(file), name));
+  return importedFiles
+    .map((m) => m.fileName)
+    .filter((name) => name.startsWith("."))
+    .map((name) => path.resolve(path.dirname(file), name));
 }
 
 /** A path's top-level entry under `srcRoot` (a directory, or a file without ".ts") and its layer (−1: none). */
@@ -62,7 +65,8 @@ function layeringViolations(srcRoot: string): string[] {
       }
       const to = layerOf(srcRoot, target);
       if (to.layer < 0) violations.push(`${show(file)} imports ${show(target)}: ${to.entry} is in no layer`);
-      else if (to.layer > from.layer) violations.push(`${show(file)} imports ${show(target)}: ${from.entry} is below ${to.entry}`);
+      else if (to.layer > from.layer)
+        violations.push(`${show(file)} imports ${show(target)}: ${from.entry} is below ${to.entry}`);
     }
   }
   return violations;
@@ -81,8 +85,14 @@ test("the layering check catches engines or the store importing training", () =>
     };
     write("src/training/trainer.ts", 'import { Engine } from "../engines/engine";\nexport const train = 1;\n');
     write("src/engines/engine.ts", "export interface Engine {}\n");
-    write("src/engines/fast/kernels.ts", '// from "../../training/trainer" in a comment is no import\nimport { train } from "../../training/trainer";\n');
-    write("src/store/run-store.ts", 'import type { RunConfig } from "../training/config";\nconst t = require("../training/trainer");\n');
+    write(
+      "src/engines/fast/kernels.ts",
+      '// from "../../training/trainer" in a comment is no import\nimport { train } from "../../training/trainer";\n',
+    );
+    write(
+      "src/store/run-store.ts",
+      'import type { RunConfig } from "../training/config";\nconst t = require("../training/trainer");\n',
+    );
     write("src/extra/x.ts", "export {};\n");
     assert.deepEqual(layeringViolations(path.join(dir, "src")).sort(), [
       "src/engines/fast/kernels.ts imports src/training/trainer: engines is below training",

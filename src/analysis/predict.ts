@@ -20,7 +20,13 @@ export interface TableAnswers {
 }
 
 /** The network's answer for each of `inputs` ([n, 4] row-major) under `weights`. */
-export async function predictAnswers(dataset: Dataset, config: Pick<RunConfig, "model" | "optimizer">, weights: NamedTensors, inputs: Int32Array, engineOptions: EngineOptions = {}): Promise<Int32Array> {
+export async function predictAnswers(
+  dataset: Dataset,
+  config: Pick<RunConfig, "model" | "optimizer">,
+  weights: NamedTensors,
+  inputs: Int32Array,
+  engineOptions: EngineOptions = {},
+): Promise<Int32Array> {
   const { engine } = await createEngine(engineOptions);
   try {
     const dims = modelDims(dataset);
@@ -41,14 +47,24 @@ export async function predictAnswers(dataset: Dataset, config: Pick<RunConfig, "
 }
 
 /** A run's answers on its whole table after `which` ("final", "latest", or the step of a checkpoint or snapshot). */
-export async function tableAnswers(ref: string, which: "final" | "latest" | number = "final", opts: EngineOptions & { store?: RunStore | string } = {}): Promise<TableAnswers> {
+export async function tableAnswers(
+  ref: string,
+  which: "final" | "latest" | number = "final",
+  opts: EngineOptions & { store?: RunStore | string } = {},
+): Promise<TableAnswers> {
   const store = RunStore.of(opts.store);
   const id = store.resolve(ref);
   const config = store.readConfig(id);
   const dataset = makeDataset(config.data);
   const { step, weights } = loadWeights(id, which, store);
   const table = dataset.table;
-  const all = { size: table.size, row: Int32Array.from({ length: table.size }, (_, i) => i), x: table.x, y: table.y, answer: table.answer };
+  const all = {
+    size: table.size,
+    row: Int32Array.from({ length: table.size }, (_, i) => i),
+    x: table.x,
+    y: table.y,
+    answer: table.answer,
+  };
   const predicted = await predictAnswers(dataset, config, weights, encodeInputs(dataset, all), opts);
   const inTrain = new Uint8Array(table.size);
   for (const row of dataset.train.row) inTrain[row] = 1;

@@ -33,14 +33,21 @@ export function metricsFrame(run: string | { metrics: Metrics }, store?: RunStor
   const dfd = require("danfojs-node") as typeof import("danfojs-node");
   const metrics = typeof run === "string" ? loadRun(run, store).metrics : run.metrics;
   if (metrics.rows.length === 0) return new dfd.DataFrame([], { columns: metrics.columns });
-  return new dfd.DataFrame(metrics.rows.map((r) => metrics.columns.map((c) => r[c])), { columns: metrics.columns });
+  return new dfd.DataFrame(
+    metrics.rows.map((r) => metrics.columns.map((c) => r[c])),
+    { columns: metrics.columns },
+  );
 }
 
 /**
  * A run's weights (no optimizer state) from a checkpoint: "final", "latest", or the step of a periodic one.
  * Names as in model/config.paramSpecs; linear weights are [in, out].
  */
-export function loadWeights(ref: string, which: "final" | "latest" | number = "latest", store?: RunStore | string): { step: number; weights: NamedTensors } {
+export function loadWeights(
+  ref: string,
+  which: "final" | "latest" | number = "latest",
+  store?: RunStore | string,
+): { step: number; weights: NamedTensors } {
   const s = RunStore.of(store);
   const ckpt = s.readCheckpoint(s.resolve(ref), which);
   const weights: NamedTensors = new Map([...ckpt.tensors].filter(([name]) => !Optimizer.isStateName(name)));
@@ -67,12 +74,17 @@ export async function ensureSnapshots(ref: string, steps: number[], opts: Snapsh
   const config = s.readConfig(id);
   const have = new Set([...s.checkpoints(id), ...s.snapshots(id)].map((c) => c.step));
   const bad = steps.filter((st) => !Number.isInteger(st) || st < 0 || st > config.training.steps);
-  if (bad.length) throw new Error(`snapshot steps must be integers in [0, ${config.training.steps}] (the run's budget); got ${bad.join(", ")}`);
+  if (bad.length)
+    throw new Error(
+      `snapshot steps must be integers in [0, ${config.training.steps}] (the run's budget); got ${bad.join(", ")}`,
+    );
   const missing = [...new Set(steps)].filter((st) => !have.has(st)).sort((a, b) => a - b);
   if (missing.length === 0) return [];
   const last = missing[missing.length - 1];
   const snapshots = `${missing.length} snapshot${missing.length === 1 ? "" : "s"}`;
-  const { display: progress, owned } = progressDisplayFor(opts.progress, { label: `run ${id}: replaying for ${snapshots}` });
+  const { display: progress, owned } = progressDisplayFor(opts.progress, {
+    label: `run ${id}: replaying for ${snapshots}`,
+  });
   const startedAt = Date.now();
   let summary: string | undefined;
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "grok-replay-"));
@@ -93,7 +105,10 @@ export async function ensureSnapshots(ref: string, steps: number[], opts: Snapsh
     }
     const lost = missing.filter((st) => !written.includes(st));
     // a run that stopped early (early stop) has no weights after its last step
-    if (lost.length) throw new Error(`run ${id}: no weights after step ${lost.join(", ")} (the run ended at step ${replay.stepsDone})`);
+    if (lost.length)
+      throw new Error(
+        `run ${id}: no weights after step ${lost.join(", ")} (the run ended at step ${replay.stepsDone})`,
+      );
     summary = `run ${id}: ${snapshots} written (replayed ${replay.stepsDone} steps in ${formatDuration((Date.now() - startedAt) / 1000)})`;
     return written;
   } finally {

@@ -59,7 +59,12 @@ export async function benchmarkEngine(opts: {
   const cfg = paperConfig();
   const ds = makeDataset(cfg.data);
   const dims = modelDims(ds);
-  const { engine } = await createEngine({ engine: opts.engine, backend: opts.backend, kernels: opts.kernels, threads: opts.threads });
+  const { engine } = await createEngine({
+    engine: opts.engine,
+    backend: opts.backend,
+    kernels: opts.kernels,
+    threads: opts.threads,
+  });
   try {
     engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed: 0 }, initParams(cfg.model, dims, 0));
     const train = { size: ds.train.size, inputs: encodeInputs(ds, ds.train), targets: ds.train.answer };

@@ -56,13 +56,31 @@ interface EngineRun {
   threads?: number;
 }
 
-
-function emptyRow(batch: SuiteRow["batch"], batchSize: number, kind: SuiteRow["kind"], config: string, threads: number): SuiteRow {
-  return { batch, batchSize, config, kind, threads, msPerStep: null, steps: null, skipped: null, failed: false, ratio: null, baselineThreads: null };
+function emptyRow(
+  batch: SuiteRow["batch"],
+  batchSize: number,
+  kind: SuiteRow["kind"],
+  config: string,
+  threads: number,
+): SuiteRow {
+  return {
+    batch,
+    batchSize,
+    config,
+    kind,
+    threads,
+    msPerStep: null,
+    steps: null,
+    skipped: null,
+    failed: false,
+    ratio: null,
+    baselineThreads: null,
+  };
 }
 
 function engineRuns(batch: SuiteRow["batch"], batchSize: number): EngineRun[] {
-  const row = (kind: SuiteRow["kind"], config: string, threads: number) => emptyRow(batch, batchSize, kind, config, threads);
+  const row = (kind: SuiteRow["kind"], config: string, threads: number) =>
+    emptyRow(batch, batchSize, kind, config, threads);
   return [
     { row: row("fast-native", "fast, native kernels, 1 thread", 1), engine: "fast", kernels: "native", threads: 1 },
     { row: row("fast-native", "fast, native kernels, 2 threads", 2), engine: "fast", kernels: "native", threads: 2 },
@@ -76,9 +94,16 @@ async function measureEngine(run: EngineRun, seconds: number, findings: Findings
   const r = run.row;
   try {
     const res = await benchmarkEngine({
-      engine: run.engine, kernels: run.kernels, threads: run.threads, batchSize: r.batch === "full" ? "full" : 512, steps: "auto", warmup: 2, seconds,
+      engine: run.engine,
+      kernels: run.kernels,
+      threads: run.threads,
+      batchSize: r.batch === "full" ? "full" : 512,
+      steps: "auto",
+      warmup: 2,
+      seconds,
     });
-    if (run.kernels === "native" && !res.backend.startsWith("native")) throw new Error(`asked for native kernels, got ${res.backend}`);
+    if (run.kernels === "native" && !res.backend.startsWith("native"))
+      throw new Error(`asked for native kernels, got ${res.backend}`);
     if (run.engine === "tfjs") {
       findings.tfjsBackend = res.backend;
       r.config = `tfjs on ${res.backend} (auto backend)`;
@@ -90,7 +115,8 @@ async function measureEngine(run: EngineRun, seconds: number, findings: Findings
     r.steps = res.steps;
   } catch (err) {
     const msg = errorLine(err);
-    if (run.kernels === "native" && /native kernels are not available|not found|addon/i.test(msg)) r.skipped = `skipped: ${msg}`;
+    if (run.kernels === "native" && /native kernels are not available|not found|addon/i.test(msg))
+      r.skipped = `skipped: ${msg}`;
     else {
       r.skipped = `failed: ${msg}`;
       r.failed = true;
@@ -105,7 +131,13 @@ function measureTorch(r: SuiteRow, torch: TorchPython, seconds: number, findings
     return;
   }
   try {
-    const res = benchmarkTorch({ batchSize: r.batch === "full" ? "full" : 512, threads: r.threads, steps: "auto", warmup: 2, seconds });
+    const res = benchmarkTorch({
+      batchSize: r.batch === "full" ? "full" : 512,
+      threads: r.threads,
+      steps: "auto",
+      warmup: 2,
+      seconds,
+    });
     r.msPerStep = res.msPerStep;
     r.steps = res.steps;
     findings.torchInfo = { version: res.torch, blas: res.blas };
@@ -126,12 +158,16 @@ function addRatios(rows: SuiteRow[]): void {
   }
 }
 
-const onReferenceBlas = (findings: Findings) => Boolean(findings.torchInfo && /reference|netlib/i.test(findings.torchInfo.blas));
+const onReferenceBlas = (findings: Findings) =>
+  Boolean(findings.torchInfo && /reference|netlib/i.test(findings.torchInfo.blas));
 
 function suiteNotes(rows: SuiteRow[], findings: Findings, torch: TorchPython, load0: number): string[] {
   const notes: string[] = [];
   const { tfjsBackend, torchInfo } = findings;
-  if (tfjsBackend) notes.push(`tfjs chose the ${tfjsBackend} backend${tfjsBackend === "wasm" || tfjsBackend === "cpu" ? " (one thread in Node)" : ""}.`);
+  if (tfjsBackend)
+    notes.push(
+      `tfjs chose the ${tfjsBackend} backend${tfjsBackend === "wasm" || tfjsBackend === "cpu" ? " (one thread in Node)" : ""}.`,
+    );
   if (torchInfo) {
     notes.push(`PyTorch ${torchInfo.version} (${torch.python}) runs its matrix products on ${torchInfo.blas}.`);
     if (onReferenceBlas(findings)) {
@@ -142,7 +178,9 @@ function suiteNotes(rows: SuiteRow[], findings: Findings, torch: TorchPython, lo
     }
   }
   const load1 = os.loadavg()[0];
-  notes.push(`load average (1 min) ${load0.toFixed(2)} before, ${load1.toFixed(2)} after, on ${os.cpus().length} CPUs: other work on the machine slows every row.`);
+  notes.push(
+    `load average (1 min) ${load0.toFixed(2)} before, ${load1.toFixed(2)} after, on ${os.cpus().length} CPUs: other work on the machine slows every row.`,
+  );
   for (const r of rows) if (r.skipped) notes.push(`batch ${r.batch}, ${r.config}: ${r.skipped}`);
   return notes;
 }
@@ -156,7 +194,10 @@ function targetVerdict(rows: SuiteRow[], findings: Findings): SuiteResult["targe
     const fast = rows.find((r) => r.batch === batch && r.kind === "fast-native" && r.threads === 2);
     const base = rows.find((r) => r.batch === batch && r.kind === "torch" && r.threads === 2);
     ratios[batch] = fast?.msPerStep && base?.msPerStep ? fast.msPerStep.median / base.msPerStep.median : null;
-    if (ratios[batch] === null) missing.push(!fast?.msPerStep ? `fast native 2 threads at batch ${batch}` : `PyTorch 2 threads at batch ${batch}`);
+    if (ratios[batch] === null)
+      missing.push(
+        !fast?.msPerStep ? `fast native 2 threads at batch ${batch}` : `PyTorch 2 threads at batch ${batch}`,
+      );
   }
   const fairness = findings.torchInfo ? fairBaseline : null;
   if (missing.length) {
@@ -165,10 +206,14 @@ function targetVerdict(rows: SuiteRow[], findings: Findings): SuiteResult["targe
   }
   const fmt = (b: string) => `${b === "full" ? "full batch" : `batch ${b}`} ${ratios[b]!.toFixed(2)}×`;
   const met = Object.values(ratios).every((v) => v !== null && v <= TARGET_RATIO);
-  const over = Object.entries(ratios).filter(([, v]) => v! > TARGET_RATIO).map(([b]) => (b === "full" ? "full batch" : `batch ${b}`));
+  const over = Object.entries(ratios)
+    .filter(([, v]) => v! > TARGET_RATIO)
+    .map(([b]) => (b === "full" ? "full batch" : `batch ${b}`));
   let text =
     `target fast (native, 2 threads) ≤ ${TARGET_RATIO} × PyTorch (2 threads) at both batch sizes: ` +
-    (met ? `MET (${fmt("512")}, ${fmt("full")}).` : `NOT MET (${fmt("512")}, ${fmt("full")}): ${over.join(" and ")} over ${TARGET_RATIO}×.`);
+    (met
+      ? `MET (${fmt("512")}, ${fmt("full")}).`
+      : `NOT MET (${fmt("512")}, ${fmt("full")}): ${over.join(" and ")} over ${TARGET_RATIO}×.`);
   if (!fairBaseline) text += " BUT PyTorch ran on the reference BLAS, not a fair baseline: see the warning above.";
   return { met, ratios, text, fairBaseline: fairness };
 }
@@ -191,7 +236,13 @@ export async function runSuite(opts: { seconds: number; log?: (line: string) => 
       rows.push(run.row);
     }
     for (const threads of [1, 2]) {
-      const r = emptyRow(batch, batchSize, "torch", `PyTorch${torch.python ? " " + torch.torch : ""}, ${threads} thread${threads > 1 ? "s" : ""}`, threads);
+      const r = emptyRow(
+        batch,
+        batchSize,
+        "torch",
+        `PyTorch${torch.python ? " " + torch.torch : ""}, ${threads} thread${threads > 1 ? "s" : ""}`,
+        threads,
+      );
       log(`batch ${batch}: ${r.config} …`);
       measureTorch(r, torch, seconds, findings);
       rows.push(r);

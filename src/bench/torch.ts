@@ -18,12 +18,19 @@ let torchPython: TorchPython | null = null;
  */
 export function findTorchPython(): TorchPython {
   if (torchPython) return torchPython;
-  const candidates = [...new Set([process.env.GROK_PYTHON, "python3", "/usr/bin/python3"].filter((c): c is string => !!c))];
+  const candidates = [
+    ...new Set([process.env.GROK_PYTHON, "python3", "/usr/bin/python3"].filter((c): c is string => !!c)),
+  ];
   const tried: string[] = [];
   for (const python of candidates) {
-    const r = spawnSync(python, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8", timeout: 120_000 });
+    const r = spawnSync(python, ["-c", "import torch; print(torch.__version__)"], {
+      encoding: "utf8",
+      timeout: 120_000,
+    });
     if (r.status === 0) return (torchPython = { python, torch: r.stdout.trim() });
-    const why = r.error ? (r.error as NodeJS.ErrnoException).code ?? r.error.message : (r.stderr.trim().split("\n").pop() ?? `exit ${r.status}`);
+    const why = r.error
+      ? ((r.error as NodeJS.ErrnoException).code ?? r.error.message)
+      : (r.stderr.trim().split("\n").pop() ?? `exit ${r.status}`);
     tried.push(`${python}: ${why}`);
   }
   return (torchPython = { python: null, reason: `no Python with torch (${tried.join("; ")})` });
@@ -53,15 +60,23 @@ export function benchmarkTorch(opts: {
   const args = [
     TORCH_REFERENCE_SCRIPT,
     "time",
-    "--batch-size", String(opts.batchSize),
-    "--threads", String(opts.threads),
-    "--steps", String(opts.steps),
-    "--warmup", String(opts.warmup),
-    "--seconds", String(opts.seconds ?? 8),
+    "--batch-size",
+    String(opts.batchSize),
+    "--threads",
+    String(opts.threads),
+    "--steps",
+    String(opts.steps),
+    "--warmup",
+    String(opts.warmup),
+    "--seconds",
+    String(opts.seconds ?? 8),
   ];
   const r = spawnSync(found.python, args, { encoding: "utf8", timeout: 30 * 60_000, maxBuffer: 16 << 20 });
   if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`torch_reference.py time failed (exit ${r.status}): ${r.stderr.trim().split("\n").slice(-3).join(" | ")}`);
+  if (r.status !== 0)
+    throw new Error(
+      `torch_reference.py time failed (exit ${r.status}): ${r.stderr.trim().split("\n").slice(-3).join(" | ")}`,
+    );
   const line = r.stdout.trim().split("\n").pop() ?? "";
   return JSON.parse(line) as TorchBenchResult;
 }

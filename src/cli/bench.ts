@@ -21,7 +21,10 @@ function formatSuite(s: SuiteResult): string {
     r.steps === null ? "" : String(r.steps),
     r.kind === "torch" ? "(baseline)" : r.ratio === null ? "–" : `${r.ratio.toFixed(2)}× (${r.baselineThreads} thr)`,
   ]);
-  const [head, rule, ...rows] = formatTable(header, body, { rightAligned: [false, false, true, true, false], rule: true });
+  const [head, rule, ...rows] = formatTable(header, body, {
+    rightAligned: [false, false, true, true, false],
+    rule: true,
+  });
   lines.push(head, rule);
   // a blank line between the batch sizes
   rows.forEach((line, i) => {
@@ -51,11 +54,17 @@ export async function benchCommand(args: string[]): Promise<number> {
   );
   const int = (name: string, fallback: number, min: number) => intFlag(values, name, min) ?? fallback;
   const seconds = values.seconds === undefined ? 8 : Number(values.seconds);
-  if (!(seconds > 0 && Number.isFinite(seconds))) throw new UserError(`--seconds needs a positive number (got "${values.seconds}")`);
+  if (!(seconds > 0 && Number.isFinite(seconds)))
+    throw new UserError(`--seconds needs a positive number (got "${values.seconds}")`);
 
   if (values.all) {
-    const single = (["batch-size", "steps", "warmup", "engine", "backend", "kernels", "threads"] as const).filter((k) => values[k] !== undefined);
-    if (single.length) throw new UserError(`--all measures a fixed set of configurations; drop ${single.map((k) => `--${k}`).join(", ")}`);
+    const single = (["batch-size", "steps", "warmup", "engine", "backend", "kernels", "threads"] as const).filter(
+      (k) => values[k] !== undefined,
+    );
+    if (single.length)
+      throw new UserError(
+        `--all measures a fixed set of configurations; drop ${single.map((k) => `--${k}`).join(", ")}`,
+      );
     const suite = await runSuite({ seconds, log: (line) => process.stderr.write(`${line}\n`) });
     process.stdout.write(values.json ? JSON.stringify(suite, null, 2) + "\n" : formatSuite(suite));
     return suite.rows.some((r) => r.failed) ? 1 : 0;

@@ -15,7 +15,9 @@ function figuresOptions(values: Record<string, string | boolean | undefined>): F
   const opts: FiguresOptions = {};
   if (typeof values.preset === "string") {
     if (!(NOTEBOOK_PRESETS as readonly string[]).includes(values.preset)) {
-      throw new UserError(`--preset must be one of ${NOTEBOOK_PRESETS.join(", ")} (got ${values.preset})\n${FIGURES_USAGE}`);
+      throw new UserError(
+        `--preset must be one of ${NOTEBOOK_PRESETS.join(", ")} (got ${values.preset})\n${FIGURES_USAGE}`,
+      );
     }
     opts.preset = values.preset as Preset;
   }

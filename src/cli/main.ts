@@ -11,7 +11,15 @@ import { formatTable } from "../util/table";
 import { benchCommand } from "./bench";
 import { figuresCommand } from "./figures";
 import { sweepCommand } from "./sweep";
-import { configFromFlags, ENGINE_FLAG_OPTIONS, engineFlags, FIELD_FLAGS, intFlag, parseFlags, SPECIAL_FLAGS } from "./flags";
+import {
+  configFromFlags,
+  ENGINE_FLAG_OPTIONS,
+  engineFlags,
+  FIELD_FLAGS,
+  intFlag,
+  parseFlags,
+  SPECIAL_FLAGS,
+} from "./flags";
 
 // Exit codes: 0 done, 1 failed, 2 bad usage or config (UserError), 130 stopped by an interrupt (a stopped run
 // resumes; 143 when SIGTERM stopped `grok figures`).
@@ -102,7 +110,13 @@ function lsCommand(args: string[]): number {
   const store = new RunStore(values.store as string | undefined);
   const runs = store.list();
   if (values.json) {
-    process.stdout.write(JSON.stringify(runs.map((r) => showJson(store, r)), null, 2) + "\n");
+    process.stdout.write(
+      JSON.stringify(
+        runs.map((r) => showJson(store, r)),
+        null,
+        2,
+      ) + "\n",
+    );
     return 0;
   }
   if (runs.length === 0) {
@@ -113,7 +127,9 @@ function lsCommand(args: string[]): number {
     r.id,
     r.status,
     describeData(r.config),
-    r.config.model.kind === "transformer" ? `tf L${r.config.model.layers} d${r.config.model.width}` : `mlp d${r.config.model.width}`,
+    r.config.model.kind === "transformer"
+      ? `tf L${r.config.model.layers} d${r.config.model.width}`
+      : `mlp d${r.config.model.width}`,
     `${r.config.optimizer.kind} wd${r.config.optimizer.weightDecay}`,
     `${r.stepsDone}/${r.config.training.steps}`,
     String(r.firstTrain99 ?? "-"),

@@ -28,7 +28,17 @@ const SWEEP_USAGE =
 function table(result: SweepResult): string {
   const fields = [...new Set(result.runs.flatMap((r) => Object.keys(r.params)))];
   const hasVariants = result.runs.some((r) => r.variant !== "");
-  const header = ["#", "id", "status", ...(hasVariants ? ["variant"] : []), ...fields, "steps", "train99", "val99", "best val"];
+  const header = [
+    "#",
+    "id",
+    "status",
+    ...(hasVariants ? ["variant"] : []),
+    ...fields,
+    "steps",
+    "train99",
+    "val99",
+    "best val",
+  ];
   const rows = result.runs.map((r) => [
     String(r.index + 1),
     r.id,
@@ -91,7 +101,10 @@ export async function sweepCommand(args: string[]): Promise<number> {
   if (values.status) {
     const result = sweepStatus(spec, store);
     process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
-    if (!values.json) process.stdout.write(`${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}; default workers here: ${defaultWorkers(options)}\n`);
+    if (!values.json)
+      process.stdout.write(
+        `${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}; default workers here: ${defaultWorkers(options)}\n`,
+      );
     return 0;
   }
   const result = await runSweep(spec, { ...options, store });

@@ -76,7 +76,9 @@ export function isObject(v: unknown): v is Record<string, unknown> {
 export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown, where: string): RunConfig {
   const parts = fieldPath.split(".");
   if (parts.length < 2 || !isSection(parts[0])) {
-    throw new UserError(`${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`);
+    throw new UserError(
+      `${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`,
+    );
   }
   const [section, field, ...rest] = parts;
   if (section === "model" && field === "kind") return mergeConfig(cfg, { model: { kind: value } }, where);
@@ -87,7 +89,9 @@ export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown
     const key = keys[i];
     // grokfast is the one optional field (null when off)
     if (!(key in target) && !(section === "optimizer" && key === "grokfast")) {
-      throw new UserError(`${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`);
+      throw new UserError(
+        `${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`,
+      );
     }
     if (i === keys.length - 1) target[key] = structuredClone(value);
     else {
@@ -112,7 +116,8 @@ export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, s
     if (!isSection(section)) {
       throw new UserError(`${source}: unknown section "${section}" (known: ${SECTIONS.join(", ")})`);
     }
-    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new UserError(`${source}: ${section} must be an object`);
+    if (typeof value !== "object" || value === null || Array.isArray(value))
+      throw new UserError(`${source}: ${section} must be an object`);
     const target = out as unknown as Record<string, Record<string, unknown>>;
     const v = value as Record<string, unknown>;
     if (section === "model" && typeof v.kind === "string" && v.kind !== out.model.kind) {
@@ -155,7 +160,8 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
         if (!keys.includes(key)) throw new Error(`${section}: unknown field "${key}" (known: ${keys.join(", ")})`);
       }
       for (const key of keys) {
-        if (!(key in (out as unknown as Record<string, object>)[section])) throw new Error(`${section}: missing field "${key}"`);
+        if (!(key in (out as unknown as Record<string, object>)[section]))
+          throw new Error(`${section}: missing field "${key}"`);
       }
     }
     const op = findOperation(String(out.data.op));
@@ -167,20 +173,27 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
     if (!(out.data.trainFraction > 0 && out.data.trainFraction < 1)) {
       throw new Error(`data: trainFraction must be in (0, 1) (got ${out.data.trainFraction})`);
     }
-    for (const [name, v] of [["splitSeed", out.data.splitSeed], ["outliers", out.data.outliers]] as const) {
+    for (const [name, v] of [
+      ["splitSeed", out.data.splitSeed],
+      ["outliers", out.data.outliers],
+    ] as const) {
       if (!Number.isInteger(v) || v < 0) throw new Error(`data: ${name} must be an integer ≥ 0 (got ${v})`);
     }
     validateModelConfig(out.model);
     validateOptimizerConfig(out.optimizer);
     const t = out.training;
-    if (!Number.isInteger(t.seed) || t.seed < 0) throw new Error(`training: seed must be an integer ≥ 0 (got ${t.seed})`);
-    if (!Number.isInteger(t.steps) || t.steps < 1) throw new Error(`training: steps must be a positive integer (got ${t.steps})`);
+    if (!Number.isInteger(t.seed) || t.seed < 0)
+      throw new Error(`training: seed must be an integer ≥ 0 (got ${t.seed})`);
+    if (!Number.isInteger(t.steps) || t.steps < 1)
+      throw new Error(`training: steps must be a positive integer (got ${t.steps})`);
     if (!(t.batchSize === "paper" || t.batchSize === "full" || (Number.isInteger(t.batchSize) && t.batchSize > 0))) {
       throw new Error(`training: batchSize must be a positive integer, "paper" or "full" (got ${t.batchSize})`);
     }
     const e = t.eval;
-    if (!e || !Number.isInteger(e.denseUntil) || e.denseUntil < 0) throw new Error(`training: eval.denseUntil must be an integer ≥ 0`);
-    if (!Number.isInteger(e.perDecade) || e.perDecade < 0) throw new Error(`training: eval.perDecade must be an integer ≥ 0`);
+    if (!e || !Number.isInteger(e.denseUntil) || e.denseUntil < 0)
+      throw new Error(`training: eval.denseUntil must be an integer ≥ 0`);
+    if (!Number.isInteger(e.perDecade) || e.perDecade < 0)
+      throw new Error(`training: eval.perDecade must be an integer ≥ 0`);
     if (!Number.isInteger(e.every) || e.every < 0) throw new Error(`training: eval.every must be an integer ≥ 0`);
     if (t.earlyStopHold !== null && !(Number.isInteger(t.earlyStopHold) && t.earlyStopHold >= 0)) {
       throw new Error(`training: earlyStopHold must be an integer ≥ 0 or null (got ${t.earlyStopHold})`);

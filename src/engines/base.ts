@@ -37,7 +37,9 @@ export abstract class BaseEngine implements Engine {
     }
     this.setup = setup;
     this.names = specs.map((s) => s.name);
-    this.weights = new Map(specs.map((s) => [s.name, { shape: [...s.shape], data: new Float32Array(weights.get(s.name)!.data) }]));
+    this.weights = new Map(
+      specs.map((s) => [s.name, { shape: [...s.shape], data: new Float32Array(weights.get(s.name)!.data) }]),
+    );
     this.optimizer = this.createOptimizer(setup);
     this.prepare(setup);
   }
@@ -100,7 +102,8 @@ export abstract class BaseEngine implements Engine {
     for (const [name, t] of this.weights) {
       const w = weights.get(name);
       if (!w) throw new Error(`weights are missing ${name}`);
-      if (w.data.length !== t.data.length) throw new Error(`weight ${name} has ${w.data.length} values, expected ${t.data.length}`);
+      if (w.data.length !== t.data.length)
+        throw new Error(`weight ${name} has ${w.data.length} values, expected ${t.data.length}`);
       t.data.set(w.data);
     }
   }

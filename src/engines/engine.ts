@@ -69,7 +69,13 @@ export interface Engine {
  * applies them: transformer, per layer, attention output then FFN output, each [size·seqLen, width];
  * MLP, the hidden layer [size, hidden]. Empty when dropout is off.
  */
-export function dropoutMasks(model: ModelConfig, dims: ModelDims, size: number, seed: number, step: number): Float32Array[] {
+export function dropoutMasks(
+  model: ModelConfig,
+  dims: ModelDims,
+  size: number,
+  seed: number,
+  step: number,
+): Float32Array[] {
   if (model.dropout <= 0) return [];
   const rng = Rng.for(seed, Stream.dropout, step);
   const keep = 1 - model.dropout;
@@ -80,7 +86,8 @@ export function dropoutMasks(model: ModelConfig, dims: ModelDims, size: number, 
   };
   if (model.kind === "mlp") return [mask(size * model.hidden)];
   const masks: Float32Array[] = [];
-  for (let l = 0; l < model.layers; l++) masks.push(mask(size * dims.seqLen * model.width), mask(size * dims.seqLen * model.width));
+  for (let l = 0; l < model.layers; l++)
+    masks.push(mask(size * dims.seqLen * model.width), mask(size * dims.seqLen * model.width));
   return masks;
 }
 

@@ -43,7 +43,11 @@ function installed(pkg: string): boolean {
  * The engine, backend and kernel names of `choices`, checked against the lists this build offers: the one
  * check for the library and the CLI, so its messages name the flags.
  */
-export function engineChoices(choices: { engine?: unknown; backend?: unknown; kernels?: unknown }): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
+export function engineChoices(choices: {
+  engine?: unknown;
+  backend?: unknown;
+  kernels?: unknown;
+}): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
   const { engine, backend, kernels } = choices;
   if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly unknown[]).includes(engine)) {
     throw new UserError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
@@ -54,7 +58,11 @@ export function engineChoices(choices: { engine?: unknown; backend?: unknown; ke
   if (kernels !== undefined && !(KERNEL_CHOICES as readonly unknown[]).includes(kernels)) {
     throw new UserError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
   }
-  return { engine: engine as EngineChoice | undefined, backend: backend as TfjsBackendChoice | undefined, kernels: kernels as KernelChoice | undefined };
+  return {
+    engine: engine as EngineChoice | undefined,
+    backend: backend as TfjsBackendChoice | undefined,
+    kernels: kernels as KernelChoice | undefined,
+  };
 }
 
 /** Which engine `opts` selects (see the top of this file), or throws on an unknown or contradictory choice. */
@@ -78,7 +86,11 @@ export function resolveEngineName(opts: EngineOptions = {}): EngineName {
 
 /** Whether `opts` run on a GPU (tfjs with tfjs-node-gpu installed, on an auto or node-gpu backend). */
 export function runsOnGpu(opts: EngineOptions = {}): boolean {
-  return resolveEngineName(opts) === "tfjs" && (opts.backend ?? "auto") in { auto: 1, "node-gpu": 1 } && installed("@tensorflow/tfjs-node-gpu");
+  return (
+    resolveEngineName(opts) === "tfjs" &&
+    (opts.backend ?? "auto") in { auto: 1, "node-gpu": 1 } &&
+    installed("@tensorflow/tfjs-node-gpu")
+  );
 }
 
 export async function createEngine(opts: EngineOptions = {}): Promise<CreatedEngine> {

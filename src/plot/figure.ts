@@ -190,7 +190,12 @@ function notebookPlotlyScript(): string {
 function figureTitle(json: PlotlyMimeData): string {
   const title = (json.layout as { title?: string | { text?: string } }).title;
   const text = typeof title === "string" ? title : title?.text;
-  return text ? text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim() : "figure";
+  return text
+    ? text
+        .replace(/<[^>]*>/g, " ")
+        .replace(/\s+/g, " ")
+        .trim()
+    : "figure";
 }
 
 /** The notebook's HTML for a figure: the PNG (or a line saying why there is none) in a div that the script

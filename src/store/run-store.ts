@@ -131,7 +131,9 @@ export class RunStore {
       if (fs.existsSync(configPath)) {
         const existing = this.readConfig(id);
         if (canonicalJson(existing) !== canonicalJson(config)) {
-          throw new Error(`run ${id} in ${displayPath(dir)} holds a different config (hash collision or edited config.json)`);
+          throw new Error(
+            `run ${id} in ${displayPath(dir)} holds a different config (hash collision or edited config.json)`,
+          );
         }
       } else {
         writeFileAtomic(configPath, JSON.stringify(config, null, 2) + "\n");
@@ -199,13 +201,17 @@ export class RunStore {
   resolve(ref: string): string {
     if (ref.includes(path.sep) && fs.existsSync(path.join(ref, "run.json"))) {
       const dir = path.resolve(ref);
-      if (path.dirname(dir) !== this.root) throw new Error(`${ref} is not in the store ${displayPath(this.root)} (use --store)`);
+      if (path.dirname(dir) !== this.root)
+        throw new Error(`${ref} is not in the store ${displayPath(this.root)} (use --store)`);
       return path.basename(dir);
     }
     if (this.has(ref)) return ref;
-    const matches = fs.existsSync(this.root) ? fs.readdirSync(this.root).filter((n) => n.startsWith(ref) && this.has(n)) : [];
+    const matches = fs.existsSync(this.root)
+      ? fs.readdirSync(this.root).filter((n) => n.startsWith(ref) && this.has(n))
+      : [];
     if (matches.length === 1) return matches[0];
-    if (matches.length > 1) throw new Error(`run "${ref}" is ambiguous in ${displayPath(this.root)}: ${matches.join(", ")}`);
+    if (matches.length > 1)
+      throw new Error(`run "${ref}" is ambiguous in ${displayPath(this.root)}: ${matches.join(", ")}`);
     throw new Error(`no run "${ref}" in ${displayPath(this.root)}`);
   }
 
@@ -246,14 +252,27 @@ export class RunStore {
    * Writes a checkpoint of weights + optimizer state after `step` updates, then keeps only the newest
    * `keep` periodic ones (0: keep all). The final checkpoint is never pruned.
    */
-  writeCheckpoint(id: string, step: number, tensors: NamedTensors, metadata: Record<string, string>, opts: { final: boolean; keep: number }): string {
+  writeCheckpoint(
+    id: string,
+    step: number,
+    tensors: NamedTensors,
+    metadata: Record<string, string>,
+    opts: { final: boolean; keep: number },
+  ): string {
     const dir = path.join(this.dir(id), "checkpoints");
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, opts.final ? "final.safetensors" : `step-${String(step).padStart(9, "0")}.safetensors`);
-    writeCheckpoint(file, tensors, { format: "grokking-workbench checkpoint", version: FORMAT_VERSION, run: id, step: String(step), ...metadata });
+    writeCheckpoint(file, tensors, {
+      format: "grokking-workbench checkpoint",
+      version: FORMAT_VERSION,
+      run: id,
+      step: String(step),
+      ...metadata,
+    });
     if (!opts.final && opts.keep > 0) {
       const periodic = this.periodicCheckpoints(id);
-      for (const old of periodic.slice(0, Math.max(0, periodic.length - opts.keep))) fs.rmSync(old.path, { force: true });
+      for (const old of periodic.slice(0, Math.max(0, periodic.length - opts.keep)))
+        fs.rmSync(old.path, { force: true });
     }
     return file;
   }
@@ -274,7 +293,12 @@ export class RunStore {
     const dir = path.join(this.dir(id), "snapshots");
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, `step-${String(step).padStart(9, "0")}.safetensors`);
-    writeCheckpoint(file, weights, { format: "grokking-workbench snapshot", version: FORMAT_VERSION, run: id, step: String(step) });
+    writeCheckpoint(file, weights, {
+      format: "grokking-workbench snapshot",
+      version: FORMAT_VERSION,
+      run: id,
+      step: String(step),
+    });
     return file;
   }
 
@@ -286,7 +310,12 @@ export class RunStore {
   readNewestValidCheckpoint(id: string): (StoredCheckpoint & { file: string; setAside: string[] }) | null {
     // newest first: the final checkpoint, when there is one, comes after every periodic one
     const final = this.finalCheckpointPath(id);
-    const files = [...(fs.existsSync(final) ? [final] : []), ...this.periodicCheckpoints(id).reverse().map((c) => c.path)];
+    const files = [
+      ...(fs.existsSync(final) ? [final] : []),
+      ...this.periodicCheckpoints(id)
+        .reverse()
+        .map((c) => c.path),
+    ];
     const failures: { file: string; error: string }[] = [];
     for (const file of files) {
       let read: { tensors: NamedTensors; metadata: Record<string, string> };
@@ -296,7 +325,9 @@ export class RunStore {
         failures.push({ file, error: errorLine(err) });
         continue;
       }
-      const setAside = failures.map((f) => `skipped checkpoint ${f.error}; renamed it to ${path.basename(renameAsBad(f.file))}`);
+      const setAside = failures.map(
+        (f) => `skipped checkpoint ${f.error}; renamed it to ${path.basename(renameAsBad(f.file))}`,
+      );
       return { step: Number(read.metadata.step), ...read, file, setAside };
     }
     if (failures.length === 0) return null;
@@ -315,8 +346,12 @@ export class RunStore {
     else file = all.find((c) => c.step === which) ?? this.snapshots(id).find((c) => c.step === which);
     if (!file) {
       const have = all.map((c) => (c.final ? `final(${c.step})` : String(c.step))).join(", ") || "none";
-      const snaps = this.snapshots(id).map((c) => c.step).join(", ");
-      throw new Error(`run ${id} has no ${which === "latest" ? "" : `${which} `}checkpoint (have: ${have}${snaps ? `; snapshots: ${snaps}` : ""})`);
+      const snaps = this.snapshots(id)
+        .map((c) => c.step)
+        .join(", ");
+      throw new Error(
+        `run ${id} has no ${which === "latest" ? "" : `${which} `}checkpoint (have: ${have}${snaps ? `; snapshots: ${snaps}` : ""})`,
+      );
     }
     const { tensors, metadata } = readCheckpoint(file.path);
     return { step: file.step, tensors, metadata };

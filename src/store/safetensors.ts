@@ -38,7 +38,8 @@ export function encodeSafetensors(tensors: NamedTensors, metadata?: Record<strin
   const header: Record<string, HeaderEntry | Record<string, string>> = {};
   if (metadata && Object.keys(metadata).length > 0) {
     for (const [key, value] of Object.entries(metadata)) {
-      if (typeof value !== "string") throw new Error(`safetensors metadata "${key}" must be a string, got ${typeof value}`);
+      if (typeof value !== "string")
+        throw new Error(`safetensors metadata "${key}" must be a string, got ${typeof value}`);
     }
     header[METADATA_KEY] = metadata;
   }
@@ -99,6 +100,16 @@ function describe(value: unknown): string {
   return JSON.stringify(value) ?? String(value);
 }
 
+/** A tensor's place in the data section, as the header gives it. */
+interface TensorEntry {
+  name: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+type Fail = (problem: string) => never;
+
 /**
  * Parses and validates safetensors bytes, and verifies the tensors' checksums when the metadata has them;
  * `source` (e.g. the file path) names the input in errors. Tensors come back in the order of their data
@@ -108,9 +119,9 @@ export function decodeSafetensors(
   bytes: Uint8Array,
   source = "checkpoint",
 ): { tensors: NamedTensors; metadata: Record<string, string> } {
-  function fail(problem: string): never {
+  const fail: Fail = (problem) => {
     throw new Error(`${source}: invalid safetensors file: ${problem}`);
-  }
+  };
 
   if (bytes.length < HEADER_LENGTH_BYTES) {
     fail(`file is ${bytes.length} bytes, shorter than the ${HEADER_LENGTH_BYTES}-byte header length`);
@@ -134,9 +145,30 @@ export function decodeSafetensors(
     fail("header is not a JSON object");
   }
 
+  const { metadata, entries } = readHeader(header as Record<string, unknown>, dataLength, fail);
+  checkTiling(entries, dataLength, fail);
+  verifyChecksums(metadata, entries, bytes.subarray(dataStart), fail);
+
+  const tensors: NamedTensors = new Map();
+  for (const { name, shape, begin, end } of entries) {
+    const tensor: Tensor32 = {
+      shape: [...shape],
+      data: readFloat32LE(bytes, dataStart + begin, (end - begin) / F32_BYTES),
+    };
+    tensors.set(name, tensor);
+  }
+  return { tensors, metadata };
+}
+
+/** The header's metadata and tensor entries, each entry checked against its dtype, shape and the data size. */
+function readHeader(
+  header: Record<string, unknown>,
+  dataLength: number,
+  fail: Fail,
+): { metadata: Record<string, string>; entries: TensorEntry[] } {
   const metadata: Record<string, string> = {};
-  const entries: Array<{ name: string; shape: number[]; begin: number; end: number }> = [];
-  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
+  const entries: TensorEntry[] = [];
+  for (const [name, entry] of Object.entries(header)) {
     if (name === METADATA_KEY) {
       if (typeof entry !== "object" || entry === null || Array.isArray(entry)) fail(`${METADATA_KEY} is not an object`);
       for (const [key, value] of Object.entries(entry as Record<string, unknown>)) {
@@ -160,49 +192,52 @@ export function decodeSafetensors(
     const [begin, end] = offsets as [number, number];
     const expectedBytes = sizeOf(shape) * F32_BYTES;
     if (end - begin !== expectedBytes) {
-      fail(`tensor "${name}" of shape [${shape}] needs ${expectedBytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
+      fail(
+        `tensor "${name}" of shape [${shape}] needs ${expectedBytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
+      );
     }
     if (end > dataLength) {
       fail(`tensor "${name}" data_offsets [${begin}, ${end}] run past the ${dataLength}-byte data section`);
     }
     entries.push({ name, shape, begin, end });
   }
+  return { metadata, entries };
+}
 
-  // The data section must be tiled exactly: no overlaps, no gaps, nothing after the last tensor.
+/** The data section must be tiled exactly: no overlaps, no gaps, nothing after the last tensor. Sorts `entries`. */
+function checkTiling(entries: TensorEntry[], dataLength: number, fail: Fail): void {
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let covered = 0;
   let previous = "the start of the data section";
   for (const entry of entries) {
     if (entry.begin < covered) fail(`tensor "${entry.name}" overlaps ${previous}`);
-    if (entry.begin > covered) fail(`${entry.begin - covered} unused bytes between ${previous} and tensor "${entry.name}"`);
+    if (entry.begin > covered)
+      fail(`${entry.begin - covered} unused bytes between ${previous} and tensor "${entry.name}"`);
     covered = entry.end;
     previous = `tensor "${entry.name}"`;
   }
   if (covered !== dataLength) fail(`${dataLength - covered} trailing bytes after ${previous}`);
+}
 
-  // checksums: all or none (files written before checksums have none)
+/**
+ * Checks each tensor's bytes against its checksum in the metadata, then removes the checksums from it: all
+ * tensors have one or none does (files written before checksums have none).
+ */
+function verifyChecksums(metadata: Record<string, string>, entries: TensorEntry[], data: Uint8Array, fail: Fail): void {
   const checksums = Object.keys(metadata).filter((key) => key.startsWith(CHECKSUM_PREFIX));
-  if (checksums.length > 0) {
-    const names = new Set(entries.map((e) => e.name));
-    for (const key of checksums) {
-      if (!names.has(key.slice(CHECKSUM_PREFIX.length))) fail(`checksum ${key} names no tensor`);
-    }
-    for (const { name, begin, end } of entries) {
-      const expected = metadata[CHECKSUM_PREFIX + name];
-      if (expected === undefined) fail(`tensor "${name}" has no checksum, though others do`);
-      if (blockChecksum(bytes.subarray(dataStart + begin, dataStart + end)) !== expected) {
-        fail(`tensor "${name}" does not match its checksum (its data is corrupt)`);
-      }
-    }
-    for (const key of checksums) delete metadata[key];
+  if (checksums.length === 0) return;
+  const names = new Set(entries.map((e) => e.name));
+  for (const key of checksums) {
+    if (!names.has(key.slice(CHECKSUM_PREFIX.length))) fail(`checksum ${key} names no tensor`);
   }
-
-  const tensors: NamedTensors = new Map();
-  for (const { name, shape, begin, end } of entries) {
-    const tensor: Tensor32 = { shape: [...shape], data: readFloat32LE(bytes, dataStart + begin, (end - begin) / F32_BYTES) };
-    tensors.set(name, tensor);
+  for (const { name, begin, end } of entries) {
+    const expected = metadata[CHECKSUM_PREFIX + name];
+    if (expected === undefined) fail(`tensor "${name}" has no checksum, though others do`);
+    if (blockChecksum(data.subarray(begin, end)) !== expected) {
+      fail(`tensor "${name}" does not match its checksum (its data is corrupt)`);
+    }
   }
-  return { tensors, metadata };
+  for (const key of checksums) delete metadata[key];
 }
 
 /**
@@ -211,11 +246,15 @@ export function decodeSafetensors(
  */
 export function writeCheckpoint(path: string, tensors: NamedTensors, metadata: Record<string, string> = {}): void {
   const withChecksums = { ...metadata };
-  for (const [name, tensor] of tensors) withChecksums[CHECKSUM_PREFIX + name] = blockChecksum(littleEndianBytes(tensor.data));
+  for (const [name, tensor] of tensors)
+    withChecksums[CHECKSUM_PREFIX + name] = blockChecksum(littleEndianBytes(tensor.data));
   writeFileAtomic(path, encodeSafetensors(tensors, withChecksums));
 }
 
 /** Reads a checkpoint, verifying its checksums (see decodeSafetensors); `source` names it in errors. */
-export function readCheckpoint(path: string, source = path): { tensors: NamedTensors; metadata: Record<string, string> } {
+export function readCheckpoint(
+  path: string,
+  source = path,
+): { tensors: NamedTensors; metadata: Record<string, string> } {
   return decodeSafetensors(fs.readFileSync(path), source);
 }

@@ -86,7 +86,17 @@ export function defaultWorkers(opts: EngineOptions = {}): number {
 function runResult(store: RunStore, run: SweepRun): SweepRunResult {
   const base = { ...run, steps: run.config.training.steps };
   if (!store.has(run.id)) {
-    return { ...base, status: "missing", stepsDone: 0, firstTrain99: null, firstVal99: null, bestValAcc: NaN, finalTrainAcc: NaN, finalValAcc: NaN, trainSeconds: 0 };
+    return {
+      ...base,
+      status: "missing",
+      stepsDone: 0,
+      firstTrain99: null,
+      firstVal99: null,
+      bestValAcc: NaN,
+      finalTrainAcc: NaN,
+      finalValAcc: NaN,
+      trainSeconds: 0,
+    };
   }
   const info = store.info(run.id);
   const rows = store.readMetrics(run.id).rows;
@@ -104,7 +114,13 @@ function runResult(store: RunStore, run: SweepRun): SweepRunResult {
   };
 }
 
-function summarize(name: string, runs: SweepRunResult[], counts: { skipped: number; trained: number; failed: number }, interrupted: boolean, seconds: number): SweepResult {
+function summarize(
+  name: string,
+  runs: SweepRunResult[],
+  counts: { skipped: number; trained: number; failed: number },
+  interrupted: boolean,
+  seconds: number,
+): SweepResult {
   const unfinished = runs.filter((r) => r.status !== "finished").length;
   return { name, runs, ...counts, unfinished, interrupted: interrupted && unfinished > 0, seconds };
 }
@@ -115,7 +131,13 @@ export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | str
   const s = RunStore.of(store);
   const results = runs.map((r) => runResult(s, r));
   const finished = results.filter((r) => r.status === "finished").length;
-  return summarize(Array.isArray(spec) ? "sweep" : spec.name ?? "sweep", results, { skipped: finished, trained: 0, failed: 0 }, false, 0);
+  return summarize(
+    Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep"),
+    results,
+    { skipped: finished, trained: 0, failed: 0 },
+    false,
+    0,
+  );
 }
 
 interface Live {
@@ -125,9 +147,20 @@ interface Live {
 }
 
 /** The sweep's progress line: done/total runs, each running run's step and val acc, an ETA. */
-function progressLine(done: number, total: number, live: Map<number, Live>, stepsDone: number, stepsTotal: number, seconds: number, stepsAtStart: number): string {
+function progressLine(
+  done: number,
+  total: number,
+  live: Map<number, Live>,
+  stepsDone: number,
+  stepsTotal: number,
+  seconds: number,
+  stepsAtStart: number,
+): string {
   const eta = formatEta(stepsTotal - stepsDone, stepsDone - stepsAtStart, seconds);
-  const running = [...live.entries()].map(([i, l]) => `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`);
+  const running = [...live.entries()].map(
+    ([i, l]) =>
+      `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`,
+  );
   return `${done}/${total} runs done · ${running.length ? running.join(" · ") : "starting"} · ${formatDuration(seconds)} elapsed, ETA ${eta} (at most)`;
 }
 
@@ -176,21 +209,33 @@ class WorkerPool {
     const liveSteps = [...this.live.entries()].reduce((s, [i, l]) => s + (l.step || results[i].stepsDone), 0);
     const queuedSteps = this.queue.reduce((s, i) => s + results[i].stepsDone, 0);
     const seconds = (Date.now() - this.startedAt) / 1000;
-    const line = progressLine(this.doneCount(), this.runs.length, this.live, this.stepsEnded + liveSteps + queuedSteps, this.stepsTotal, seconds, this.stepsAtStart);
+    const line = progressLine(
+      this.doneCount(),
+      this.runs.length,
+      this.live,
+      this.stepsEnded + liveSteps + queuedSteps,
+      this.stepsTotal,
+      seconds,
+      this.stepsAtStart,
+    );
     this.progress.draw(line, force);
   }
 
   /** The first stop lets running runs end after their step with a checkpoint; a second kills the workers. */
   readonly stop = () => {
     if (this.stopping) {
-      this.say(`sweep ${this.name}: second interrupt: killing the workers (runs lose the steps since their last checkpoint)`);
+      this.say(
+        `sweep ${this.name}: second interrupt: killing the workers (runs lose the steps since their last checkpoint)`,
+      );
       this.killed = true;
       for (const c of this.children) c.kill("SIGKILL");
       return;
     }
     this.stopping = true;
     this.queue.length = 0;
-    this.say(`sweep ${this.name}: stopping: running runs end after their step with a checkpoint; run the sweep again to go on (interrupt again to kill)`);
+    this.say(
+      `sweep ${this.name}: stopping: running runs end after their step with a checkpoint; run the sweep again to go on (interrupt again to kill)`,
+    );
     for (const c of this.children) if (c.connected) c.send({ type: "stop" } satisfies ToWorker);
   };
 
@@ -209,7 +254,12 @@ class WorkerPool {
         }
         this.live.set(index, { step: this.results[index].stepsDone, steps: this.results[index].steps, valAcc: NaN });
         this.results[index].status = "running";
-        child.send({ type: "run", index, config: this.runs[index].config, options: this.workerOptions } satisfies ToWorker);
+        child.send({
+          type: "run",
+          index,
+          config: this.runs[index].config,
+          options: this.workerOptions,
+        } satisfies ToWorker);
         this.redraw();
       };
       child.on("message", (m: FromWorker) => {
@@ -222,10 +272,14 @@ class WorkerPool {
       child.on("exit", (code, signal) => {
         this.children.delete(child);
         if (current === null) {
-          if (code !== 0 && !this.stopping) this.say(`sweep ${this.name}: a worker exited (${signal ?? `code ${code}`}) before taking a run`);
+          if (code !== 0 && !this.stopping)
+            this.say(`sweep ${this.name}: a worker exited (${signal ?? `code ${code}`}) before taking a run`);
           return resolve();
         }
-        this.endRun(current, this.killed ? "killed by a second interrupt" : `its worker exited (${signal ?? `code ${code}`})`);
+        this.endRun(
+          current,
+          this.killed ? "killed by a second interrupt" : `its worker exited (${signal ?? `code ${code}`})`,
+        );
         current = null;
         // a crashed worker is replaced while there is work left
         if (!this.stopping && this.queue.length > 0) void this.startWorker().then(resolve);
@@ -273,7 +327,9 @@ class WorkerPool {
         : r.status === "failed"
           ? `FAILED: ${failure}`
           : `stopped at step ${r.stepsDone}/${r.steps}`;
-    (r.status === "finished" ? this.sayUnlessInCell : this.say)(`[${this.doneCount()}/${runs.length}] #${index + 1} ${label} (${r.id}): ${what}`);
+    (r.status === "finished" ? this.sayUnlessInCell : this.say)(
+      `[${this.doneCount()}/${runs.length}] #${index + 1} ${label} (${r.id}): ${what}`,
+    );
     this.onRunEnd?.(r);
   }
 }
@@ -284,7 +340,7 @@ class WorkerPool {
  */
 export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptions = {}): Promise<SweepResult> {
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
-  const name = Array.isArray(spec) ? "sweep" : spec.name ?? "sweep";
+  const name = Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep");
   const store = RunStore.of(options.store);
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   // fails here, before any worker starts, on a bad engine choice
@@ -317,7 +373,11 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
     keepCheckpoints: options.keepCheckpoints,
     snapshotSteps: options.snapshotSteps,
   };
-  const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, { label: `sweep ${name}`, out: log }, true);
+  const { display: progress, owned: ownsProgress } = progressDisplayFor(
+    options.progress,
+    { label: `sweep ${name}`, out: log },
+    true,
+  );
   const say = (m: string) => (progress ? progress.log(m, log) : log(m));
   const pool = new WorkerPool(name, runs, results, todo, store, workerOptions, progress, say, options.onRunEnd);
   if (options.handleSignals) {

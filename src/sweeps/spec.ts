@@ -17,13 +17,20 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { FieldValue, isObject, mergeConfig, normalizeConfig, paperConfig, RunConfig, setConfigField } from "../config/run-config";
+import {
+  FieldValue,
+  isObject,
+  mergeConfig,
+  normalizeConfig,
+  paperConfig,
+  RunConfig,
+  setConfigField,
+} from "../config/run-config";
 
 export type { FieldValue };
 import { PRESETS } from "../training/presets";
 import { RunStore } from "../store/run-store";
 import { UserError } from "../util/errors";
-
 
 export interface SweepSpec {
   name?: string;
@@ -81,13 +88,17 @@ function checkSpecShape(spec: unknown, source: string): SweepSpec {
   }
   if (spec.name !== undefined && typeof spec.name !== "string") throw new UserError(`${source}: name must be a string`);
   if (spec.base !== undefined && typeof spec.base !== "string" && !isObject(spec.base)) {
-    throw new UserError(`${source}: base must be a preset name (${Object.keys(PRESETS).join(", ")}) or a config object`);
+    throw new UserError(
+      `${source}: base must be a preset name (${Object.keys(PRESETS).join(", ")}) or a config object`,
+    );
   }
-  if (spec.set !== undefined && !isObject(spec.set)) throw new UserError(`${source}: set must map field paths to values`);
+  if (spec.set !== undefined && !isObject(spec.set))
+    throw new UserError(`${source}: set must map field paths to values`);
   if (spec.grid !== undefined) {
     if (!isObject(spec.grid)) throw new UserError(`${source}: grid must map field paths to lists of values`);
     for (const [field, values] of Object.entries(spec.grid)) {
-      if (!Array.isArray(values) || values.length === 0) throw new UserError(`${source}: grid.${field} must be a non-empty list of values`);
+      if (!Array.isArray(values) || values.length === 0)
+        throw new UserError(`${source}: grid.${field} must be a non-empty list of values`);
     }
   }
   if (spec.variants !== undefined) {
@@ -113,7 +124,8 @@ function baseConfig(base: SweepSpec["base"]): RunConfig {
 
 function cartesian(grid: Record<string, FieldValue[]>): Record<string, FieldValue>[] {
   let combos: Record<string, FieldValue>[] = [{}];
-  for (const [field, values] of Object.entries(grid)) combos = combos.flatMap((c) => values.map((v) => ({ ...c, [field]: v })));
+  for (const [field, values] of Object.entries(grid))
+    combos = combos.flatMap((c) => values.map((v) => ({ ...c, [field]: v })));
   return combos;
 }
 
@@ -131,7 +143,8 @@ export function expandSweep(specIn: SweepSpec): SweepRun[] {
   for (const [variant, changes] of variants) {
     const seen = new Set<string>();
     let vcfg = base;
-    for (const [field, value] of Object.entries(changes)) vcfg = setConfigField(vcfg, field, value, `variant "${variant}"`);
+    for (const [field, value] of Object.entries(changes))
+      vcfg = setConfigField(vcfg, field, value, `variant "${variant}"`);
     for (const params of cartesian(spec.grid ?? {})) {
       let cfg = vcfg;
       for (const [field, value] of Object.entries(params)) cfg = setConfigField(cfg, field, value, "grid");
@@ -153,6 +166,8 @@ export function expandSweep(specIn: SweepSpec): SweepRun[] {
 
 /** "variant · data.trainFraction=0.3 · training.seed=1" */
 export function describeRun(variant: string, params: Record<string, FieldValue>): string {
-  const parts = Object.entries(params).map(([k, v]) => `${k}=${typeof v === "object" && v !== null ? JSON.stringify(v) : v}`);
+  const parts = Object.entries(params).map(
+    ([k, v]) => `${k}=${typeof v === "object" && v !== null ? JSON.stringify(v) : v}`,
+  );
   return [variant, ...parts].filter(Boolean).join(" · ");
 }

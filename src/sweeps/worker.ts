@@ -6,10 +6,21 @@ import { train, TrainOptions } from "../training/trainer";
 import { RunConfig } from "../config/run-config";
 
 /** Parent → worker. */
-export type ToWorker = { type: "run"; index: number; config: RunConfig; options: WorkerTrainOptions } | { type: "stop" };
+export type ToWorker =
+  { type: "run"; index: number; config: RunConfig; options: WorkerTrainOptions } | { type: "stop" };
 
 /** Parent → worker: the serializable part of TrainOptions. */
-export type WorkerTrainOptions = Pick<TrainOptions, "engine" | "backend" | "kernels" | "threads" | "checkpointEvery" | "checkpointSeconds" | "keepCheckpoints" | "snapshotSteps"> & {
+export type WorkerTrainOptions = Pick<
+  TrainOptions,
+  | "engine"
+  | "backend"
+  | "kernels"
+  | "threads"
+  | "checkpointEvery"
+  | "checkpointSeconds"
+  | "keepCheckpoints"
+  | "snapshotSteps"
+> & {
   store: string;
 };
 
@@ -25,7 +36,8 @@ export type FromWorker =
 /** Least milliseconds between two "step" messages: evaluations are log-spaced, far apart late in a run. */
 const STEP_REPORT_MS = 1000;
 
-const send = (m: FromWorker) => new Promise<void>((resolve) => (process.send ? process.send(m, () => resolve()) : resolve()));
+const send = (m: FromWorker) =>
+  new Promise<void>((resolve) => (process.send ? process.send(m, () => resolve()) : resolve()));
 
 let current: AbortController | null = null;
 let stopping = false;
@@ -42,7 +54,8 @@ async function runOne(msg: Extract<ToWorker, { type: "run" }>): Promise<void> {
       // the sweep prints its own lines for a run
       log: () => {},
       onResume: (step) => void send({ type: "resumed", index: msg.index, step }),
-      onEval: (row, run) => send({ type: "eval", index: msg.index, step: row.step, steps: run.steps, valAcc: row.val_acc }),
+      onEval: (row, run) =>
+        send({ type: "eval", index: msg.index, step: row.step, steps: run.steps, valAcc: row.val_acc }),
       onStep: (step) => {
         if (Date.now() - lastReport < STEP_REPORT_MS) return;
         lastReport = Date.now();

@@ -45,7 +45,11 @@ export const FIG2_OPTIMIZER_VARIANTS: Record<string, Record<string, FieldValue>>
   "full-batch Adam, update noise": { ...ADAM, "training.batchSize": "full", "optimizer.updateNoise": 0.1 },
   "Adam, residual dropout 0.1": { ...ADAM, "model.dropout": 0.1 },
   "AdamW, weight decay 1": { "optimizer.kind": "adamw", "optimizer.weightDecay": 1 },
-  "AdamW, decay toward init": { "optimizer.kind": "adamw", "optimizer.weightDecay": 1, "optimizer.decayToward": "init" },
+  "AdamW, decay toward init": {
+    "optimizer.kind": "adamw",
+    "optimizer.weightDecay": 1,
+    "optimizer.decayToward": "init",
+  },
   "Adam, lr 3e-4": { ...ADAM, "optimizer.lr": 3e-4 },
   "Adam, lr 3e-3": { ...ADAM, "optimizer.lr": 3e-3 },
   "Adam, weight noise 0.01": { ...ADAM, "optimizer.weightNoise": 0.01 },

@@ -209,10 +209,20 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
   );
   log(`run ${id}: store ${displayPath(store.dir(id))}`);
 
-  const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, { label: `run ${id}`, out: log });
+  const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, {
+    label: `run ${id}`,
+    out: log,
+  });
   const say = (m: string) => (progress ? progress.log(m, log) : log(m));
   const stop = new StopController(id, options, say);
-  const session = new TrainingSession(ctx, start, { train, val, sampler: new BatchSampler(train, batchSize, seed, dims.seqLen) }, progress, say, stop);
+  const session = new TrainingSession(
+    ctx,
+    start,
+    { train, val, sampler: new BatchSampler(train, batchSize, seed, dims.seqLen) },
+    progress,
+    say,
+    stop,
+  );
   let stopReason: RunState["stopReason"] = null;
   let summary: string | undefined;
   try {
@@ -287,7 +297,8 @@ class TrainingSession {
       }
       this.draw();
       if (this.step >= steps) break;
-      if (options.stopAfter !== undefined && this.step - this.sessionStep0 >= options.stopAfter) this.stop.requested = true;
+      if (options.stopAfter !== undefined && this.step - this.sessionStep0 >= options.stopAfter)
+        this.stop.requested = true;
       if (this.stop.requested) return null;
       if (this.step % checkpointEvery === 0 || Date.now() - this.lastCheckpointTime > checkpointSeconds * 1000) {
         this.checkpoint(false);
@@ -353,7 +364,14 @@ class TrainingSession {
 
   private async evaluate(): Promise<void> {
     const { cfg, store, id, engine, options } = this.ctx;
-    const row = metricsRow(engine, this.data.train, this.data.val, this.step, learningRate(cfg.optimizer, this.step), this.elapsed());
+    const row = metricsRow(
+      engine,
+      this.data.train,
+      this.data.val,
+      this.step,
+      learningRate(cfg.optimizer, this.step),
+      this.elapsed(),
+    );
     this.metrics.rows.push(row);
     if (this.metrics.columns.length === 0) this.metrics.columns = Object.keys(row);
     store.writeMetrics(id, this.metrics);
@@ -391,7 +409,14 @@ function asBatch(dataset: Dataset, ex: Examples): Batch {
 }
 
 /** One row of metrics.csv. */
-function metricsRow(engine: Engine, train: Batch, val: Batch, step: number, lr: number, wallSeconds: number): MetricsRow {
+function metricsRow(
+  engine: Engine,
+  train: Batch,
+  val: Batch,
+  step: number,
+  lr: number,
+  wallSeconds: number,
+): MetricsRow {
   const tr = engine.evaluate(train);
   const va = engine.evaluate(val);
   const norms: Record<string, number> = {};

@@ -11,7 +11,10 @@ export interface TableOptions {
 export function formatTable(header: string[], rows: string[][], options: TableOptions = {}): string[] {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]) =>
-    cells.map((c, i) => (options.rightAligned?.[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  ").trimEnd();
+    cells
+      .map((c, i) => (options.rightAligned?.[i] ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join("  ")
+      .trimEnd();
   const rule = options.rule ? [line(widths.map((w) => "-".repeat(w)))] : [];
   return [line(header), ...rule, ...rows.map(line)];
 }

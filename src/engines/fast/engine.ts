@@ -26,12 +26,13 @@ export class FastEngine extends BaseEngine {
 
   static create(choice: KernelChoice = "auto", threads?: number): FastEngine {
     const { kernels, note } = loadKernels(choice, threads);
-    if (threads !== undefined) kernels.setThreads(threads);
     return new FastEngine(kernels, note);
   }
 
   get backend(): string {
-    return this.kernels.kind === "native" ? `native, ${this.kernels.threads()} thread${this.kernels.threads() > 1 ? "s" : ""}` : "typescript";
+    return this.kernels.kind === "native"
+      ? `native, ${this.kernels.threads()} thread${this.kernels.threads() > 1 ? "s" : ""}`
+      : "typescript";
   }
 
   /** The optimizer's Adam loop runs as a kernel: native when the addon is loaded (bitwise the same result). */
@@ -40,7 +41,10 @@ export class FastEngine extends BaseEngine {
   }
 
   protected prepare(setup: EngineSetup): void {
-    this.model = setup.model.kind === "mlp" ? new FastMlp(this.kernels, setup.model, setup.dims) : new FastTransformer(this.kernels, setup.model, setup.dims);
+    this.model =
+      setup.model.kind === "mlp"
+        ? new FastMlp(this.kernels, setup.model, setup.dims)
+        : new FastTransformer(this.kernels, setup.model, setup.dims);
     this.gradBuffers = new Map([...this.weights].map(([name, t]) => [name, new Float32Array(t.data.length)]));
   }
 
@@ -51,10 +55,18 @@ export class FastEngine extends BaseEngine {
   gradients(batch: Batch, step: number): GradientResult {
     const { setup } = this.ready();
     const cfg = setup.optimizer;
-    const forwardWeights = cfg.weightNoise > 0 ? noisyWeights(this.weights, cfg.weightNoise, setup.seed, step) : this.weights;
+    const forwardWeights =
+      cfg.weightNoise > 0 ? noisyWeights(this.weights, cfg.weightNoise, setup.seed, step) : this.weights;
     const masks = dropoutMasks(setup.model, setup.dims, batch.size, setup.seed, step);
     for (const g of this.gradBuffers.values()) g.fill(0);
-    const { logits, losses } = this.model!.run(FastEngine.data(forwardWeights), batch.inputs, batch.targets, batch.size, masks, this.gradBuffers);
+    const { logits, losses } = this.model!.run(
+      FastEngine.data(forwardWeights),
+      batch.inputs,
+      batch.targets,
+      batch.size,
+      masks,
+      this.gradBuffers,
+    );
     let loss = 0;
     for (let i = 0; i < batch.size; i++) loss += losses[i];
     return {

@@ -25,8 +25,21 @@ function loadNative(): { kernels: Kernels; isa: string } | null {
   if (loadError !== null) return null;
   try {
     const addon = require(NATIVE_ADDON_PATH) as NativeAddon;
-    const names = ["threads", "setThreads", "matmul", "layerNormForward", "layerNormBackward", "attentionForward", "attentionBackward", "softmaxCrossEntropy", "activationForward", "activationBackward", "adamUpdate"] as const;
-    for (const name of names) if (typeof addon[name] !== "function") throw new Error(`the addon has no ${name}() (stale build?)`);
+    const names = [
+      "threads",
+      "setThreads",
+      "matmul",
+      "layerNormForward",
+      "layerNormBackward",
+      "attentionForward",
+      "attentionBackward",
+      "softmaxCrossEntropy",
+      "activationForward",
+      "activationBackward",
+      "adamUpdate",
+    ] as const;
+    for (const name of names)
+      if (typeof addon[name] !== "function") throw new Error(`the addon has no ${name}() (stale build?)`);
     const kernels: Kernels = {
       kind: "native",
       threads: addon.threads,
@@ -45,7 +58,10 @@ function loadNative(): { kernels: Kernels; isa: string } | null {
     return cached;
   } catch (err) {
     const code = (err as { code?: string }).code;
-    loadError = code === "MODULE_NOT_FOUND" ? `${path.relative(process.cwd(), NATIVE_ADDON_PATH) || NATIVE_ADDON_PATH} not found` : errorLine(err);
+    loadError =
+      code === "MODULE_NOT_FOUND"
+        ? `${path.relative(process.cwd(), NATIVE_ADDON_PATH) || NATIVE_ADDON_PATH} not found`
+        : errorLine(err);
     return null;
   }
 }
@@ -60,7 +76,10 @@ export function nativeKernelsAvailable(): boolean {
  * TypeScript; "native": the addon or an Error saying how to build it; "typescript": always TypeScript. The
  * name is checked by engineChoices (engines/index.ts).
  */
-export function loadKernels(choice: "auto" | "native" | "typescript" = "auto", threads?: number): { kernels: Kernels; note: string } {
+export function loadKernels(
+  choice: "auto" | "native" | "typescript" = "auto",
+  threads?: number,
+): { kernels: Kernels; note: string } {
   if (choice === "typescript") return { kernels: tsKernels, note: "TypeScript kernels (requested)" };
   const native = loadNative();
   if (native) {
@@ -69,6 +88,8 @@ export function loadKernels(choice: "auto" | "native" | "typescript" = "auto", t
     return { kernels: native.kernels, note: `native kernels (${native.isa}, ${n} thread${n === 1 ? "" : "s"})` };
   }
   if (choice === "native")
-    throw new Error(`native kernels are not available (${loadError}); build them with \`npm run build:native\` (needs a C++17 compiler, make and python3)`);
+    throw new Error(
+      `native kernels are not available (${loadError}); build them with \`npm run build:native\` (needs a C++17 compiler, make and python3)`,
+    );
   return { kernels: tsKernels, note: `native kernels not built (${loadError}); using TypeScript kernels` };
 }

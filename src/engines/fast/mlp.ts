@@ -20,7 +20,14 @@ export class FastMlp {
    * As FastTransformer.run: the forward pass, and with `grads` the backward pass accumulating into them.
    * The logits and losses returned are overwritten by the next call.
    */
-  run(w: Weights, inputs: Int32Array, targets: Int32Array, size: number, masks: Float32Array[], grads: Weights | null): ForwardPass {
+  run(
+    w: Weights,
+    inputs: Int32Array,
+    targets: Int32Array,
+    size: number,
+    masks: Float32Array[],
+    grads: Weights | null,
+  ): ForwardPass {
     const { kernels, ws } = this;
     const d = this.cfg.width;
     const hid = this.cfg.hidden;

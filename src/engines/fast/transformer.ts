@@ -161,7 +161,8 @@ export class FastTransformer {
     private readonly cfg: TransformerConfig,
     private readonly dims: ModelDims,
   ) {
-    if (dims.seqLen !== 4) throw new Error(`the fast transformer handles sequences of 4 tokens (x ∘ y =), not ${dims.seqLen}`);
+    if (dims.seqLen !== 4)
+      throw new Error(`the fast transformer handles sequences of 4 tokens (x ∘ y =), not ${dims.seqLen}`);
     this.d = cfg.width;
     this.f = ffnWidth(cfg);
     this.n = dims.numSymbols;
@@ -175,7 +176,14 @@ export class FastTransformer {
    * accumulating into grads (by weight name). `masks` are the dropout masks of engines/engine.dropoutMasks
    * (empty: no dropout). The logits and losses returned are overwritten by the next call.
    */
-  run(w: Weights, inputs: Int32Array, targets: Int32Array, size: number, masks: Float32Array[], grads: Weights | null): ForwardPass {
+  run(
+    w: Weights,
+    inputs: Int32Array,
+    targets: Int32Array,
+    size: number,
+    masks: Float32Array[],
+    grads: Weights | null,
+  ): ForwardPass {
     const weights = this.resolve(w);
     const batch = this.streams(inputs, size, masks.length === 0);
     let prefix = this.embeddingForward(batch.prefix, weights);
@@ -195,7 +203,15 @@ export class FastTransformer {
     let dSuffix = this.headBackward(head, dlogits, weights, gradients);
     let dPrefix: Float32Array = new Float32Array(0); // the last block's prefix has no output rows
     for (let l = this.cfg.layers - 1; l >= 0; l--) {
-      [dPrefix, dSuffix] = this.blockBackward(l, weights.blocks[l], gradients.blocks[l], blocks[l], batch, dPrefix, dSuffix);
+      [dPrefix, dSuffix] = this.blockBackward(
+        l,
+        weights.blocks[l],
+        gradients.blocks[l],
+        blocks[l],
+        batch,
+        dPrefix,
+        dSuffix,
+      );
     }
     this.embeddingBackward(batch.prefix, dPrefix, gradients);
     this.embeddingBackward(batch.suffix, dSuffix, gradients);
@@ -294,17 +310,52 @@ export class FastTransformer {
   // block
 
   /** Block l over both streams, from their inputs prefixIn [U·2 × d] and suffixIn [size·2 × d]. */
-  private blockForward(l: number, p: BlockWeights, prefixIn: Float32Array, suffixIn: Float32Array, batch: BatchStreams, masks: Float32Array[]): BlockActivations {
+  private blockForward(
+    l: number,
+    p: BlockWeights,
+    prefixIn: Float32Array,
+    suffixIn: Float32Array,
+    batch: BatchStreams,
+    masks: Float32Array[],
+  ): BlockActivations {
     const last = l === this.cfg.layers - 1;
     const { size, prefixCount } = batch;
     // The prefix attends within itself (positions 0–1), the suffix to all four positions. The last block
     // goes on at the answer position (3) only, so there the prefix gives keys and values alone.
     const prefix = last
-      ? this.streamActivations(l, batch.prefix, prefixIn, { sequences: prefixCount, tq: 0, tk: 2, queryOffset: 0 }, new Int32Array(0), masks)
-      : this.streamActivations(l, batch.prefix, prefixIn, { sequences: prefixCount, tq: 2, tk: 2, queryOffset: 0 }, null, masks);
+      ? this.streamActivations(
+          l,
+          batch.prefix,
+          prefixIn,
+          { sequences: prefixCount, tq: 0, tk: 2, queryOffset: 0 },
+          new Int32Array(0),
+          masks,
+        )
+      : this.streamActivations(
+          l,
+          batch.prefix,
+          prefixIn,
+          { sequences: prefixCount, tq: 2, tk: 2, queryOffset: 0 },
+          null,
+          masks,
+        );
     const suffix = last
-      ? this.streamActivations(l, batch.suffix, suffixIn, { sequences: size, tq: 1, tk: 4, queryOffset: 3 }, answerRows(size), masks)
-      : this.streamActivations(l, batch.suffix, suffixIn, { sequences: size, tq: 2, tk: 4, queryOffset: 2 }, null, masks);
+      ? this.streamActivations(
+          l,
+          batch.suffix,
+          suffixIn,
+          { sequences: size, tq: 1, tk: 4, queryOffset: 3 },
+          answerRows(size),
+          masks,
+        )
+      : this.streamActivations(
+          l,
+          batch.suffix,
+          suffixIn,
+          { sequences: size, tq: 2, tk: 4, queryOffset: 2 },
+          null,
+          masks,
+        );
     this.qkvForward(prefix, p);
     this.qkvForward(suffix, p);
     const joined = this.joinForward(l, batch, prefix, suffix);
@@ -324,13 +375,21 @@ export class FastTransformer {
    * exactly the order below; another order would change their last bits.
    */
   private blockBackward(
-    l: number, p: BlockWeights, g: BlockWeights, block: BlockActivations, batch: BatchStreams,
-    dPrefixOut: Float32Array, dSuffixOut: Float32Array,
+    l: number,
+    p: BlockWeights,
+    g: BlockWeights,
+    block: BlockActivations,
+    batch: BatchStreams,
+    dPrefixOut: Float32Array,
+    dSuffixOut: Float32Array,
   ): [Float32Array, Float32Array] {
     const { d, ws } = this;
     const last = l === this.cfg.layers - 1;
     const { prefix, suffix } = block;
-    const dJoined = { keys: ws.zeros(`block${l}.dKeys`, batch.size * 4 * d), values: ws.zeros(`block${l}.dValues`, batch.size * 4 * d) };
+    const dJoined = {
+      keys: ws.zeros(`block${l}.dKeys`, batch.size * 4 * d),
+      values: ws.zeros(`block${l}.dValues`, batch.size * 4 * d),
+    };
     const dSuffixQueries = ws.zeros(`${suffix.name}.dQueries`, suffix.queryCount * d);
     const dSuffixIn = ws.zeros(`${suffix.name}.dx`, suffix.rows * d);
     const dSuffixX1 = this.ffnBackward(suffix, p, g, dSuffixOut);
@@ -341,7 +400,16 @@ export class FastTransformer {
     if (!last) {
       // the prefix's own attention adds to the key and value gradients the suffix left
       const dPrefixX1 = this.ffnBackward(prefix, p, g, dPrefixOut);
-      this.selfAttentionBackward(prefix, p, g, dPrefixX1, { keys: prefix.keys, values: prefix.values }, dKeyValues.prefix, dPrefixQueries, dPrefixIn);
+      this.selfAttentionBackward(
+        prefix,
+        p,
+        g,
+        dPrefixX1,
+        { keys: prefix.keys, values: prefix.values },
+        dKeyValues.prefix,
+        dPrefixQueries,
+        dPrefixIn,
+      );
     }
     this.qkvBackward(prefix, p, g, dPrefixQueries, dKeyValues.prefix, dPrefixIn);
     this.qkvBackward(suffix, p, g, dSuffixQueries, dKeyValues.suffix, dSuffixIn);
@@ -349,7 +417,14 @@ export class FastTransformer {
   }
 
   /** A stream's activation buffers in block l (see StreamActivations), with its rows of the dropout masks. */
-  private streamActivations(l: number, stream: Stream, x: Float32Array, attention: AttentionShape, queryRows: Int32Array | null, masks: Float32Array[]): StreamActivations {
+  private streamActivations(
+    l: number,
+    stream: Stream,
+    x: Float32Array,
+    attention: AttentionShape,
+    queryRows: Int32Array | null,
+    masks: Float32Array[],
+  ): StreamActivations {
     const { d, f } = this;
     const name = `block${l}.${stream.name}`;
     const R = stream.rows;
@@ -392,7 +467,14 @@ export class FastTransformer {
   }
 
   /** Dropout mask `site` ([size × 4 × d]) at a stream's Q query rows [Q × d]; null without dropout. */
-  private maskRows(masks: Float32Array[], site: number, stream: Stream, queryRows: Int32Array | null, Q: number, key: string): Float32Array | null {
+  private maskRows(
+    masks: Float32Array[],
+    site: number,
+    stream: Stream,
+    queryRows: Int32Array | null,
+    Q: number,
+    key: string,
+  ): Float32Array | null {
     if (masks.length === 0) return null;
     const { d } = this;
     const rows = this.ws.get(key, Q * d);
@@ -408,7 +490,8 @@ export class FastTransformer {
   /** LN1 (pre-LN), then keys and values of every row and queries of the query rows. */
   private qkvForward(s: StreamActivations, p: BlockWeights): void {
     const { d, kernels } = this;
-    if (this.cfg.norm === "pre") kernels.layerNormForward(s.x, p.ln1.weight, p.ln1.bias, s.rows, d, s.a, s.ln1Mean, s.ln1Rstd);
+    if (this.cfg.norm === "pre")
+      kernels.layerNormForward(s.x, p.ln1.weight, p.ln1.bias, s.rows, d, s.a, s.ln1Mean, s.ln1Rstd);
     kernels.matmul(false, false, s.rows, d, d, s.a, p.wk, s.keys, false);
     kernels.matmul(false, false, s.rows, d, d, s.a, p.wv, s.values, false);
     if (s.queryRows) gatherRows(s.a, s.queryRows, d, s.aq);
@@ -416,7 +499,14 @@ export class FastTransformer {
   }
 
   /** Backward of qkvForward: accumulates into dx [R × d] from dQueries [Q × d] and dKeyValues [R × d each]. */
-  private qkvBackward(s: StreamActivations, p: BlockWeights, g: BlockWeights, dQueries: Float32Array, dKeyValues: KeyValues, dx: Float32Array): void {
+  private qkvBackward(
+    s: StreamActivations,
+    p: BlockWeights,
+    g: BlockWeights,
+    dQueries: Float32Array,
+    dKeyValues: KeyValues,
+    dx: Float32Array,
+  ): void {
     const { d, kernels } = this;
     const R = s.rows;
     const Q = s.queryCount;
@@ -467,7 +557,10 @@ export class FastTransformer {
       dSuffixKeys.set(dKeys.subarray((e * 4 + 2) * d, (e * 4 + 4) * d), e * 2 * d);
       dSuffixValues.set(dValues.subarray((e * 4 + 2) * d, (e * 4 + 4) * d), e * 2 * d);
     }
-    return { prefix: { keys: dPrefixKeys, values: dPrefixValues }, suffix: { keys: dSuffixKeys, values: dSuffixValues } };
+    return {
+      prefix: { keys: dPrefixKeys, values: dPrefixValues },
+      suffix: { keys: dSuffixKeys, values: dSuffixValues },
+    };
   }
 
   /** Attention of the query rows over `attended`, output projection, dropout and residual; post-LN, then LN1. */
@@ -475,13 +568,26 @@ export class FastTransformer {
     const { d, kernels } = this;
     const Q = s.queryCount;
     const { sequences, tq, tk, queryOffset } = s.attention;
-    kernels.attentionForward(s.queries, attended.keys, attended.values, sequences, tq, tk, this.heads, this.headDim, queryOffset, s.att, s.ao);
+    kernels.attentionForward(
+      s.queries,
+      attended.keys,
+      attended.values,
+      sequences,
+      tq,
+      tk,
+      this.heads,
+      this.headDim,
+      queryOffset,
+      s.att,
+      s.ao,
+    );
     const projected = this.ws.get(`${s.name}.projected`, Q * d);
     kernels.matmul(false, false, Q, d, d, s.ao, p.wo, projected, false);
     if (s.mask1) for (let i = 0; i < Q * d; i++) projected[i] *= s.mask1[i];
     if (s.queryRows) gatherRows(s.x, s.queryRows, d, s.xq);
     for (let i = 0; i < Q * d; i++) s.r1[i] = s.xq[i] + projected[i];
-    if (this.cfg.norm === "post") kernels.layerNormForward(s.r1, p.ln1.weight, p.ln1.bias, Q, d, s.x1, s.ln1Mean, s.ln1Rstd);
+    if (this.cfg.norm === "post")
+      kernels.layerNormForward(s.r1, p.ln1.weight, p.ln1.bias, Q, d, s.x1, s.ln1Mean, s.ln1Rstd);
   }
 
   /**
@@ -489,8 +595,14 @@ export class FastTransformer {
    * [R × d] at the query rows, and the attention's into dAttended and dQueries [Q × d].
    */
   private selfAttentionBackward(
-    s: StreamActivations, p: BlockWeights, g: BlockWeights, dx1: Float32Array,
-    attended: KeyValues, dAttended: KeyValues, dQueries: Float32Array, dx: Float32Array,
+    s: StreamActivations,
+    p: BlockWeights,
+    g: BlockWeights,
+    dx1: Float32Array,
+    attended: KeyValues,
+    dAttended: KeyValues,
+    dQueries: Float32Array,
+    dx: Float32Array,
   ): void {
     const { d, ws, kernels } = this;
     const Q = s.queryCount;
@@ -506,7 +618,22 @@ export class FastTransformer {
     kernels.matmul(false, true, Q, d, d, dProjected, p.wo, dao, true);
     kernels.matmul(true, false, d, d, Q, s.ao, dProjected, g.wo, true);
     const { sequences, tq, tk, queryOffset } = s.attention;
-    kernels.attentionBackward(dao, s.queries, attended.keys, attended.values, s.att, sequences, tq, tk, this.heads, this.headDim, queryOffset, dQueries, dAttended.keys, dAttended.values);
+    kernels.attentionBackward(
+      dao,
+      s.queries,
+      attended.keys,
+      attended.values,
+      s.att,
+      sequences,
+      tq,
+      tk,
+      this.heads,
+      this.headDim,
+      queryOffset,
+      dQueries,
+      dAttended.keys,
+      dAttended.values,
+    );
   }
 
   /** The FFN of x1 (pre-LN: of LN2(x1)), dropout and residual; post-LN, then LN2. */
@@ -558,7 +685,13 @@ export class FastTransformer {
   // head
 
   /** Final LN (pre-LN), logits and cross-entropy of x [size × d]; dlogits too, when given. */
-  private headForward(x: Float32Array, w: ModelWeights, targets: Int32Array, size: number, dlogits: Float32Array | null): HeadActivations {
+  private headForward(
+    x: Float32Array,
+    w: ModelWeights,
+    targets: Int32Array,
+    size: number,
+    dlogits: Float32Array | null,
+  ): HeadActivations {
     const { d, n, ws, kernels } = this;
     const head: HeadActivations = {
       size,
@@ -569,7 +702,8 @@ export class FastTransformer {
       logits: ws.get("head.logits", size * n),
       losses: ws.get("head.losses", size),
     };
-    if (w.finalLn) kernels.layerNormForward(x, w.finalLn.weight, w.finalLn.bias, size, d, head.normed, head.lnMean, head.lnRstd);
+    if (w.finalLn)
+      kernels.layerNormForward(x, w.finalLn.weight, w.finalLn.bias, size, d, head.normed, head.lnMean, head.lnRstd);
     kernels.matmul(false, false, size, n, d, head.normed, w.head, head.logits, false);
     kernels.softmaxCrossEntropy(head.logits, targets, size, n, head.losses, dlogits, 1 / size);
     return head;
@@ -584,7 +718,18 @@ export class FastTransformer {
     kernels.matmul(false, true, size, d, n, dlogits, w.head, dNormed, true);
     if (!w.finalLn || !g.finalLn) return dNormed;
     const dx = ws.zeros("head.dx", size * d);
-    kernels.layerNormBackward(dNormed, head.x, w.finalLn.weight, head.lnMean, head.lnRstd, size, d, dx, g.finalLn.weight, g.finalLn.bias);
+    kernels.layerNormBackward(
+      dNormed,
+      head.x,
+      w.finalLn.weight,
+      head.lnMean,
+      head.lnRstd,
+      size,
+      d,
+      dx,
+      g.finalLn.weight,
+      g.finalLn.bias,
+    );
     return dx;
   }
 }

@@ -32,14 +32,17 @@ export async function loadTfjs(choice: TfjsBackendChoice = "auto"): Promise<Load
     return loaded;
   }
   const failures: string[] = [];
-  const order: Exclude<TfjsBackendChoice, "auto">[] = choice === "auto" ? ["node-gpu", "node", "wasm", "cpu"] : [choice];
+  const order: Exclude<TfjsBackendChoice, "auto">[] =
+    choice === "auto" ? ["node-gpu", "node", "wasm", "cpu"] : [choice];
   for (const backend of order) {
     try {
       loaded = await tryBackend(backend);
       if (failures.length) loaded.note += ` (not available: ${failures.join("; ")})`;
       return loaded;
     } catch (err) {
-      failures.push(`${backend}: ${(err as { code?: string }).code === "MODULE_NOT_FOUND" ? "not installed" : errorLine(err)}`);
+      failures.push(
+        `${backend}: ${(err as { code?: string }).code === "MODULE_NOT_FOUND" ? "not installed" : errorLine(err)}`,
+      );
     }
   }
   throw new Error(`no tfjs backend could start: ${failures.join("; ")}`);
