@@ -45,20 +45,26 @@ function nodedirArgs() {
   if (process.env.npm_config_nodedir) return [];
   const prefix = path.resolve(path.dirname(process.execPath), "..");
   const inc = path.join(prefix, "include", "node");
-  if (fs.existsSync(path.join(inc, "node_api.h")) && fs.existsSync(path.join(inc, "common.gypi"))) return [`--nodedir=${prefix}`];
+  if (fs.existsSync(path.join(inc, "node_api.h")) && fs.existsSync(path.join(inc, "common.gypi")))
+    return [`--nodedir=${prefix}`];
   return [];
 }
 
 /** The most telling line of a failed build: the compiler's first error, else node-gyp's own reason. */
 function reasonOf(out) {
-  const lines = out.split("\n").map((l) => l.trim()).filter(Boolean);
+  const lines = out
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
   const compiler = lines.find((l) => /(^|\s)(fatal )?error:/.test(l) && !l.startsWith("gyp"));
   if (compiler) return compiler;
   const gypSays = lines.find((l) => l.startsWith("gyp: "));
   if (gypSays) return gypSays;
   const stack = lines.find((l) => /^gyp ERR! stack (\w*Error|Error)\b/.test(l));
   if (stack) return stack.replace(/^gyp ERR! stack /, "");
-  const err = lines.filter((l) => l.startsWith("gyp ERR!") && !/^gyp ERR! (stack|System|command|cwd|node -v|node-gyp -v|not ok)/.test(l));
+  const err = lines.filter(
+    (l) => l.startsWith("gyp ERR!") && !/^gyp ERR! (stack|System|command|cwd|node -v|node-gyp -v|not ok)/.test(l),
+  );
   return err.length ? err[err.length - 1] : "";
 }
 
@@ -80,13 +86,17 @@ function main() {
     // one line says most; GROK_NATIVE_VERBOSE=1 shows the whole log
     if (process.env.GROK_NATIVE_VERBOSE === "1") process.stderr.write(out);
     const reason = reasonOf(out);
-    warn(`node-gyp rebuild ${res.status === null ? `was stopped (${res.signal})` : `exited with status ${res.status}`}${reason ? `: ${reason.slice(0, 300)}` : ""} [${gyp.label}]`);
+    warn(
+      `node-gyp rebuild ${res.status === null ? `was stopped (${res.signal})` : `exited with status ${res.status}`}${reason ? `: ${reason.slice(0, 300)}` : ""} [${gyp.label}]`,
+    );
   }
   if (!fs.existsSync(addon)) warn(`${path.relative(root, addon)} is missing after the build`);
   // make sure it loads here, so a broken build is reported now rather than at run time
   try {
     const k = require(addon);
-    console.log(`native kernels built: ${path.relative(root, addon)} (${k.isa}, ${k.threads()} thread${k.threads() === 1 ? "" : "s"}) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    console.log(
+      `native kernels built: ${path.relative(root, addon)} (${k.isa}, ${k.threads()} thread${k.threads() === 1 ? "" : "s"}) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
   } catch (err) {
     warn(`${path.relative(root, addon)} does not load (${err && err.message ? err.message : err})`);
   }

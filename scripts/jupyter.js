@@ -49,8 +49,17 @@ function requireJupyter(sub) {
 }
 
 function nbconvert(nb, outDir, allowErrors) {
-  const args = ["nbconvert", "--to", "notebook", "--execute", `--ExecutePreprocessor.kernel_name=${KERNEL_NAME}`,
-    "--ExecutePreprocessor.timeout=1800", "--output-dir", outDir, nb];
+  const args = [
+    "nbconvert",
+    "--to",
+    "notebook",
+    "--execute",
+    `--ExecutePreprocessor.kernel_name=${KERNEL_NAME}`,
+    "--ExecutePreprocessor.timeout=1800",
+    "--output-dir",
+    outDir,
+    nb,
+  ];
   if (allowErrors) args.splice(3, 0, "--allow-errors");
   return spawnSync("jupyter", args, { encoding: "utf8", env: jupyterEnv(), cwd: root });
 }
@@ -64,13 +73,20 @@ function explainFailure(nb, outDir, r) {
   const marker = "An error occurred while executing the following cell:";
   const at = text.indexOf(marker);
   if (at < 0) return text.split("\n").slice(-30).join("\n");
-  const source = text.slice(at + marker.length).split("------------------")[1]?.trim() ?? "";
+  const source =
+    text
+      .slice(at + marker.length)
+      .split("------------------")[1]
+      ?.trim() ?? "";
   nbconvert(nb, outDir, true);
   let printed = "";
   try {
     const executed = JSON.parse(fs.readFileSync(path.join(outDir, path.basename(nb)), "utf8"));
     const cell = executed.cells.find((c) => [].concat(c.source).join("").trim() === source);
-    printed = (cell?.outputs ?? []).filter((o) => o.output_type === "stream" && o.name === "stderr").map((o) => [].concat(o.text).join("")).join("");
+    printed = (cell?.outputs ?? [])
+      .filter((o) => o.output_type === "stream" && o.name === "stderr")
+      .map((o) => [].concat(o.text).join(""))
+      .join("");
   } catch {
     // keep nbconvert's own report
   }
@@ -101,13 +117,18 @@ const [command, ...args] = process.argv.slice(2);
 switch (command) {
   case "kernel": {
     const dir = writeKernelSpec();
-    console.log(`tslab kernelspec written to ${path.relative(root, dir)}; Jupyter finds it with JUPYTER_PATH=${jupyterPath}`);
+    console.log(
+      `tslab kernelspec written to ${path.relative(root, dir)}; Jupyter finds it with JUPYTER_PATH=${jupyterPath}`,
+    );
     break;
   }
   case "notebook": {
     requireJupyter("notebook");
     writeKernelSpec();
-    const child = spawn("jupyter", ["notebook", `--notebook-dir=${path.join(root, "notebooks")}`, ...args], { stdio: "inherit", env: jupyterEnv() });
+    const child = spawn("jupyter", ["notebook", `--notebook-dir=${path.join(root, "notebooks")}`, ...args], {
+      stdio: "inherit",
+      env: jupyterEnv(),
+    });
     child.on("exit", (code) => process.exit(code ?? 1));
     break;
   }

@@ -7,10 +7,10 @@ export type { Dataset, DatasetConfig, Examples } from "./data/dataset";
 export { S5_ELEMENTS, s5Compose, s5Inverse, s5Label, s5FromCycles, s5Subgroup } from "./data/s5";
 export { PAPER_TRANSFORMER, DEFAULT_MLP, paramSpecs, initParams, countParams } from "./model/config";
 export type { ModelConfig, TransformerConfig, MlpConfig, ModelDims } from "./model/config";
-export { PAPER_OPTIMIZER, learningRate } from "./training/optimizer";
-export type { OptimizerConfig } from "./training/optimizer";
-export { paperConfig, normalizeConfig, ConfigError, withChanges, setConfigField } from "./training/config";
-export type { RunConfig, TrainingConfig, EvalSchedule } from "./training/config";
+export { PAPER_OPTIMIZER, learningRate } from "./optim/optimizer";
+export type { OptimizerConfig } from "./optim/optimizer";
+export { paperConfig, normalizeConfig, withChanges, setConfigField } from "./config/run-config";
+export type { RunConfig, TrainingConfig, EvalSchedule } from "./config/run-config";
 export { PRESETS, demoConfig, fig1Config, FIG2_OPTIMIZER_VARIANTS } from "./training/presets";
 export { train } from "./training/trainer";
 export type { TrainOptions, TrainResult } from "./training/trainer";
@@ -25,13 +25,22 @@ export type { SnapshotOptions } from "./analysis/runs";
 export { tableAnswers, predictAnswers } from "./analysis/predict";
 export type { TableAnswers } from "./analysis/predict";
 export type { NamedTensors, Tensor32 } from "./util/tensors";
-export { showFigure, showMarkdown, saveFigure, renderFigurePng, checkFigurePage, figureBundle, resetPlotlyInline } from "./plot/index";
+export { UserError, Interrupted } from "./util/errors";
+export {
+  showFigure,
+  showMarkdown,
+  saveFigure,
+  renderFigurePng,
+  checkFigurePage,
+  figureBundle,
+  resetPlotlyInline,
+} from "./plot/index";
 export type { Figure, FigurePng, SavedFigure } from "./plot/index";
 export { notebookPreset, byPreset, figure, NOTEBOOK_PRESETS } from "./notebooks/notebook";
 export type { Preset } from "./notebooks/notebook";
 export { comparisonTable, showComparisonTable, VERDICTS } from "./notebooks/report";
 export type { ComparisonRow, Verdict } from "./notebooks/report";
-export { expandSweep, loadSweepSpec, describeRun, SweepSpecError } from "./sweeps/spec";
+export { expandSweep, loadSweepSpec, describeRun } from "./sweeps/spec";
 export type { SweepSpec, SweepRun, FieldValue } from "./sweeps/spec";
 export { runSweep, sweepStatus, defaultWorkers } from "./sweeps/runner";
 export type { SweepOptions, SweepResult, SweepRunResult, SweepRunStatus } from "./sweeps/runner";
@@ -41,5 +50,20 @@ export { sharpnessOf, runSharpness, maximizeInBox, randomSubspace } from "./anal
 export type { SharpnessOptions, SharpnessResult, MaximizeOptions, BoxMaximum, Subspace } from "./analysis/sharpness";
 export { symmetryFloor, tableSymmetries } from "./analysis/symmetry";
 export type { SymmetryFloor } from "./analysis/symmetry";
-export { symbolVectors, tsne2d, fourierSpectrum, keyFrequencies, fourierCircle, nearestNeighbourShare, chanceShare, spearman } from "./analysis/embeddings";
-export type { FourierSpectrum, FourierCircle, TsneOptions, SpearmanOptions, SpearmanResult } from "./analysis/embeddings";
+export {
+  symbolVectors,
+  tsne2d,
+  fourierSpectrum,
+  keyFrequencies,
+  fourierCircle,
+  nearestNeighbourShare,
+  chanceShare,
+  spearman,
+} from "./analysis/embeddings";
+export type {
+  FourierSpectrum,
+  FourierCircle,
+  TsneOptions,
+  SpearmanOptions,
+  SpearmanResult,
+} from "./analysis/embeddings";

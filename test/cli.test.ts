@@ -12,7 +12,25 @@ function grok(args: string[], env: NodeJS.ProcessEnv = {}) {
 }
 
 /** A real run that takes a few seconds: x+y mod 11, a 1-layer width-16 transformer, full batch. */
-const TINY = ["--op", "x+y", "-p", "11", "--layers", "1", "--width", "16", "--heads", "2", "--split-seed", "1", "--seed", "3", "--batch-size", "full", "--no-progress"];
+const TINY = [
+  "--op",
+  "x+y",
+  "-p",
+  "11",
+  "--layers",
+  "1",
+  "--width",
+  "16",
+  "--heads",
+  "2",
+  "--split-seed",
+  "1",
+  "--seed",
+  "3",
+  "--batch-size",
+  "full",
+  "--no-progress",
+];
 
 test("bad flags and configs exit non-zero with a clear message and create no run directory", () => {
   const store = tempStore("bad");
@@ -49,7 +67,12 @@ test("bad flags and configs exit non-zero with a clear message and create no run
   }
   assert.equal(grok(["frobnicate"]).code, 2);
   // every command's flags are checked the same way
-  for (const args of [["bench", "--bogus"], ["bench", "--engine", "torch"], ["sweep", "--bogus"], ["ls", "extra"]]) {
+  for (const args of [
+    ["bench", "--bogus"],
+    ["bench", "--engine", "torch"],
+    ["sweep", "--bogus"],
+    ["ls", "extra"],
+  ]) {
     assert.equal(grok(args).code, 2, args.join(" "));
   }
   const missing = grok(["show", "nosuchrun", "--store", store]);
@@ -68,7 +91,10 @@ test("train prints the run id; ls and show report it, with --json; paths print r
   assert.match(r.stderr, /engine (fast \((native|typescript)|tfjs on (wasm|cpu|node|node-gpu))/);
   assert.ok(r.stderr.includes(`run ${id}: store ${storeShown}/${id}\n`), r.stderr);
   const list = JSON.parse(grok(["ls", "--json", "--store", store]).stdout);
-  assert.deepEqual(list.map((x: { id: string }) => x.id), [id]);
+  assert.deepEqual(
+    list.map((x: { id: string }) => x.id),
+    [id],
+  );
   assert.match(grok(["ls", "--store", store]).stdout, new RegExp(`${id}\\s+finished\\s+quad/11`));
   const shown = JSON.parse(grok(["show", id.slice(0, 6), "--json", "--store", store]).stdout);
   assert.equal(shown.id, id);
@@ -79,7 +105,10 @@ test("train prints the run id; ls and show report it, with --json; paths print r
   assert.ok("firstTrain99" in shown && "firstVal99" in shown);
   assert.equal(shown.last.step, 25);
   assert.ok(shown.last.val_acc >= 0 && shown.last.val_acc <= 1);
-  assert.match(grok(["show", id, "--store", store]).stdout, new RegExp(`^run ${id}  \\(${storeShown}/${id}\\)\n[^]*train ≥99%`));
+  assert.match(
+    grok(["show", id, "--store", store]).stdout,
+    new RegExp(`^run ${id}  \\(${storeShown}/${id}\\)\n[^]*train ≥99%`),
+  );
   // the same flags in another spelling name the same run
   const again = grok(["train", "--store", store, ...TINY, "--op", "quad", "--steps", "25"]);
   assert.equal(again.stdout.trim(), id);
@@ -87,9 +116,13 @@ test("train prints the run id; ls and show report it, with --json; paths print r
 });
 
 function startTraining(store: string, steps: number): ChildProcess {
-  return spawn(process.execPath, [GROK_BIN, "train", "--store", store, ...TINY, "--steps", String(steps), "--checkpoint-every", "20"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  return spawn(
+    process.execPath,
+    [GROK_BIN, "train", "--store", store, ...TINY, "--steps", String(steps), "--checkpoint-every", "20"],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
 }
 
 async function waitFor(condition: () => boolean, what: string, timeoutMs = 60000): Promise<void> {
@@ -101,11 +134,16 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 60000
 }
 
 const exited = (child: ChildProcess) =>
-  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => resolve({ code, signal })),
+  );
 
 function periodicCheckpoints(store: string): number {
   const s = new RunStore(store);
-  return s.list().flatMap((r) => s.checkpoints(r.id)).filter((c) => !c.final).length;
+  return s
+    .list()
+    .flatMap((r) => s.checkpoints(r.id))
+    .filter((c) => !c.final).length;
 }
 
 for (const how of ["SIGINT", "SIGKILL"] as const) {
@@ -147,7 +185,10 @@ for (const how of ["SIGINT", "SIGKILL"] as const) {
     const b = new RunStore(store).readMetrics(id).rows;
     assert.deepEqual(withoutTime(b), withoutTime(a));
     assert.equal(new RunStore(store).readState(id).status, "finished");
-    assert.deepEqual(fs.readdirSync(new RunStore(store).dir(id)).filter((f) => f.endsWith(".tmp")), []);
+    assert.deepEqual(
+      fs.readdirSync(new RunStore(store).dir(id)).filter((f) => f.endsWith(".tmp")),
+      [],
+    );
   });
 }
 
@@ -155,7 +196,10 @@ test("a second process cannot train a run that is being trained", async () => {
   const store = tempStore("twice");
   const child = startTraining(store, 2000);
   const done = exited(child);
-  await waitFor(() => new RunStore(store).list().length > 0 && fs.existsSync(path.join(new RunStore(store).list()[0].dir, "lock")), "the lock");
+  await waitFor(
+    () => new RunStore(store).list().length > 0 && fs.existsSync(path.join(new RunStore(store).list()[0].dir, "lock")),
+    "the lock",
+  );
   const second = grok(["train", "--store", store, ...TINY, "--steps", "2000"]);
   child.kill("SIGKILL");
   await done;

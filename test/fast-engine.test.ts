@@ -5,16 +5,20 @@ import { FastEngine } from "../src/engines/fast/engine";
 import { nativeKernelsAvailable } from "../src/engines/fast/load-kernels";
 import { TfjsEngine } from "../src/engines/tfjs/engine";
 import { initParams, ModelConfig, ModelDims } from "../src/model/config";
-import { PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { train } from "../src/training/trainer";
 import { CONFIGS, randomBatch, SMALL_DIMS, tempStore, tinyConfig, withoutTime } from "./helpers";
 import { referenceLogits } from "./reference-model";
 
 const KERNELS = nativeKernelsAvailable() ? (["typescript", "native"] as const) : (["typescript"] as const);
 if (!nativeKernelsAvailable()) {
-  test("native kernels are built", { skip: process.env.GROK_REQUIRE_NATIVE === "1" ? false : "the native addon is not built (npm run build:native)" }, () => {
-    assert.fail("GROK_REQUIRE_NATIVE=1 but the native kernels did not load");
-  });
+  test(
+    "native kernels are built",
+    { skip: process.env.GROK_REQUIRE_NATIVE === "1" ? false : "the native addon is not built (npm run build:native)" },
+    () => {
+      assert.fail("GROK_REQUIRE_NATIVE=1 but the native kernels did not load");
+    },
+  );
 }
 
 const quiet = { progress: false, log: () => {} };
@@ -82,9 +86,13 @@ test("200 training steps on the fast and the tfjs engine give the same curve", a
     const t = tfjs.metrics.rows[i];
     assert.equal(r.step, t.step);
     for (const col of ["train_loss", "val_loss", "weight_norm"]) {
-      assert.ok(Math.abs(r[col] - t[col]) <= 1e-3 * Math.abs(t[col]) + 1e-4, `step ${r.step} ${col}: fast ${r[col]} vs tfjs ${t[col]}`);
+      assert.ok(
+        Math.abs(r[col] - t[col]) <= 1e-3 * Math.abs(t[col]) + 1e-4,
+        `step ${r.step} ${col}: fast ${r[col]} vs tfjs ${t[col]}`,
+      );
     }
-    for (const col of ["train_acc", "val_acc"]) assert.ok(Math.abs(r[col] - t[col]) <= 0.02, `step ${r.step} ${col}: fast ${r[col]} vs tfjs ${t[col]}`);
+    for (const col of ["train_acc", "val_acc"])
+      assert.ok(Math.abs(r[col] - t[col]) <= 0.02, `step ${r.step} ${col}: fast ${r[col]} vs tfjs ${t[col]}`);
   });
 });
 

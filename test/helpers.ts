@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { Batch } from "../src/engines/engine";
 import { ModelConfig, ModelDims, PAPER_TRANSFORMER, TransformerConfig } from "../src/model/config";
 import { Rng } from "../src/util/rng";
-import { paperConfig, RunConfig } from "../src/training/config";
+import { paperConfig, RunConfig } from "../src/config/run-config";
 import { MetricsRow } from "../src/store/run-store";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
@@ -47,7 +47,13 @@ export function withoutTime(rows: MetricsRow[]): MetricsRow[] {
 
 export const SMALL_DIMS: ModelDims = { vocabSize: 13, numSymbols: 11, seqLen: 4 };
 
-const small = (over: Partial<TransformerConfig>): ModelConfig => ({ ...PAPER_TRANSFORMER, layers: 2, width: 16, heads: 4, ...over });
+const small = (over: Partial<TransformerConfig>): ModelConfig => ({
+  ...PAPER_TRANSFORMER,
+  layers: 2,
+  width: 16,
+  heads: 4,
+  ...over,
+});
 
 /** Model configurations that together cover every option, for the engine checks. */
 export const CONFIGS: [string, ModelConfig][] = [
@@ -65,7 +71,10 @@ export function randomBatch(dims: ModelDims, size: number, seed: number): Batch 
   const inputs = new Int32Array(size * dims.seqLen);
   const targets = new Int32Array(size);
   for (let b = 0; b < size; b++) {
-    inputs.set([rng.int(dims.numSymbols), dims.numSymbols, rng.int(dims.numSymbols), dims.numSymbols + 1], b * dims.seqLen);
+    inputs.set(
+      [rng.int(dims.numSymbols), dims.numSymbols, rng.int(dims.numSymbols), dims.numSymbols + 1],
+      b * dims.seqLen,
+    );
     targets[b] = rng.int(dims.numSymbols);
   }
   return { size, inputs, targets };

@@ -7,11 +7,21 @@ import { REPO_ROOT } from "./helpers";
 
 const JUPYTER_SCRIPT = path.join(REPO_ROOT, "scripts", "jupyter.js");
 const hasNbconvert = spawnSync("jupyter", ["nbconvert", "--version"]).status === 0;
-const skip = hasNbconvert || process.env.GROK_REQUIRE_JUPYTER === "1" ? false : "jupyter nbconvert is not installed (see environment.md)";
+const skip =
+  hasNbconvert || process.env.GROK_REQUIRE_JUPYTER === "1"
+    ? false
+    : "jupyter nbconvert is not installed (see environment.md)";
 
 function notebook(cells: string[]): string {
   return JSON.stringify({
-    cells: cells.map((source, i) => ({ cell_type: "code", execution_count: null, id: `c${i}`, metadata: {}, outputs: [], source })),
+    cells: cells.map((source, i) => ({
+      cell_type: "code",
+      execution_count: null,
+      id: `c${i}`,
+      metadata: {},
+      outputs: [],
+      source,
+    })),
     metadata: { kernelspec: { display_name: "TypeScript (tslab)", language: "typescript", name: "tslab" } },
     nbformat: 4,
     nbformat_minor: 5,
@@ -23,12 +33,18 @@ test("real Jupyter runs a TypeScript notebook on the tslab kernel, importing the
   const dir = fs.mkdtempSync(path.join(REPO_ROOT, "dist", "nbtest-"));
   process.on("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
   const good = path.join(dir, "good.ipynb");
-  fs.writeFileSync(good, notebook([
-    'import { OPERATIONS, findOperation } from "grokking-workbench";\nconsole.log(OPERATIONS.length, findOperation("x/y").id);',
-    "const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));\nawait wait(10);\nconsole.log(\"after await\");",
-  ]));
+  fs.writeFileSync(
+    good,
+    notebook([
+      'import { OPERATIONS, findOperation } from "grokking-workbench";\nconsole.log(OPERATIONS.length, findOperation("x/y").id);',
+      'const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));\nawait wait(10);\nconsole.log("after await");',
+    ]),
+  );
   const bad = path.join(dir, "bad.ipynb");
-  fs.writeFileSync(bad, notebook(['const n: number = 2;\nthrow new Error("cell failed on purpose " + n);', 'console.log("never runs");']));
+  fs.writeFileSync(
+    bad,
+    notebook(['const n: number = 2;\nthrow new Error("cell failed on purpose " + n);', 'console.log("never runs");']),
+  );
   const ok = spawnSync(process.execPath, [JUPYTER_SCRIPT, "execute", good], { encoding: "utf8" });
   assert.equal(ok.status, 0, ok.stdout + ok.stderr);
   assert.match(ok.stdout, /^ok\s+.*good\.ipynb/m);

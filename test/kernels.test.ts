@@ -22,7 +22,8 @@ const nativeLoad: { kernels: Kernels | null; error: string } = (() => {
     return { kernels: null, error: (err as Error).message };
   }
 })();
-const nativeSkip: string | false = nativeLoad.kernels || requireNative ? false : `native addon not loadable: ${nativeLoad.error}`;
+const nativeSkip: string | false =
+  nativeLoad.kernels || requireNative ? false : `native addon not loadable: ${nativeLoad.error}`;
 
 /** A test of the native kernels: skipped when the addon is missing, failed if GROK_REQUIRE_NATIVE=1. */
 function nativeTest(name: string, fn: (nk: Kernels) => void): void {
@@ -48,11 +49,19 @@ const uniform = (n: number, lo = -1, hi = 1) => rng.fillUniform(new Float32Array
 const normal = (n: number, std = 1) => rng.fillNormal(new Float32Array(n), std);
 const f64 = (a: ArrayLike<number>) => Float64Array.from(a);
 
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: (i: number) => number, what: string): void {
+function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: (i: number) => number,
+  what: string,
+): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
   for (let i = 0; i < expected.length; i++) {
     const err = Math.abs(actual[i] - expected[i]);
-    if (!(err <= tol(i))) assert.fail(`${what}[${i}]: ${actual[i]} vs ${expected[i]} (|err| ${err.toExponential(2)} > ${tol(i).toExponential(2)})`);
+    if (!(err <= tol(i)))
+      assert.fail(
+        `${what}[${i}]: ${actual[i]} vs ${expected[i]} (|err| ${err.toExponential(2)} > ${tol(i).toExponential(2)})`,
+      );
   }
 }
 
@@ -60,13 +69,17 @@ function assertBitwise(actual: Float32Array, expected: Float32Array, what: strin
   assert.equal(actual.length, expected.length, `${what}: length`);
   const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
   const b = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) assert.fail(`${what}[${i}]: ${actual[i]} !== ${expected[i]} (not bitwise equal)`);
+  for (let i = 0; i < a.length; i++)
+    if (a[i] !== b[i]) assert.fail(`${what}[${i}]: ${actual[i]} !== ${expected[i]} (not bitwise equal)`);
 }
 
 /** |fd − analytic| within rel·scaleSum + abs: a directional derivative against Σ grad·dir. */
 function assertDirectional(fd: number, analytic: number, scaleSum: number, what: string, rel = 2e-4): void {
   const err = Math.abs(fd - analytic);
-  assert.ok(err <= rel * scaleSum + 1e-9, `${what}: finite difference ${fd} vs analytic ${analytic} (|err| ${err.toExponential(2)}, scale ${scaleSum.toExponential(2)})`);
+  assert.ok(
+    err <= rel * scaleSum + 1e-9,
+    `${what}: finite difference ${fd} vs analytic ${analytic} (|err| ${err.toExponential(2)}, scale ${scaleSum.toExponential(2)})`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -82,7 +95,15 @@ function opB(c: MatmulCase, b: ArrayLike<number>, p: number, j: number): number 
 }
 
 /** Checks c (the kernel's result) against float64 sums at `entries` (all when null): c0 + op(A)·op(B). */
-function checkMatmul(c: MatmulCase, a: Float32Array, b: Float32Array, c0: Float32Array | null, out: Float32Array, entries: number[] | null, what: string): void {
+function checkMatmul(
+  c: MatmulCase,
+  a: Float32Array,
+  b: Float32Array,
+  c0: Float32Array | null,
+  out: Float32Array,
+  entries: number[] | null,
+  what: string,
+): void {
   const idx = entries ?? Array.from({ length: c.m * c.n }, (_, i) => i);
   // float32 products summed in float32 blocks of ≤ 256: allow ~1e-5 of Σ|a·b| per 512 terms
   const rel = 1e-5 * Math.max(1, c.k / 512);
@@ -97,7 +118,10 @@ function checkMatmul(c: MatmulCase, a: Float32Array, b: Float32Array, c0: Float3
       mag += Math.abs(t);
     }
     const err = Math.abs(out[e] - s);
-    if (!(err <= rel * mag + 1e-30)) assert.fail(`${what}: C[${i},${j}] = ${out[e]} vs ${s} (|err| ${err.toExponential(2)}, Σ|ab| ${mag.toExponential(2)})`);
+    if (!(err <= rel * mag + 1e-30))
+      assert.fail(
+        `${what}: C[${i},${j}] = ${out[e]} vs ${s} (|err| ${err.toExponential(2)}, Σ|ab| ${mag.toExponential(2)})`,
+      );
   }
 }
 
@@ -133,7 +157,13 @@ const REAL: MatmulCase[] = [
   { ta: false, tb: false, m: 2048, n: 97, k: 128 },
 ];
 
-function runMatmul(kern: Kernels, c: MatmulCase, a: Float32Array, b: Float32Array, c0: Float32Array | null): Float32Array {
+function runMatmul(
+  kern: Kernels,
+  c: MatmulCase,
+  a: Float32Array,
+  b: Float32Array,
+  c0: Float32Array | null,
+): Float32Array {
   const out = c0 ? c0.slice() : new Float32Array(c.m * c.n).fill(Number.NaN); // NaN: a plain product must overwrite
   kern.matmul(c.ta, c.tb, c.m, c.n, c.k, a, b, out, c0 !== null);
   return out;
@@ -147,7 +177,15 @@ test("ts matmul: all transpose forms, odd sizes, accumulate, vs float64", () => 
         const a = uniform(m * k);
         const b = uniform(k * n);
         const c0 = acc ? uniform(m * n) : null;
-        checkMatmul(c, a, b, c0, runMatmul(tsKernels, c, a, b, c0), null, `ts ${formName(ta, tb)} ${m}×${n}×${k}${acc ? " acc" : ""}`);
+        checkMatmul(
+          c,
+          a,
+          b,
+          c0,
+          runMatmul(tsKernels, c, a, b, c0),
+          null,
+          `ts ${formName(ta, tb)} ${m}×${n}×${k}${acc ? " acc" : ""}`,
+        );
       }
 });
 
@@ -156,7 +194,15 @@ test("ts matmul: the real sizes vs float64 (sampled entries)", () => {
     const a = uniform(c.m * c.k);
     const b = uniform(c.k * c.n);
     const c0 = c.n === 97 ? uniform(c.m * c.n) : null;
-    checkMatmul(c, a, b, c0, runMatmul(tsKernels, c, a, b, c0), sampleEntries(c.m * c.n, 300), `ts ${formName(c.ta, c.tb)} ${c.m}×${c.n}×${c.k}`);
+    checkMatmul(
+      c,
+      a,
+      b,
+      c0,
+      runMatmul(tsKernels, c, a, b, c0),
+      sampleEntries(c.m * c.n, 300),
+      `ts ${formName(c.ta, c.tb)} ${c.m}×${c.n}×${c.k}`,
+    );
   }
 });
 
@@ -166,10 +212,44 @@ test("ts matmul: k = 0 zeroes (or keeps) C; bad sizes throw", () => {
   assert.deepEqual([...c], [1, 2, 3, 4]);
   tsKernels.matmul(false, false, 2, 2, 0, new Float32Array(0), new Float32Array(0), c, false);
   assert.deepEqual([...c], [0, 0, 0, 0]);
-  assert.throws(() => tsKernels.matmul(false, false, 2, 2, 2, new Float32Array(4), new Float32Array(4), new Float32Array(3), false), /matmul: c has 3 elements, needs at least 4/);
-  assert.throws(() => tsKernels.matmul(false, false, 2.5, 2, 2, new Float32Array(6), new Float32Array(4), new Float32Array(6), false), /matmul: m must be a non-negative integer/);
-  assert.throws(() => tsKernels.matmul(false, false, 2, 2, 2, new Float64Array(4) as unknown as Float32Array, new Float32Array(4), new Float32Array(4), false), /matmul: a must be a Float32Array/);
-  assert.throws(() => tsKernels.layerNormForward(new Float32Array(8), new Float32Array(4), new Float32Array(4), 2, 4, new Float32Array(8), new Float32Array(1), new Float32Array(2)), /layerNormForward: mean has 1 elements, needs at least 2/);
+  assert.throws(
+    () => tsKernels.matmul(false, false, 2, 2, 2, new Float32Array(4), new Float32Array(4), new Float32Array(3), false),
+    /matmul: c has 3 elements, needs at least 4/,
+  );
+  assert.throws(
+    () =>
+      tsKernels.matmul(false, false, 2.5, 2, 2, new Float32Array(6), new Float32Array(4), new Float32Array(6), false),
+    /matmul: m must be a non-negative integer/,
+  );
+  assert.throws(
+    () =>
+      tsKernels.matmul(
+        false,
+        false,
+        2,
+        2,
+        2,
+        new Float64Array(4) as unknown as Float32Array,
+        new Float32Array(4),
+        new Float32Array(4),
+        false,
+      ),
+    /matmul: a must be a Float32Array/,
+  );
+  assert.throws(
+    () =>
+      tsKernels.layerNormForward(
+        new Float32Array(8),
+        new Float32Array(4),
+        new Float32Array(4),
+        2,
+        4,
+        new Float32Array(8),
+        new Float32Array(1),
+        new Float32Array(2),
+      ),
+    /layerNormForward: mean has 1 elements, needs at least 2/,
+  );
 });
 
 nativeTest("matmul: all transpose forms, odd sizes, accumulate, vs float64 and TypeScript", (nk) => {
@@ -220,11 +300,37 @@ nativeTest("matmul: k = 0, and sizes that would read out of bounds throw a named
   assert.deepEqual([...c], [1, 2, 3, 4]);
   nk.matmul(true, true, 2, 2, 0, new Float32Array(0), new Float32Array(0), c, false);
   assert.deepEqual([...c], [0, 0, 0, 0]);
-  assert.throws(() => nk.matmul(false, false, 2, 2, 2, new Float32Array(4), new Float32Array(4), new Float32Array(3), false), /matmul: c has 3 elements, needs at least 4/);
-  assert.throws(() => nk.matmul(false, false, 2, 3, 2, new Float32Array(4), new Float32Array(5), new Float32Array(6), false), /matmul: b has 5 elements, needs at least 6/);
-  assert.throws(() => nk.matmul(false, false, -1, 2, 2, new Float32Array(4), new Float32Array(4), new Float32Array(4), false), /matmul: m must be a non-negative integer/);
-  assert.throws(() => nk.matmul(false, false, 2, 2, 2, new Float64Array(4) as unknown as Float32Array, new Float32Array(4), new Float32Array(4), false), /matmul: a must be a Float32Array/);
-  assert.throws(() => (nk.matmul as unknown as (...args: unknown[]) => void)(false, false, 2), /matmul: expected 9 arguments/);
+  assert.throws(
+    () => nk.matmul(false, false, 2, 2, 2, new Float32Array(4), new Float32Array(4), new Float32Array(3), false),
+    /matmul: c has 3 elements, needs at least 4/,
+  );
+  assert.throws(
+    () => nk.matmul(false, false, 2, 3, 2, new Float32Array(4), new Float32Array(5), new Float32Array(6), false),
+    /matmul: b has 5 elements, needs at least 6/,
+  );
+  assert.throws(
+    () => nk.matmul(false, false, -1, 2, 2, new Float32Array(4), new Float32Array(4), new Float32Array(4), false),
+    /matmul: m must be a non-negative integer/,
+  );
+  assert.throws(
+    () =>
+      nk.matmul(
+        false,
+        false,
+        2,
+        2,
+        2,
+        new Float64Array(4) as unknown as Float32Array,
+        new Float32Array(4),
+        new Float32Array(4),
+        false,
+      ),
+    /matmul: a must be a Float32Array/,
+  );
+  assert.throws(
+    () => (nk.matmul as unknown as (...args: unknown[]) => void)(false, false, 2),
+    /matmul: expected 9 arguments/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -249,7 +355,13 @@ function refLayerNorm(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<n
 }
 
 /** Analytic float64 gradients of Σ dout·LN(x). */
-function refLayerNormGrad(dout: ArrayLike<number>, x: ArrayLike<number>, w: ArrayLike<number>, rows: number, width: number) {
+function refLayerNormGrad(
+  dout: ArrayLike<number>,
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  rows: number,
+  width: number,
+) {
   const { mean, rstd } = refLayerNorm(x, w, new Float64Array(width), rows, width);
   const dx = new Float64Array(rows * width);
   const dw = new Float64Array(width);
@@ -265,7 +377,8 @@ function refLayerNormGrad(dout: ArrayLike<number>, x: ArrayLike<number>, w: Arra
       dw[j] += dout[r * width + j] * xh(j);
       db[j] += dout[r * width + j];
     }
-    for (let j = 0; j < width; j++) dx[r * width + j] = (rstd[r] / width) * (width * dout[r * width + j] * w[j] - g1 - xh(j) * g2);
+    for (let j = 0; j < width; j++)
+      dx[r * width + j] = (rstd[r] / width) * (width * dout[r * width + j] * w[j] - g1 - xh(j) * g2);
   }
   return { dx, dw, db };
 }
@@ -291,7 +404,17 @@ function runLnForward(kern: Kernels, x: Float32Array, w: Float32Array, b: Float3
   return { out, mean, rstd };
 }
 
-function runLnBackward(kern: Kernels, dout: Float32Array, x: Float32Array, w: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, width: number, init: { dx: Float32Array; dw: Float32Array; db: Float32Array }) {
+function runLnBackward(
+  kern: Kernels,
+  dout: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  mean: Float32Array,
+  rstd: Float32Array,
+  rows: number,
+  width: number,
+  init: { dx: Float32Array; dw: Float32Array; db: Float32Array },
+) {
   const dx = init.dx.slice();
   const dw = init.dw.slice();
   const db = init.db.slice();
@@ -330,7 +453,10 @@ function checkLayerNorm(kern: Kernels, rows: number, width: number): void {
   const dirB = normal(width);
   const h = 1e-5;
   const shift = (v: ArrayLike<number>, d: ArrayLike<number>, t: number) => f64(v).map((e, i) => e + t * d[i]);
-  const fd = (L(shift(x, dirX, h), shift(w, dirW, h), shift(b, dirB, h)) - L(shift(x, dirX, -h), shift(w, dirW, -h), shift(b, dirB, -h))) / (2 * h);
+  const fd =
+    (L(shift(x, dirX, h), shift(w, dirW, h), shift(b, dirB, h)) -
+      L(shift(x, dirX, -h), shift(w, dirW, -h), shift(b, dirB, -h))) /
+    (2 * h);
   let an = 0;
   let mag = 0;
   const parts: Array<[Float64Array, Float32Array]> = [
@@ -352,7 +478,10 @@ test("ts layer norm forward/backward vs float64 reference and finite differences
 
 nativeTest("layer norm forward/backward vs float64 and TypeScript; 1 and 2 threads bitwise", (nk) => {
   for (const [rows, width] of LN_SHAPES) checkLayerNorm(nk, rows, width);
-  for (const [rows, width] of [[2048, 128], [333, 97]] as Array<[number, number]>) {
+  for (const [rows, width] of [
+    [2048, 128],
+    [333, 97],
+  ] as Array<[number, number]>) {
     const what = `native layer norm ${rows}×${width}`;
     const { x, w, b, dout } = lnInputs(rows, width);
     const init = { dx: uniform(rows * width), dw: uniform(width), db: uniform(width) };
@@ -362,16 +491,46 @@ nativeTest("layer norm forward/backward vs float64 and TypeScript; 1 and 2 threa
     };
     const one = withThreads(nk, 1, run);
     const two = withThreads(nk, 2, run);
-    for (const key of ["out", "mean", "rstd"] as const) assertBitwise(two.fw[key], one.fw[key], `${what} ${key} 2 vs 1 threads`);
-    for (const key of ["dx", "dw", "db"] as const) assertBitwise(two.bw[key], one.bw[key], `${what} ${key} 2 vs 1 threads`);
+    for (const key of ["out", "mean", "rstd"] as const)
+      assertBitwise(two.fw[key], one.fw[key], `${what} ${key} 2 vs 1 threads`);
+    for (const key of ["dx", "dw", "db"] as const)
+      assertBitwise(two.bw[key], one.bw[key], `${what} ${key} 2 vs 1 threads`);
     const fwTs = runLnForward(tsKernels, x, w, b, rows, width);
     const bwTs = runLnBackward(tsKernels, dout, x, w, fwTs.mean, fwTs.rstd, rows, width, init);
     assertClose(one.fw.out, fwTs.out, (i) => 1e-6 * (1 + Math.abs(fwTs.out[i])), `${what} out vs ts`);
     assertClose(one.bw.dx, bwTs.dx, (i) => 1e-6 * (1 + Math.abs(bwTs.dx[i])), `${what} dx vs ts`);
     assertClose(one.bw.dw, bwTs.dw, (i) => 1e-6 * (1 + Math.abs(bwTs.dw[i])), `${what} dweight vs ts`);
   }
-  assert.throws(() => nk.layerNormForward(new Float32Array(8), new Float32Array(4), new Float32Array(4), 2, 4, new Float32Array(8), new Float32Array(1), new Float32Array(2)), /layerNormForward: mean has 1 elements, needs at least 2/);
-  assert.throws(() => nk.layerNormBackward(new Float32Array(8), new Float32Array(8), new Float32Array(4), new Float32Array(2), new Float32Array(2), 2, 4, new Float32Array(8), new Float32Array(3), new Float32Array(4)), /layerNormBackward: dweight has 3 elements/);
+  assert.throws(
+    () =>
+      nk.layerNormForward(
+        new Float32Array(8),
+        new Float32Array(4),
+        new Float32Array(4),
+        2,
+        4,
+        new Float32Array(8),
+        new Float32Array(1),
+        new Float32Array(2),
+      ),
+    /layerNormForward: mean has 1 elements, needs at least 2/,
+  );
+  assert.throws(
+    () =>
+      nk.layerNormBackward(
+        new Float32Array(8),
+        new Float32Array(8),
+        new Float32Array(4),
+        new Float32Array(2),
+        new Float32Array(2),
+        2,
+        4,
+        new Float32Array(8),
+        new Float32Array(3),
+        new Float32Array(4),
+      ),
+    /layerNormBackward: dweight has 3 elements/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -402,7 +561,8 @@ function refAttention(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<n
             continue;
           }
           let dot = 0;
-          for (let e = 0; e < headDim; e++) dot += q[(b * tq + i) * D + h * headDim + e] * k[(b * tk + j) * D + h * headDim + e];
+          for (let e = 0; e < headDim; e++)
+            dot += q[(b * tq + i) * D + h * headDim + e] * k[(b * tk + j) * D + h * headDim + e];
           s.push(dot * scale);
         }
         const mx = Math.max(...s);
@@ -411,7 +571,8 @@ function refAttention(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<n
         for (let j = 0; j < tk; j++) att[((b * heads + h) * tq + i) * tk + j] = ex[j] / z;
         for (let e = 0; e < headDim; e++) {
           let o = 0;
-          for (let j = 0; j < tk; j++) o += att[((b * heads + h) * tq + i) * tk + j] * v[(b * tk + j) * D + h * headDim + e];
+          for (let j = 0; j < tk; j++)
+            o += att[((b * heads + h) * tq + i) * tk + j] * v[(b * tk + j) * D + h * headDim + e];
           out[(b * tq + i) * D + h * headDim + e] = o;
         }
       }
@@ -419,7 +580,13 @@ function refAttention(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<n
 }
 
 /** Analytic float64 gradients of Σ dout·attention(q, k, v). */
-function refAttentionGrad(dout: ArrayLike<number>, q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, d: AttDims) {
+function refAttentionGrad(
+  dout: ArrayLike<number>,
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  d: AttDims,
+) {
   const { batch, tq, tk, heads, headDim } = d;
   const D = heads * headDim;
   const { att } = refAttention(q, k, v, d);
@@ -434,7 +601,8 @@ function refAttentionGrad(dout: ArrayLike<number>, q: ArrayLike<number>, k: Arra
       for (let i = 0; i < tq; i++) {
         const P = (j: number) => att[((b * heads + h) * tq + i) * tk + j];
         const dP = new Float64Array(tk);
-        for (let j = 0; j < tk; j++) for (let e = 0; e < headDim; e++) dP[j] += dout[qi(b, i, h, e)] * v[kj(b, j, h, e)];
+        for (let j = 0; j < tk; j++)
+          for (let e = 0; e < headDim; e++) dP[j] += dout[qi(b, i, h, e)] * v[kj(b, j, h, e)];
         let rowDot = 0;
         for (let j = 0; j < tk; j++) rowDot += P(j) * dP[j];
         for (let j = 0; j < tk; j++) {
@@ -459,14 +627,34 @@ function attInputs(d: AttDims) {
   };
 }
 
-function runAttention(kern: Kernels, inp: ReturnType<typeof attInputs>, d: AttDims, init: { dq: Float32Array; dk: Float32Array; dv: Float32Array }) {
+function runAttention(
+  kern: Kernels,
+  inp: ReturnType<typeof attInputs>,
+  d: AttDims,
+  init: { dq: Float32Array; dk: Float32Array; dv: Float32Array },
+) {
   const att = new Float32Array(d.batch * d.heads * d.tq * d.tk).fill(Number.NaN);
   const out = new Float32Array(inp.dout.length).fill(Number.NaN);
   kern.attentionForward(inp.q, inp.k, inp.v, d.batch, d.tq, d.tk, d.heads, d.headDim, d.offset, att, out);
   const dq = init.dq.slice();
   const dk = init.dk.slice();
   const dv = init.dv.slice();
-  kern.attentionBackward(inp.dout, inp.q, inp.k, inp.v, att, d.batch, d.tq, d.tk, d.heads, d.headDim, d.offset, dq, dk, dv);
+  kern.attentionBackward(
+    inp.dout,
+    inp.q,
+    inp.k,
+    inp.v,
+    att,
+    d.batch,
+    d.tq,
+    d.tk,
+    d.heads,
+    d.headDim,
+    d.offset,
+    dq,
+    dk,
+    dv,
+  );
   return { att, out, dq, dk, dv };
 }
 
@@ -487,7 +675,11 @@ function checkAttention(kern: Kernels, d: AttDims): void {
         const row = ((b * d.heads + h) * d.tq + i) * d.tk;
         let s = 0;
         for (let j = 0; j < d.tk; j++) {
-          if (j > d.offset + i) assert.ok(Object.is(got.att[row + j], 0), `${what}: att[${b},${h},${i},${j}] = ${got.att[row + j]} must be exactly 0`);
+          if (j > d.offset + i)
+            assert.ok(
+              Object.is(got.att[row + j], 0),
+              `${what}: att[${b},${h},${i},${j}] = ${got.att[row + j]} must be exactly 0`,
+            );
           else assert.ok(got.att[row + j] > 0, `${what}: att[${b},${h},${i},${j}] must be positive`);
           s += got.att[row + j];
         }
@@ -511,7 +703,10 @@ function checkAttention(kern: Kernels, d: AttDims): void {
   const dirs = { q: normal(inp.q.length), k: normal(inp.k.length), v: normal(inp.v.length) };
   const h = 1e-5;
   const shift = (x: Float32Array, dir: Float32Array, t: number) => f64(x).map((e, i) => e + t * dir[i]);
-  const fd = (L(shift(inp.q, dirs.q, h), shift(inp.k, dirs.k, h), shift(inp.v, dirs.v, h)) - L(shift(inp.q, dirs.q, -h), shift(inp.k, dirs.k, -h), shift(inp.v, dirs.v, -h))) / (2 * h);
+  const fd =
+    (L(shift(inp.q, dirs.q, h), shift(inp.k, dirs.k, h), shift(inp.v, dirs.v, h)) -
+      L(shift(inp.q, dirs.q, -h), shift(inp.k, dirs.k, -h), shift(inp.v, dirs.v, -h))) /
+    (2 * h);
   let an = 0;
   let mag = 0;
   for (const [gr, dir] of [
@@ -528,7 +723,10 @@ function checkAttention(kern: Kernels, d: AttDims): void {
 
 test("ts attention forward/backward vs float64 reference and finite differences; exact causal mask", () => {
   for (const d of ATT_CASES) checkAttention(tsKernels, d);
-  assert.throws(() => checkAttention(tsKernels, { batch: 1, tq: 2, tk: 4, heads: 1, headDim: 4, offset: 3 }), /attentionForward: queryOffset \+ tq \(3 \+ 2\) must not exceed tk \(4\)/);
+  assert.throws(
+    () => checkAttention(tsKernels, { batch: 1, tq: 2, tk: 4, heads: 1, headDim: 4, offset: 3 }),
+    /attentionForward: queryOffset \+ tq \(3 \+ 2\) must not exceed tk \(4\)/,
+  );
 });
 
 nativeTest("attention forward/backward vs float64 and TypeScript; 1 and 2 threads bitwise", (nk) => {
@@ -542,14 +740,25 @@ nativeTest("attention forward/backward vs float64 and TypeScript; 1 and 2 thread
     const init = { dq: uniform(inp.q.length), dk: uniform(inp.k.length), dv: uniform(inp.v.length) };
     const one = withThreads(nk, 1, () => runAttention(nk, inp, d, init));
     const two = withThreads(nk, 2, () => runAttention(nk, inp, d, init));
-    for (const key of ["att", "out", "dq", "dk", "dv"] as const) assertBitwise(two[key], one[key], `${what} ${key} 2 vs 1 threads`);
+    for (const key of ["att", "out", "dq", "dk", "dv"] as const)
+      assertBitwise(two[key], one[key], `${what} ${key} 2 vs 1 threads`);
     const ts = runAttention(tsKernels, inp, d, init);
-    for (const key of ["att", "out", "dq", "dk", "dv"] as const) assertClose(one[key], ts[key], (i) => 1e-6 * (1 + Math.abs(ts[key][i])), `${what} ${key} vs ts`);
+    for (const key of ["att", "out", "dq", "dk", "dv"] as const)
+      assertClose(one[key], ts[key], (i) => 1e-6 * (1 + Math.abs(ts[key][i])), `${what} ${key} vs ts`);
   }
   const z = new Float32Array(64);
-  assert.throws(() => nk.attentionForward(z, z, z, 1, 2, 4, 1, 4, 3, z, z), /attentionForward: queryOffset \+ tq \(3 \+ 2\) must not exceed tk \(4\)/);
-  assert.throws(() => nk.attentionForward(z, z, new Float32Array(15), 1, 4, 4, 1, 4, 0, z, z), /attentionForward: v has 15 elements, needs at least 16/);
-  assert.throws(() => nk.attentionBackward(z, z, z, z, z, 1, 4, 4, 1, 4, 0, z, z, new Float32Array(3)), /attentionBackward: dv has 3 elements/);
+  assert.throws(
+    () => nk.attentionForward(z, z, z, 1, 2, 4, 1, 4, 3, z, z),
+    /attentionForward: queryOffset \+ tq \(3 \+ 2\) must not exceed tk \(4\)/,
+  );
+  assert.throws(
+    () => nk.attentionForward(z, z, new Float32Array(15), 1, 4, 4, 1, 4, 0, z, z),
+    /attentionForward: v has 15 elements, needs at least 16/,
+  );
+  assert.throws(
+    () => nk.attentionBackward(z, z, z, z, z, 1, 4, 4, 1, 4, 0, z, z, new Float32Array(3)),
+    /attentionBackward: dv has 3 elements/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -564,7 +773,8 @@ function refSoftmaxCE(logits: ArrayLike<number>, targets: Int32Array, rows: numb
     let z = 0;
     for (let j = 0; j < classes; j++) z += Math.exp(logits[r * classes + j] - mx);
     losses[r] = mx + Math.log(z) - logits[r * classes + targets[r]];
-    for (let j = 0; j < classes; j++) dlogits[r * classes + j] = (Math.exp(logits[r * classes + j] - mx) / z - (j === targets[r] ? 1 : 0)) * scale;
+    for (let j = 0; j < classes; j++)
+      dlogits[r * classes + j] = (Math.exp(logits[r * classes + j] - mx) / z - (j === targets[r] ? 1 : 0)) * scale;
   }
   return { losses, dlogits };
 }
@@ -576,7 +786,15 @@ function ceInputs(rows: number, classes: number) {
   return { logits, targets };
 }
 
-function runCE(kern: Kernels, logits: Float32Array, targets: Int32Array, rows: number, classes: number, scale: number, withGrad = true) {
+function runCE(
+  kern: Kernels,
+  logits: Float32Array,
+  targets: Int32Array,
+  rows: number,
+  classes: number,
+  scale: number,
+  withGrad = true,
+) {
   const losses = new Float32Array(rows).fill(Number.NaN);
   const dlogits = withGrad ? new Float32Array(rows * classes).fill(Number.NaN) : null;
   kern.softmaxCrossEntropy(logits, targets, rows, classes, losses, dlogits, scale);
@@ -601,7 +819,8 @@ function checkCE(kern: Kernels, rows: number, classes: number): void {
   const noGrad = runCE(kern, logits, targets, rows, classes, scale, false);
   assertBitwise(noGrad.losses, got.losses, `${what} losses without dlogits`);
   // directional derivative of scale·Σ losses
-  const L = (x: ArrayLike<number>) => refSoftmaxCE(x, targets, rows, classes, scale).losses.reduce((s, l) => s + l, 0) * scale;
+  const L = (x: ArrayLike<number>) =>
+    refSoftmaxCE(x, targets, rows, classes, scale).losses.reduce((s, l) => s + l, 0) * scale;
   const dir = normal(logits.length);
   const h = 1e-5;
   const fd = (L(f64(logits).map((v, i) => v + h * dir[i])) - L(f64(logits).map((v, i) => v - h * dir[i]))) / (2 * h);
@@ -616,7 +835,10 @@ function checkCE(kern: Kernels, rows: number, classes: number): void {
 
 test("ts softmax cross-entropy vs float64 reference and finite differences", () => {
   for (const [rows, classes] of CE_SHAPES) checkCE(tsKernels, rows, classes);
-  assert.throws(() => runCE(tsKernels, new Float32Array(6), new Int32Array([0, 3]), 2, 3, 1), /softmaxCrossEntropy: target 3 of row 1 is outside 0\.\.2/);
+  assert.throws(
+    () => runCE(tsKernels, new Float32Array(6), new Int32Array([0, 3]), 2, 3, 1),
+    /softmaxCrossEntropy: target 3 of row 1 is outside 0\.\.2/,
+  );
 });
 
 nativeTest("softmax cross-entropy vs float64 and TypeScript; 1 and 2 threads bitwise", (nk) => {
@@ -629,9 +851,28 @@ nativeTest("softmax cross-entropy vs float64 and TypeScript; 1 and 2 threads bit
   const ts = runCE(tsKernels, logits, targets, 2048, 97, 0.5);
   assertClose(one.losses, ts.losses, (i) => 1e-6 * (1 + Math.abs(ts.losses[i])), "losses vs ts");
   assertClose(one.dlogits!, ts.dlogits!, (i) => 1e-6 * (1e-3 + Math.abs(ts.dlogits![i])), "dlogits vs ts");
-  assert.throws(() => runCE(nk, new Float32Array(6), new Int32Array([0, -1]), 2, 3, 1), /softmaxCrossEntropy: target -1 of row 1 is outside 0\.\.2/);
-  assert.throws(() => nk.softmaxCrossEntropy(new Float32Array(6), new Float32Array(2) as unknown as Int32Array, 2, 3, new Float32Array(2), null, 1), /softmaxCrossEntropy: targets must be an Int32Array/);
-  assert.throws(() => nk.softmaxCrossEntropy(new Float32Array(6), new Int32Array(2), 2, 3, new Float32Array(2), new Float32Array(5), 1), /softmaxCrossEntropy: dlogits has 5 elements/);
+  assert.throws(
+    () => runCE(nk, new Float32Array(6), new Int32Array([0, -1]), 2, 3, 1),
+    /softmaxCrossEntropy: target -1 of row 1 is outside 0\.\.2/,
+  );
+  assert.throws(
+    () =>
+      nk.softmaxCrossEntropy(
+        new Float32Array(6),
+        new Float32Array(2) as unknown as Int32Array,
+        2,
+        3,
+        new Float32Array(2),
+        null,
+        1,
+      ),
+    /softmaxCrossEntropy: targets must be an Int32Array/,
+  );
+  assert.throws(
+    () =>
+      nk.softmaxCrossEntropy(new Float32Array(6), new Int32Array(2), 2, 3, new Float32Array(2), new Float32Array(5), 1),
+    /softmaxCrossEntropy: dlogits has 5 elements/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -650,7 +891,8 @@ function refErf(x: number): number {
   return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * Math.exp(-ax * ax) * sum;
 }
 const refGelu = (x: number) => 0.5 * x * (1 + refErf(x / Math.SQRT2));
-const refGeluGrad = (x: number) => 0.5 * (1 + refErf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
+const refGeluGrad = (x: number) =>
+  0.5 * (1 + refErf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
 
 function actInputs(n: number): Float32Array {
   const x = uniform(n, -7, 7);
@@ -678,12 +920,20 @@ function checkActivations(kern: Kernels, n: number): void {
   const gelu = runAct(kern, "gelu", x, dout);
   const what = `${kern.kind} gelu n=${n}`;
   assertClose(gelu.out, f64(x).map(refGelu), (i) => 1e-7 + 1e-6 * Math.abs(refGelu(x[i])), `${what} forward`);
-  assertClose(gelu.dx, f64(x).map((v, i) => dout[i] * refGeluGrad(v)), (i) => 1e-7 + 1e-6 * Math.abs(dout[i]), `${what} backward`);
+  assertClose(
+    gelu.dx,
+    f64(x).map((v, i) => dout[i] * refGeluGrad(v)),
+    (i) => 1e-7 + 1e-6 * Math.abs(dout[i]),
+    `${what} backward`,
+  );
   // finite differences of the float64 reference forward, elementwise
   const h = 1e-6;
   for (let i = 0; i < n; i++) {
     const fd = (dout[i] * (refGelu(x[i] + h) - refGelu(x[i] - h))) / (2 * h);
-    assert.ok(Math.abs(gelu.dx[i] - fd) <= 1e-5 * (1 + Math.abs(dout[i])), `${what}: gelu'(${x[i]})·${dout[i]} = ${gelu.dx[i]} vs finite difference ${fd}`);
+    assert.ok(
+      Math.abs(gelu.dx[i] - fd) <= 1e-5 * (1 + Math.abs(dout[i])),
+      `${what}: gelu'(${x[i]})·${dout[i]} = ${gelu.dx[i]} vs finite difference ${fd}`,
+    );
   }
 }
 
@@ -691,7 +941,10 @@ test("ts relu/gelu forward/backward vs float64 reference and finite differences"
   for (const n of [1, 7, 33, 129, 4096]) checkActivations(tsKernels, n);
   const nan = runAct(tsKernels, "relu", new Float32Array([Number.NaN]), new Float32Array([1]));
   assert.ok(Number.isNaN(nan.out[0]), "relu propagates NaN");
-  assert.throws(() => tsKernels.activationForward("tanh" as "relu", new Float32Array(1), new Float32Array(1), 1), /activationForward: unknown activation "tanh"/);
+  assert.throws(
+    () => tsKernels.activationForward("tanh" as "relu", new Float32Array(1), new Float32Array(1), 1),
+    /activationForward: unknown activation "tanh"/,
+  );
 });
 
 nativeTest("relu/gelu vs float64 and TypeScript; 1 and 2 threads bitwise", (nk) => {
@@ -710,8 +963,14 @@ nativeTest("relu/gelu vs float64 and TypeScript; 1 and 2 threads bitwise", (nk) 
   }
   const nan = runAct(nk, "relu", new Float32Array([Number.NaN]), new Float32Array([1]));
   assert.ok(Number.isNaN(nan.out[0]), "relu propagates NaN");
-  assert.throws(() => nk.activationForward("tanh" as "relu", new Float32Array(1), new Float32Array(1), 1), /activationForward: unknown activation "tanh"/);
-  assert.throws(() => nk.activationBackward("gelu", new Float32Array(4), new Float32Array(3), new Float32Array(4), 4), /activationBackward: x has 3 elements/);
+  assert.throws(
+    () => nk.activationForward("tanh" as "relu", new Float32Array(1), new Float32Array(1), 1),
+    /activationForward: unknown activation "tanh"/,
+  );
+  assert.throws(
+    () => nk.activationBackward("gelu", new Float32Array(4), new Float32Array(3), new Float32Array(4), 4),
+    /activationBackward: x has 3 elements/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -731,18 +990,44 @@ function adamState(c: AdamCase) {
   };
 }
 type AdamState = ReturnType<typeof adamState>;
-const cloneState = (s: AdamState): AdamState => ({ p: s.p.slice(), g: s.g.slice(), m: s.m.slice(), v: s.v.slice(), init: s.init, noise: s.noise });
+const cloneState = (s: AdamState): AdamState => ({
+  p: s.p.slice(),
+  g: s.g.slice(),
+  m: s.m.slice(),
+  v: s.v.slice(),
+  init: s.init,
+  noise: s.noise,
+});
 
 function runAdam(kern: Kernels, s: AdamState, c: AdamCase, step: number): void {
   const { lr, beta1, beta2, eps } = ADAM_HYPER;
-  kern.adamUpdate(s.p, s.g, s.m, s.v, s.init, s.noise, c.n, lr, beta1, beta2, eps, 1 - beta1 ** step, 1 - beta2 ** step, c.weightDecay, c.decoupled);
+  kern.adamUpdate(
+    s.p,
+    s.g,
+    s.m,
+    s.v,
+    s.init,
+    s.noise,
+    c.n,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    1 - beta1 ** step,
+    1 - beta2 ** step,
+    c.weightDecay,
+    c.decoupled,
+  );
 }
 
 const ADAM_CASES: AdamCase[] = [];
 for (const init of [false, true])
   for (const noise of [false, true])
     for (const decoupled of [false, true]) ADAM_CASES.push({ n: 1001, init, noise, decoupled, weightDecay: 1 });
-ADAM_CASES.push({ n: 7, init: true, noise: true, decoupled: true, weightDecay: 0 }, { n: 1, init: false, noise: false, decoupled: false, weightDecay: 0.1 });
+ADAM_CASES.push(
+  { n: 7, init: true, noise: true, decoupled: true, weightDecay: 0 },
+  { n: 1, init: false, noise: false, decoupled: false, weightDecay: 0.1 },
+);
 
 test("ts adamUpdate vs a float64 reference (one step)", () => {
   for (const c of ADAM_CASES) {
@@ -794,8 +1079,48 @@ nativeTest("adamUpdate is bitwise identical to TypeScript (init, noise, coupled/
     }
   // overlapping arrays are refused rather than computed under a broken no-aliasing promise
   const p = new Float32Array(8);
-  assert.throws(() => nk.adamUpdate(p, new Float32Array(8), new Float32Array(8), new Float32Array(8), p, null, 8, 1e-3, 0.9, 0.98, 1e-8, 0.1, 0.02, 1, true), /must not overlap/);
-  assert.throws(() => nk.adamUpdate(new Float32Array(4), new Float32Array(4), new Float32Array(4), new Float32Array(4), new Float32Array(3), null, 4, 1e-3, 0.9, 0.98, 1e-8, 0.1, 0.02, 1, true), /adamUpdate: init has 3 elements, needs at least 4/);
+  assert.throws(
+    () =>
+      nk.adamUpdate(
+        p,
+        new Float32Array(8),
+        new Float32Array(8),
+        new Float32Array(8),
+        p,
+        null,
+        8,
+        1e-3,
+        0.9,
+        0.98,
+        1e-8,
+        0.1,
+        0.02,
+        1,
+        true,
+      ),
+    /must not overlap/,
+  );
+  assert.throws(
+    () =>
+      nk.adamUpdate(
+        new Float32Array(4),
+        new Float32Array(4),
+        new Float32Array(4),
+        new Float32Array(4),
+        new Float32Array(3),
+        null,
+        4,
+        1e-3,
+        0.9,
+        0.98,
+        1e-8,
+        0.1,
+        0.02,
+        1,
+        true,
+      ),
+    /adamUpdate: init has 3 elements, needs at least 4/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -816,10 +1141,14 @@ nativeTest("threads: setThreads clamps to 1..cores; GROK_THREADS sets the defaul
   } finally {
     nk.setThreads(before);
   }
-  const child = spawnSync(process.execPath, ["-e", `process.stdout.write(String(require(${JSON.stringify(NATIVE_ADDON_PATH)}).threads()))`], {
-    env: { ...process.env, GROK_THREADS: "1" },
-    encoding: "utf8",
-  });
+  const child = spawnSync(
+    process.execPath,
+    ["-e", `process.stdout.write(String(require(${JSON.stringify(NATIVE_ADDON_PATH)}).threads()))`],
+    {
+      env: { ...process.env, GROK_THREADS: "1" },
+      encoding: "utf8",
+    },
+  );
   assert.equal(child.stdout, "1", child.stderr);
 });
 

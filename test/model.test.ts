@@ -2,8 +2,16 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { dropoutMasks } from "../src/engines/engine";
 import { TfjsEngine } from "../src/engines/tfjs/engine";
-import { countParams, initParams, ModelConfig, ModelDims, PAPER_TRANSFORMER, paramSpecs, sinusoidalPositions } from "../src/model/config";
-import { PAPER_OPTIMIZER } from "../src/training/optimizer";
+import {
+  countParams,
+  initParams,
+  ModelConfig,
+  ModelDims,
+  PAPER_TRANSFORMER,
+  paramSpecs,
+  sinusoidalPositions,
+} from "../src/model/config";
+import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { Rng } from "../src/util/rng";
 import { NamedTensors } from "../src/util/tensors";
 import { CONFIGS, randomBatch, SMALL_DIMS } from "./helpers";
@@ -29,7 +37,10 @@ test("initial weights follow PyTorch's defaults and depend only on the seed", ()
   const a = initParams(PAPER_TRANSFORMER, PAPER_DIMS, 7);
   const b = initParams(PAPER_TRANSFORMER, PAPER_DIMS, 7);
   const c = initParams(PAPER_TRANSFORMER, PAPER_DIMS, 8);
-  assert.deepEqual([...a.keys()], paramSpecs(PAPER_TRANSFORMER, PAPER_DIMS).map((s) => s.name));
+  assert.deepEqual(
+    [...a.keys()],
+    paramSpecs(PAPER_TRANSFORMER, PAPER_DIMS).map((s) => s.name),
+  );
   assert.deepEqual(a.get("blocks.0.attn.wq")!.data, b.get("blocks.0.attn.wq")!.data);
   assert.notDeepEqual(a.get("blocks.0.attn.wq")!.data, c.get("blocks.0.attn.wq")!.data);
   const wq = a.get("blocks.0.attn.wq")!.data;
@@ -63,7 +74,10 @@ for (const [name, model] of CONFIGS) {
       const ref = referenceLogits(model, SMALL_DIMS, weights, batch.inputs.subarray(b * 4, b * 4 + 4));
       for (let c = 0; c < SMALL_DIMS.numSymbols; c++) {
         const got = logits[b * SMALL_DIMS.numSymbols + c];
-        assert.ok(Math.abs(got - ref[c]) <= 1e-4 * (1 + Math.abs(ref[c])), `example ${b} class ${c}: ${got} vs ${ref[c]}`);
+        assert.ok(
+          Math.abs(got - ref[c]) <= 1e-4 * (1 + Math.abs(ref[c])),
+          `example ${b} class ${c}: ${got} vs ${ref[c]}`,
+        );
       }
     }
     engine.dispose();
@@ -84,14 +98,23 @@ for (const [name, model] of CONFIGS) {
     const directions: [string, NamedTensors][] = [];
     for (const name of weights.keys()) {
       const d: NamedTensors = new Map();
-      for (const [n, t] of weights) d.set(n, { shape: t.shape, data: n === name ? rng.fillNormal(new Float32Array(t.data.length)) : new Float32Array(t.data.length) });
+      for (const [n, t] of weights)
+        d.set(n, {
+          shape: t.shape,
+          data: n === name ? rng.fillNormal(new Float32Array(t.data.length)) : new Float32Array(t.data.length),
+        });
       directions.push([name, d]);
     }
     for (const [name, d] of directions) {
       // small enough that ReLU kinks are almost never crossed; the reference is float64, so it stays accurate
       const eps = 1e-6;
       const shifted = (sign: number): NamedTensors =>
-        new Map([...weights].map(([n, t]) => [n, { shape: t.shape, data: t.data.map((v, i) => v + sign * eps * d.get(n)!.data[i]) }]));
+        new Map(
+          [...weights].map(([n, t]) => [
+            n,
+            { shape: t.shape, data: t.data.map((v, i) => v + sign * eps * d.get(n)!.data[i]) },
+          ]),
+        );
       // float32 weights limit the shift's precision; recompute the actual shift from the stored values
       const plus = shifted(1);
       const minus = shifted(-1);
@@ -105,7 +128,10 @@ for (const [name, model] of CONFIGS) {
         (referenceLoss(withDropout, SMALL_DIMS, plus, batch.inputs, batch.targets, masks) -
           referenceLoss(withDropout, SMALL_DIMS, minus, batch.inputs, batch.targets, masks)) /
         (2 * eps);
-      assert.ok(Math.abs(analytic - numeric) <= 1e-3 * Math.abs(numeric) + 1e-5, `${name}: analytic ${analytic} vs numeric ${numeric}`);
+      assert.ok(
+        Math.abs(analytic - numeric) <= 1e-3 * Math.abs(numeric) + 1e-5,
+        `${name}: analytic ${analytic} vs numeric ${numeric}`,
+      );
     }
     engine.dispose();
   });

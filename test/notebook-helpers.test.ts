@@ -9,13 +9,15 @@ import { tempStore } from "./helpers";
 
 function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
   const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  for (const [k, v] of Object.entries(vars)) if (v === undefined) delete process.env[k];
-  else process.env[k] = v;
+  for (const [k, v] of Object.entries(vars))
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
   try {
     return fn();
   } finally {
-    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
+    for (const [k, v] of Object.entries(saved))
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
   }
 }
 
@@ -25,7 +27,9 @@ test("a notebook's preset: its own setting, overridden by GROK_PRESET; unknown n
     assert.equal(notebookPreset("paper"), "paper");
   });
   withEnv({ GROK_PRESET: "smoke" }, () => assert.equal(notebookPreset("paper"), "smoke"));
-  withEnv({ GROK_PRESET: "huge" }, () => assert.throws(() => notebookPreset(), /unknown preset "huge" \(from GROK_PRESET\)/));
+  withEnv({ GROK_PRESET: "huge" }, () =>
+    assert.throws(() => notebookPreset(), /unknown preset "huge" \(from GROK_PRESET\)/),
+  );
   assert.equal(byPreset("quick", { smoke: 1, quick: 2, paper: 3 }), 2);
 });
 
@@ -59,7 +63,13 @@ test("figure() shows the figure with its PNG and, during npm run figures, writes
 
 const ROWS: ComparisonRow[] = [
   { claim: "x/y mod 97 groks at 50% data", paper: "~10^5 steps", ours: "41,000 steps", verdict: "reproduced" },
-  { claim: "weight decay helps most", paper: "best of 9", ours: "2nd of 9", verdict: "partly", note: "one seed | quick" },
+  {
+    claim: "weight decay helps most",
+    paper: "best of 9",
+    ours: "2nd of 9",
+    verdict: "partly",
+    note: "one seed | quick",
+  },
   { claim: "S5 groks below 90%", paper: "yes", ours: "no", verdict: "not" },
 ];
 
@@ -94,9 +104,15 @@ test("the comparison table as markdown and as plain text", () => {
 
 test("a comparison table with a bad verdict, a number or no rows is an error", () => {
   const bad = [ROWS[0]!, { ...ROWS[1]!, verdict: "yes" } as unknown as ComparisonRow];
-  assert.throws(() => comparisonTable(bad), /comparison table row 2: verdict must be one of reproduced, partly, not \(got "yes"\)/);
+  assert.throws(
+    () => comparisonTable(bad),
+    /comparison table row 2: verdict must be one of reproduced, partly, not \(got "yes"\)/,
+  );
   const number = [{ ...ROWS[0]!, ours: 0.97 } as unknown as ComparisonRow];
-  assert.throws(() => comparisonTable(number), /row 1: ours must be a string \(format numbers in the cell\), got number/);
+  assert.throws(
+    () => comparisonTable(number),
+    /row 1: ours must be a string \(format numbers in the cell\), got number/,
+  );
   assert.throws(() => comparisonTable([]), /comparison table: no rows/);
 });
 
@@ -111,7 +127,11 @@ test("markdown and the comparison table go out through the display sink as text/
   }
   const { markdown, plain } = comparisonTable(ROWS);
   assert.deepEqual(shown, [
-    { data: { "text/markdown": "Our run groks at step **41,000**.", "text/plain": "Our run groks at step **41,000**." }, metadata: {}, transient: {} },
+    {
+      data: { "text/markdown": "Our run groks at step **41,000**.", "text/plain": "Our run groks at step **41,000**." },
+      metadata: {},
+      transient: {},
+    },
     { data: { "text/markdown": markdown, "text/plain": plain }, metadata: {}, transient: {} },
   ]);
 });

@@ -50,7 +50,11 @@ test("cells run in one executor; streams, displays, imports, await, env and the 
   ]);
   const cwd = process.cwd();
   const cellsSeen: number[] = [];
-  const r = await runNotebook(file, { env: { GROK_NB_TEST: "visible" }, write: true, onCell: (i) => cellsSeen.push(i) });
+  const r = await runNotebook(file, {
+    env: { GROK_NB_TEST: "visible" },
+    write: true,
+    onCell: (i) => cellsSeen.push(i),
+  });
   assert.deepEqual(r.failedCell, undefined);
   assert.equal(r.ok, true);
   assert.equal(r.cellsRun, 7);
@@ -66,13 +70,18 @@ test("cells run in one executor; streams, displays, imports, await, env and the 
   const c = nb.cells;
   assert.equal(nb.nbformat_minor, 5);
   assert.ok(c.every((cell) => typeof cell.id === "string" && cell.id.length > 0));
-  assert.deepEqual(c.map((cell) => cell.execution_count), [1, 2, 3, 4, 5, 6, null, 7]);
+  assert.deepEqual(
+    c.map((cell) => cell.execution_count),
+    [1, 2, 3, 4, 5, 6, null, 7],
+  );
   assert.deepEqual(c[0].outputs, [
     { output_type: "stream", name: "stdout", text: "hello\nworld\n" },
     { output_type: "stream", name: "stderr", text: "warn\n" },
   ]);
   assert.deepEqual(c[1].outputs, [{ output_type: "display_data", data: { "text/html": "<b>x</b>" }, metadata: {} }]);
-  assert.deepEqual(c[2].outputs, [{ output_type: "display_data", data: { "text/plain": "a", "text/html": "<i>a</i>" }, metadata: {} }]);
+  assert.deepEqual(c[2].outputs, [
+    { output_type: "display_data", data: { "text/plain": "a", "text/html": "<i>a</i>" }, metadata: {} },
+  ]);
   assert.deepEqual(streams(c[3].outputs, "stdout"), ["13\n"]);
   assert.deepEqual(streams(c[4].outputs, "stdout"), ["42\n"]);
   assert.deepEqual(streams(c[5].outputs, "stdout"), [`visible ${path.join(root, "notebooks")}\n`]);
@@ -82,7 +91,11 @@ test("cells run in one executor; streams, displays, imports, await, env and the 
 });
 
 test("a failing cell gives an error output and stops the notebook; in a child process too", async () => {
-  const cells = ['console.log("before")', 'const x: number = 1;\nthrow new RangeError("boom " + x)', 'console.log("never")'];
+  const cells = [
+    'console.log("before")',
+    'const x: number = 1;\nthrow new RangeError("boom " + x)',
+    'console.log("never")',
+  ];
   const file = writeNotebook("fail.ipynb", cells);
   const r = await runNotebook(file, { write: true });
   assert.equal(r.ok, false);
@@ -112,11 +125,16 @@ test("a failing cell gives an error output and stops the notebook; in a child pr
   const code = await runFigures({ root, preset: "smoke", only: "a-exp", out: (l) => lines.push(l) }); // a unique prefix names the notebook
   assert.equal(code, 1, lines.join("\n"));
   assert.ok(fs.existsSync(path.join(root, "figures", "smoke.txt")));
-  assert.match(lines.join("\n"), /a-export\.ipynb\s+FAILED \(cell 2\)\s+[\d.]+ s\s+1 figure displayed, 1 file exported/);
+  assert.match(
+    lines.join("\n"),
+    /a-export\.ipynb\s+FAILED \(cell 2\)\s+[\d.]+ s\s+1 figure displayed, 1 file exported/,
+  );
   assert.match(lines.join("\n"), /0 of 1 notebooks ok/);
   assert.match(lines.join("\n"), /cell 2 failed: CompileError: .*not assignable/);
   const exported = parseNotebook(fs.readFileSync(path.join(root, "notebooks", "a-export.ipynb"), "utf8"));
-  assert.deepEqual(exported.cells[0].outputs, [{ output_type: "display_data", data: { "image/svg+xml": "<svg></svg>" }, metadata: {} }]);
+  assert.deepEqual(exported.cells[0].outputs, [
+    { output_type: "display_data", data: { "image/svg+xml": "<svg></svg>" }, metadata: {} },
+  ]);
   assert.equal(exported.cells[1].outputs?.[0].output_type, "error");
 });
 
@@ -127,7 +145,7 @@ test("a training, a replay, a sweep and a counter each leave one progress line i
     'import { train, paperConfig, PAPER_TRANSFORMER, ensureSnapshots, runSweep, ProgressCounter, SweepSpec } from "grokking-workbench";\n' +
       "const cfg = paperConfig();\n" +
       'cfg.data = { op: "add", modulus: 11, trainFraction: 0.5, splitSeed: 1, outliers: 0 };\n' +
-      'cfg.model = { ...PAPER_TRANSFORMER, layers: 1, width: 16, heads: 2 };\n' +
+      "cfg.model = { ...PAPER_TRANSFORMER, layers: 1, width: 16, heads: 2 };\n" +
       'cfg.training = { ...cfg.training, seed: 3, steps: 30, batchSize: "full" };\n' +
       `const store = ${JSON.stringify(store)};`,
     "const run = await train(cfg, { store: store });",
@@ -140,22 +158,38 @@ test("a training, a replay, a sweep and a counter each leave one progress line i
       "counter.done();",
   ]);
   const status: string[] = [];
-  const display = new ProgressDisplay({ mode: "lines", everyMs: 0, stream: { write: (text: string) => status.push(text) } });
+  const display = new ProgressDisplay({
+    mode: "lines",
+    everyMs: 0,
+    stream: { write: (text: string) => status.push(text) },
+  });
   const report: string[] = [];
   const code = await runFigures({ root, only: "progress", progress: display, out: (l) => report.push(l) });
   assert.equal(code, 0, report.join("\n"));
-  assert.match(report.join("\n"), /progress\.ipynb\s+ok\s+[\d.]+ s\s+0 figures displayed/, "progress lines are no figures");
+  assert.match(
+    report.join("\n"),
+    /progress\.ipynb\s+ok\s+[\d.]+ s\s+0 figures displayed/,
+    "progress lines are no figures",
+  );
 
   const nb = parseNotebook(fs.readFileSync(path.join(root, "notebooks", "progress.ipynb"), "utf8"));
-  const displays = (i: number) => (nb.cells[i].outputs ?? []).flatMap((o) => (o.output_type === "display_data" ? [o.data["text/plain"] as string] : []));
+  const displays = (i: number) =>
+    (nb.cells[i].outputs ?? []).flatMap((o) =>
+      o.output_type === "display_data" ? [o.data["text/plain"] as string] : [],
+    );
   const id = /run ([0-9a-f]{12}): store/.exec(streams(nb.cells[1].outputs, "stderr").join(""))?.[1];
   assert.ok(id, "the trainer's start lines");
-  assert.deepEqual(streams(nb.cells[1].outputs, "stderr").join("").split("\n").slice(1), [`run ${id}: store ${shownStore}/${id}`, ""]);
+  assert.deepEqual(streams(nb.cells[1].outputs, "stderr").join("").split("\n").slice(1), [
+    `run ${id}: store ${shownStore}/${id}`,
+    "",
+  ]);
   assert.equal(displays(1).length, 1);
   assert.match(displays(1)[0], new RegExp(`^run ${id}: finished \\(budget\\) at step 30; first step with train acc`));
   assert.equal(displays(2).length, 1);
   assert.match(displays(2)[0], new RegExp(`^run ${id}: 2 snapshots written \\(replayed 25 steps in \\S+\\)$`));
-  assert.deepEqual(streams(nb.cells[3].outputs, "stderr"), [`sweep tiny: 2 runs, 0 finished, 2 to train on 2 workers; store ${shownStore}\n`]);
+  assert.deepEqual(streams(nb.cells[3].outputs, "stderr"), [
+    `sweep tiny: 2 runs, 0 finished, 2 to train on 2 workers; store ${shownStore}\n`,
+  ]);
   assert.equal(displays(3).length, 1);
   assert.match(displays(3)[0], /^sweep tiny: 2\/2 runs finished \(2 trained now, 0 already done\) in \S+$/);
   assert.equal(displays(4).length, 1);

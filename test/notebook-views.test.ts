@@ -37,10 +37,14 @@ function committedNotebook(): { dir: string; file: string; cells: number; pngs: 
   const dir = tempStore("notebook-views");
   const file = path.join(dir, NOTEBOOK);
   fs.copyFileSync(path.join(REPO_ROOT, "notebooks", NOTEBOOK), file);
-  const nb = JSON.parse(fs.readFileSync(file, "utf8")) as { cells: { outputs?: { data?: Record<string, unknown> }[] }[] };
+  const nb = JSON.parse(fs.readFileSync(file, "utf8")) as {
+    cells: { outputs?: { data?: Record<string, unknown> }[] }[];
+  };
   const figures = nb.cells.flatMap((c) => (c.outputs ?? []).filter((o) => o.data?.[PLOTLY_MIME]).map((o) => o.data!));
   assert.ok(figures.length > 0, `${NOTEBOOK} has no figure outputs`);
-  const pngs = figures.map((data) => (typeof data["image/png"] === "string" ? data["image/png"].replace(/\s/g, "") : undefined));
+  const pngs = figures.map((data) =>
+    typeof data["image/png"] === "string" ? data["image/png"].replace(/\s/g, "") : undefined,
+  );
   return { dir, file, cells: nb.cells.length, pngs };
 }
 
@@ -67,11 +71,21 @@ async function freePort(): Promise<number> {
  * runtime directory (so no trust database knows the notebook) and the repo's tslab kernelspec. Resolves
  * once it serves. */
 async function startNotebookServer(dir: string): Promise<{ url: string; server: ChildProcess }> {
-  const kernel = spawnSync(process.execPath, [path.join(REPO_ROOT, "scripts", "jupyter.js"), "kernel"], { encoding: "utf8" });
+  const kernel = spawnSync(process.execPath, [path.join(REPO_ROOT, "scripts", "jupyter.js"), "kernel"], {
+    encoding: "utf8",
+  });
   assert.equal(kernel.status, 0, kernel.stderr);
   const home = tempStore("jupyter-home");
   const [port, token] = [await freePort(), randomBytes(16).toString("hex")];
-  const config = { ip: "127.0.0.1", port, port_retries: 0, open_browser: false, token, notebook_dir: dir, allow_root: true };
+  const config = {
+    ip: "127.0.0.1",
+    port,
+    port_retries: 0,
+    open_browser: false,
+    token,
+    notebook_dir: dir,
+    allow_root: true,
+  };
   fs.mkdirSync(path.join(home, "config"));
   fs.writeFileSync(path.join(home, "config", "jupyter_notebook_config.json"), JSON.stringify({ NotebookApp: config }));
   const env = {
@@ -94,36 +108,49 @@ async function startNotebookServer(dir: string): Promise<{ url: string; server: 
   return { url: `http://127.0.0.1:${port}/notebooks/${NOTEBOOK}?token=${token}`, server };
 }
 
-test("a committed notebook, untrusted in the classic Jupyter Notebook, shows every figure's PNG", { skip }, async () => {
-  const { dir, cells, pngs } = committedNotebook();
-  const { url, server } = await startNotebookServer(dir);
-  try {
-    const dom = await dumpDom(url);
-    assert.equal(dom.match(/<div class="cell /g)?.length, cells, "the page shows every cell of the notebook");
-    assert.match(dom, /id="notification_trusted"[^>]*><span[^>]*>Not Trusted</, "the notebook is untrusted");
-    assertShowsPngs(dom, pngs);
-  } finally {
-    // SIGTERM: the server shuts its kernels down and exits
-    server.kill("SIGTERM");
-    await once(server, "exit");
-  }
-});
+test(
+  "a committed notebook, untrusted in the classic Jupyter Notebook, shows every figure's PNG",
+  { skip },
+  async () => {
+    const { dir, cells, pngs } = committedNotebook();
+    const { url, server } = await startNotebookServer(dir);
+    try {
+      const dom = await dumpDom(url);
+      assert.equal(dom.match(/<div class="cell /g)?.length, cells, "the page shows every cell of the notebook");
+      assert.match(dom, /id="notification_trusted"[^>]*><span[^>]*>Not Trusted</, "the notebook is untrusted");
+      assertShowsPngs(dom, pngs);
+    } finally {
+      // SIGTERM: the server shuts its kernels down and exits
+      server.kill("SIGTERM");
+      await once(server, "exit");
+    }
+  },
+);
 
-test("nbconvert's HTML of a committed notebook: each figure is its PNG when sanitized (GitHub, nbviewer) and draws live with scripts", { skip }, async () => {
-  const { dir, file, pngs } = committedNotebook();
-  const nbconvert = (...flags: string[]) => {
-    const out = path.join(dir, flags.length ? "sanitized" : "plain");
-    const r = spawnSync("jupyter", ["nbconvert", "--to", "html", ...flags, "--output-dir", out, file], { encoding: "utf8" });
-    assert.equal(r.status, 0, r.stderr);
-    return path.join(out, NOTEBOOK.replace(/\.ipynb$/, ".html"));
-  };
-  const sanitized = fs.readFileSync(nbconvert("--sanitize-html"), "utf8");
-  assert.doesNotMatch(sanitized, /grokPlotly|newPlot/, "the sanitized page has no figure scripts");
-  assertShowsPngs(sanitized, pngs);
+test(
+  "nbconvert's HTML of a committed notebook: each figure is its PNG when sanitized (GitHub, nbviewer) and draws live with scripts",
+  { skip },
+  async () => {
+    const { dir, file, pngs } = committedNotebook();
+    const nbconvert = (...flags: string[]) => {
+      const out = path.join(dir, flags.length ? "sanitized" : "plain");
+      const r = spawnSync("jupyter", ["nbconvert", "--to", "html", ...flags, "--output-dir", out, file], {
+        encoding: "utf8",
+      });
+      assert.equal(r.status, 0, r.stderr);
+      return path.join(out, NOTEBOOK.replace(/\.ipynb$/, ".html"));
+    };
+    const sanitized = fs.readFileSync(nbconvert("--sanitize-html"), "utf8");
+    assert.doesNotMatch(sanitized, /grokPlotly|newPlot/, "the sanitized page has no figure scripts");
+    assertShowsPngs(sanitized, pngs);
 
-  const check = await checkFigurePage(nbconvert());
-  assert.equal(check.plots, pngs.length, "every figure draws its live plot");
-  assert.equal(check.traces, check.declared);
-  // pip's nbconvert links require.js and MathJax from a CDN, unreachable offline; Debian's has them locally
-  assert.deepEqual(check.errors.filter((e) => !/^failed to load https?:/.test(e)), []);
-});
+    const check = await checkFigurePage(nbconvert());
+    assert.equal(check.plots, pngs.length, "every figure draws its live plot");
+    assert.equal(check.traces, check.declared);
+    // pip's nbconvert links require.js and MathJax from a CDN, unreachable offline; Debian's has them locally
+    assert.deepEqual(
+      check.errors.filter((e) => !/^failed to load https?:/.test(e)),
+      [],
+    );
+  },
+);

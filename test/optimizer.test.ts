@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { learningRate, noisyWeights, Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { noisyWeights } from "../src/engines/engine";
+import { learningRate, Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { NamedTensors } from "../src/util/tensors";
 
 const cfg = (over: Partial<OptimizerConfig>): OptimizerConfig => ({ ...PAPER_OPTIMIZER, warmupSteps: 0, ...over });
-const weightsOf = (values: number[]): NamedTensors => new Map([["w", { shape: [values.length], data: Float32Array.from(values) }]]);
+const weightsOf = (values: number[]): NamedTensors =>
+  new Map([["w", { shape: [values.length], data: Float32Array.from(values) }]]);
 const gradsOf = (values: number[]) => new Map([["w", Float32Array.from(values)]]);
-const close = (a: number, b: number, tol = 1e-6) => assert.ok(Math.abs(a - b) <= tol * (1 + Math.abs(b)), `${a} vs ${b}`);
+const close = (a: number, b: number, tol = 1e-6) =>
+  assert.ok(Math.abs(a - b) <= tol * (1 + Math.abs(b)), `${a} vs ${b}`);
 
 /** Adam/AdamW in float64, straight from the papers' pseudo-code (Loshchilov & Hutter, Algorithm 2). */
 function referenceAdam(p0: number[], grads: number[][], c: OptimizerConfig): number[] {
@@ -90,7 +93,11 @@ test("SGD with momentum by hand", () => {
 
 test("Grokfast amplifies the slow component of the gradient", () => {
   const w = weightsOf([0]);
-  const opt = new Optimizer(cfg({ kind: "sgd", lr: 1, momentum: 0, weightDecay: 0, grokfast: { alpha: 0.5, lambda: 2 } }), 0, w);
+  const opt = new Optimizer(
+    cfg({ kind: "sgd", lr: 1, momentum: 0, weightDecay: 0, grokfast: { alpha: 0.5, lambda: 2 } }),
+    0,
+    w,
+  );
   opt.update(w, gradsOf([1]), 0); // ema 0.5, g 1 + 2·0.5 = 2
   close(w.get("w")!.data[0], -2);
   opt.update(w, gradsOf([1]), 1); // ema 0.75, g 2.5
@@ -102,7 +109,11 @@ test("update noise is Gaussian with the given σ, and a function of seed and ste
   const run = (seed: number, step: number) => {
     const w = weightsOf(new Array(n).fill(0));
     // SGD with zero gradient: the update is the noise alone, w = −lr·σ·N(0,1)
-    new Optimizer(cfg({ kind: "sgd", lr: 1, momentum: 0, weightDecay: 0, updateNoise: 0.1 }), seed, w).update(w, gradsOf(new Array(n).fill(0)), step);
+    new Optimizer(cfg({ kind: "sgd", lr: 1, momentum: 0, weightDecay: 0, updateNoise: 0.1 }), seed, w).update(
+      w,
+      gradsOf(new Array(n).fill(0)),
+      step,
+    );
     return w.get("w")!.data;
   };
   const a = run(1, 5);
@@ -124,7 +135,13 @@ test("weight noise perturbs a copy with σ and leaves the weights alone", () => 
 });
 
 test("optimizer state saved mid-run and restored continues identically", () => {
-  const c = cfg({ lr: 1e-2, weightDecay: 1, decayToward: "init", updateNoise: 0.05, grokfast: { alpha: 0.9, lambda: 1 } });
+  const c = cfg({
+    lr: 1e-2,
+    weightDecay: 1,
+    decayToward: "init",
+    updateNoise: 0.05,
+    grokfast: { alpha: 0.9, lambda: 1 },
+  });
   const g = (k: number) => gradsOf([Math.cos(k), Math.sin(k), 0.3]);
   const straight = weightsOf([1, 2, 3]);
   const opt = new Optimizer(c, 9, straight);

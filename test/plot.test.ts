@@ -36,7 +36,9 @@ const lineFig = (): Figure => ({
 
 /** The texts the notebook HTML carries gzip'd and base64'd, in order (plotly.js, then the figures). */
 function gzippedTexts(html: string): string[] {
-  return [...html.matchAll(/"([A-Za-z0-9+/]{40,}={0,2})"/g)].map((m) => zlib.gunzipSync(Buffer.from(m[1]!, "base64")).toString());
+  return [...html.matchAll(/"([A-Za-z0-9+/]{40,}={0,2})"/g)].map((m) =>
+    zlib.gunzipSync(Buffer.from(m[1]!, "base64")).toString(),
+  );
 }
 
 /** A PNG from its IHDR fields and its rows, each a filter byte and the filtered bytes (PNG spec, section 9). */
@@ -65,7 +67,7 @@ function makePng(width: number, height: number, colorType: number, rows: number[
 /** The chunk types of a PNG, each checked against its CRC. */
 function pngChunkTypes(png: Buffer): string[] {
   const types: string[] = [];
-  for (let at = 8; at < png.length; ) {
+  for (let at = 8; at < png.length;) {
     const length = png.readUInt32BE(at);
     const body = png.subarray(at + 4, at + 8 + length);
     assert.equal(png.readUInt32BE(at + 8 + length), zlib.crc32(body), "chunk CRC");
@@ -94,17 +96,31 @@ describe("notebook display", () => {
       assert.deepEqual(b.metadata, {});
       // Typed arrays become arrays (float32 printed shortest), NaN becomes null; the rest is unchanged.
       const expected = {
-        data: [{ type: "heatmap", z: [[0.1, 0.2], [0.3, null]] }],
+        data: [
+          {
+            type: "heatmap",
+            z: [
+              [0.1, 0.2],
+              [0.3, null],
+            ],
+          },
+        ],
         layout: { title: { text: "a <b>title</b> & </script>" } },
         config: { displaylogo: false },
       };
       assert.deepEqual(b.data[PLOTLY_MIME], expected);
       assert.deepEqual(JSON.parse(JSON.stringify(b.data[PLOTLY_MIME])), expected);
       const html = b.data["text/html"] as string;
-      assert.match(html, /class="grok-plot"[^>]*>Plotly figure: it draws where scripts run \(a trusted notebook\)\. No PNG copy: none for this test\.<\/div>/);
+      assert.match(
+        html,
+        /class="grok-plot"[^>]*>Plotly figure: it draws where scripts run \(a trusted notebook\)\. No PNG copy: none for this test\.<\/div>/,
+      );
       assert.match(html, /\.newPlot\(/);
       // The HTML carries the figure gzip'd: the same JSON, drawn responsive.
-      assert.deepEqual(JSON.parse(gzippedTexts(html).at(-1)!), { ...expected, config: { responsive: true, displaylogo: false } });
+      assert.deepEqual(JSON.parse(gzippedTexts(html).at(-1)!), {
+        ...expected,
+        config: { responsive: true, displaylogo: false },
+      });
       // The title's "</script>" must not end the script element early.
       assert.equal(html.slice(html.lastIndexOf("<script")).match(/<\/script>/gi)?.length, 1);
     } finally {
@@ -114,7 +130,10 @@ describe("notebook display", () => {
 
   test("with a PNG: image/png, and the same PNG as the HTML fallback's <img> at the layout's size", () => {
     const png = makePng(1, 1, 2, [[0, 255, 0, 0]]);
-    const b = figureBundle({ ...lineFig(), layout: { title: "loss <i>&</i> accuracy", width: 640, height: 400 } }, { png: { png } });
+    const b = figureBundle(
+      { ...lineFig(), layout: { title: "loss <i>&</i> accuracy", width: 640, height: 400 } },
+      { png: { png } },
+    );
     assert.deepEqual(Object.keys(b.data).sort(), [PLOTLY_MIME, "image/png", "text/html"].sort());
     assert.equal(b.data["image/png"], png.toString("base64"));
     assert.ok(
@@ -194,9 +213,17 @@ describe("compact PNGs", () => {
     const greys = Array.from({ length: 512 }, (_, i) => i >> 1);
     const off = Array.from({ length: 20 }, (_, i) => 10 * i);
     const colours = [...greys.map((g) => [g, g, g]), ...off.map((g) => [g, g, g + 1])];
-    const png = makePng(28, 19, 2, Array.from({ length: 19 }, (_, y) => [0, ...colours.slice(y * 28, y * 28 + 28).flat()]));
+    const png = makePng(
+      28,
+      19,
+      2,
+      Array.from({ length: 19 }, (_, y) => [0, ...colours.slice(y * 28, y * 28 + 28).flat()]),
+    );
     const { pixels: out } = pngPixels(compactPng(png))!;
-    assert.deepEqual([...out], [...greys, ...off].map((g) => g * 0x010101));
+    assert.deepEqual(
+      [...out],
+      [...greys, ...off].map((g) => g * 0x010101),
+    );
   });
 
   test("a PNG with transparent pixels comes back unchanged; what is not a PNG is an error", () => {
@@ -252,35 +279,53 @@ describe("files", () => {
     assert.deepEqual(check, { traces: 0, errors: [], plots: 1, declared: 0 });
   });
 
-  test("notebook HTML: the first figure defines Plotly (also under require.js), the second reuses it; errors are reported", { skip }, async () => {
-    resetPlotlyInline();
-    const heat: Figure = { data: [{ type: "heatmap", z: [[1, 2], [3, 4]] }] };
-    const bar: Figure = { data: [{ type: "bar", x: ["a", "b"], y: [1, 2] }] };
-    const file = path.join(dir, "notebook.html");
-    fs.writeFileSync(
-      file,
-      "<!DOCTYPE html><html><head><meta charset='utf-8'>" +
-        // The classic notebook's require.js: a UMD bundle would register an AMD module, not window.Plotly.
-        "<script>window.define = function () {}; window.define.amd = {};</script></head><body>" +
-        figureBundle(heat, { png: await renderFigurePng(heat) }).data["text/html"] +
-        figureBundle(bar).data["text/html"] +
-        "<script>console.error('boom')</script></body></html>",
-    );
-    const check = await checkFigurePage(file);
-    assert.equal(check.plots, 2);
-    assert.equal(check.traces, 2);
-    assert.deepEqual(check.errors, ["boom"]);
-  });
+  test(
+    "notebook HTML: the first figure defines Plotly (also under require.js), the second reuses it; errors are reported",
+    { skip },
+    async () => {
+      resetPlotlyInline();
+      const heat: Figure = {
+        data: [
+          {
+            type: "heatmap",
+            z: [
+              [1, 2],
+              [3, 4],
+            ],
+          },
+        ],
+      };
+      const bar: Figure = { data: [{ type: "bar", x: ["a", "b"], y: [1, 2] }] };
+      const file = path.join(dir, "notebook.html");
+      fs.writeFileSync(
+        file,
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>" +
+          // The classic notebook's require.js: a UMD bundle would register an AMD module, not window.Plotly.
+          "<script>window.define = function () {}; window.define.amd = {};</script></head><body>" +
+          figureBundle(heat, { png: await renderFigurePng(heat) }).data["text/html"] +
+          figureBundle(bar).data["text/html"] +
+          "<script>console.error('boom')</script></body></html>",
+      );
+      const check = await checkFigurePage(file);
+      assert.equal(check.plots, 2);
+      assert.equal(check.traces, 2);
+      assert.deepEqual(check.errors, ["boom"]);
+    },
+  );
 
-  test("notebook HTML without plotly.js (its cell cleared): the figure keeps its PNG, without errors", { skip }, async () => {
-    const rendered = await renderFigurePng(lineFig());
-    assert.ok(rendered.png, rendered.note);
-    const file = path.join(dir, "no-plotly.html");
-    const html = figureBundle(lineFig(), { png: rendered, inlinePlotly: false }).data["text/html"];
-    fs.writeFileSync(file, `<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>${html}</body></html>`);
-    assert.deepEqual(await checkFigurePage(file), { traces: 0, errors: [], plots: 0, declared: 0 });
-    const dom = await dumpDom(pathToFileURL(file).href);
-    const still = `class="grok-plot" style="width:100%;"><img src="data:image/png;base64,${rendered.png.toString("base64")}"`;
-    assert.ok(dom.includes(still), "the div still holds the PNG");
-  });
+  test(
+    "notebook HTML without plotly.js (its cell cleared): the figure keeps its PNG, without errors",
+    { skip },
+    async () => {
+      const rendered = await renderFigurePng(lineFig());
+      assert.ok(rendered.png, rendered.note);
+      const file = path.join(dir, "no-plotly.html");
+      const html = figureBundle(lineFig(), { png: rendered, inlinePlotly: false }).data["text/html"];
+      fs.writeFileSync(file, `<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>${html}</body></html>`);
+      assert.deepEqual(await checkFigurePage(file), { traces: 0, errors: [], plots: 0, declared: 0 });
+      const dom = await dumpDom(pathToFileURL(file).href);
+      const still = `class="grok-plot" style="width:100%;"><img src="data:image/png;base64,${rendered.png.toString("base64")}"`;
+      assert.ok(dom.includes(still), "the div still holds the PNG");
+    },
+  );
 });

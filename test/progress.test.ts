@@ -29,7 +29,13 @@ test("as lines, a progress display prints at most one line per interval, forced 
   display.log("a message");
   display.draw("step 5"); // a message does not make the next line due
   display.done("run abc: done");
-  assert.deepEqual(writes, ["run abc: step 1\n", "run abc: step 3\n", "run abc: step 4\n", "a message\n", "run abc: done\n"]);
+  assert.deepEqual(writes, [
+    "run abc: step 1\n",
+    "run abc: step 3\n",
+    "run abc: step 4\n",
+    "a message\n",
+    "run abc: done\n",
+  ]);
 });
 
 test("on a terminal, a progress display redraws one line, clears it for messages and keeps it at the end", () => {

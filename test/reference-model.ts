@@ -51,7 +51,14 @@ function erf(x: number): number {
  * Logits [numSymbols] of one example. `masks` (optional) are the dropout masks of engines/engine.dropoutMasks
  * and `example` the example's index within the batch they were drawn for.
  */
-export function referenceLogits(model: ModelConfig, dims: ModelDims, w: NamedTensors, tokens: ArrayLike<number>, masks: Float32Array[] = [], example = 0): Vec {
+export function referenceLogits(
+  model: ModelConfig,
+  dims: ModelDims,
+  w: NamedTensors,
+  tokens: ArrayLike<number>,
+  masks: Float32Array[] = [],
+  example = 0,
+): Vec {
   const get = (name: string) => {
     const t = w.get(name);
     if (!t) throw new Error(`reference: no weight ${name}`);
@@ -136,7 +143,14 @@ export function referenceLogits(model: ModelConfig, dims: ModelDims, w: NamedTen
 }
 
 /** Mean cross-entropy of a batch in float64. */
-export function referenceLoss(model: ModelConfig, dims: ModelDims, w: NamedTensors, inputs: Int32Array, targets: Int32Array, masks: Float32Array[] = []): number {
+export function referenceLoss(
+  model: ModelConfig,
+  dims: ModelDims,
+  w: NamedTensors,
+  inputs: Int32Array,
+  targets: Int32Array,
+  masks: Float32Array[] = [],
+): number {
   let total = 0;
   for (let b = 0; b < targets.length; b++) {
     const logits = referenceLogits(model, dims, w, inputs.subarray(b * dims.seqLen, (b + 1) * dims.seqLen), masks, b);

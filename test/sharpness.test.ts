@@ -37,7 +37,10 @@ test("maximizeInBox: a linear function's maximum is the vertex of its gradient's
   const c = Float64Array.from({ length: 10 }, (_, i) => (i % 3 ? -1 : 1) * 10 ** (-i / 2));
   const bound = Float64Array.from({ length: 10 }, (_, i) => 1e-3 * (1 + i));
   const r = maximizeInBox((y) => ({ value: dot(c, y), grad: Float64Array.from(c) }), bound);
-  assert.deepEqual(Array.from(r.y), Array.from(bound, (b, i) => Math.sign(c[i]) * b));
+  assert.deepEqual(
+    Array.from(r.y),
+    Array.from(bound, (b, i) => Math.sign(c[i]) * b),
+  );
   assert.ok(Math.abs(r.value - dot(c.map(Math.abs), bound)) < 1e-15);
   assert.equal(r.stop, "converged");
 });
@@ -53,9 +56,22 @@ test("maximizeInBox: a concave quadratic's maximum inside the box, and one outsi
 
   // −½ (y − m)ᵀQ(y − m), Q = [[2, 1], [1, 2]], m = (3, −½): on the face y₁ = 1 the best y₂ is ½, where f = −3
   // and ∂f/∂y₁ = 3 points out of the box (so it is the maximum: f is concave)
-  const face = maximizeInBox(quadratic([[2, 1], [1, 2]], [3, -0.5], -1), Float64Array.from([1, 1]));
+  const face = maximizeInBox(
+    quadratic(
+      [
+        [2, 1],
+        [1, 2],
+      ],
+      [3, -0.5],
+      -1,
+    ),
+    Float64Array.from([1, 1]),
+  );
   assert.equal(face.y[0], 1);
-  assert.ok(Math.abs(face.y[1] - 0.5) < 1e-6 && Math.abs(face.value + 3) < 1e-9, `${Array.from(face.y)}: ${face.value}`);
+  assert.ok(
+    Math.abs(face.y[1] - 0.5) < 1e-6 && Math.abs(face.value + 3) < 1e-9,
+    `${Array.from(face.y)}: ${face.value}`,
+  );
 });
 
 test("maximizeInBox: a non-separable convex quadratic, against every vertex of the box", () => {
@@ -64,7 +80,11 @@ test("maximizeInBox: a non-separable convex quadratic, against every vertex of t
   for (let seed = 0; seed < 6; seed++) {
     const rng = new Rng(seed);
     const p = 5;
-    const f = quadratic(randomSpd(p, rng), Float64Array.from({ length: p }, () => 0.3 * rng.normal()), 1);
+    const f = quadratic(
+      randomSpd(p, rng),
+      Float64Array.from({ length: p }, () => 0.3 * rng.normal()),
+      1,
+    );
     const bound = Float64Array.from({ length: p }, () => 0.5 + rng.uniform());
     let best = -Infinity;
     for (let v = 0; v < 2 ** p; v++) best = Math.max(best, f(bound.map((b, i) => ((v >> i) & 1 ? b : -b))).value);
@@ -73,7 +93,10 @@ test("maximizeInBox: a non-separable convex quadratic, against every vertex of t
     assert.deepEqual(Array.from(local.y, Math.abs), Array.from(bound), `seed ${seed}: a vertex`);
     f(local.y).grad.forEach((g, i) => assert.ok(g * local.y[i] >= 0, `seed ${seed}: coordinate ${i} could still rise`));
     const global = maximizeInBox(f, bound, { restarts: 8, seed: 1 });
-    assert.ok(Math.abs(global.value - best) < 1e-12 * best, `seed ${seed}: found ${global.value}, the best vertex ${best}`);
+    assert.ok(
+      Math.abs(global.value - best) < 1e-12 * best,
+      `seed ${seed}: found ${global.value}, the best vertex ${best}`,
+    );
   }
 });
 
@@ -81,7 +104,10 @@ test("maximizeInBox: bad input is named", () => {
   const f = (y: Float64Array) => ({ value: 0, grad: new Float64Array(y.length) });
   assert.throws(() => maximizeInBox(f, Float64Array.from([1, 0])), /half-width 1 is 0/);
   assert.throws(() => maximizeInBox(f, Float64Array.from([1]), { maxIterations: 1.5 }), /maxIterations/);
-  assert.throws(() => maximizeInBox(() => ({ value: NaN, grad: new Float64Array(1) }), Float64Array.from([1])), /objective is NaN/);
+  assert.throws(
+    () => maximizeInBox(() => ({ value: NaN, grad: new Float64Array(1) }), Float64Array.from([1])),
+    /objective is NaN/,
+  );
 });
 
 test("randomSubspace: A⁺ has unit rows, A = pinv(A⁺) gives A⁺A = I, the same for a seed", () => {
@@ -92,10 +118,13 @@ test("randomSubspace: A⁺ has unit rows, A = pinv(A⁺) gives A⁺A = I, the sa
     assert.ok(Math.abs(dot(row, row) - 1) < 1e-12);
     assert.ok(row.every((v) => Math.abs(v) <= 1));
   }
-  rows.forEach((row, a) => columns.forEach((col, b) => assert.ok(Math.abs(dot(row, col) - (a === b ? 1 : 0)) < 1e-12, `(A⁺A)[${a}][${b}]`)));
+  rows.forEach((row, a) =>
+    columns.forEach((col, b) => assert.ok(Math.abs(dot(row, col) - (a === b ? 1 : 0)) < 1e-12, `(A⁺A)[${a}][${b}]`)),
+  );
   // the Moore-Penrose conditions left to check: A A⁺ (n×n) is symmetric (A⁺A = I gives the others)
   const AAplus = (i: number, j: number) => columns.reduce((s, col, a) => s + col[i] * rows[a][j], 0);
-  for (let i = 0; i < 50; i++) for (let j = 0; j < i; j++) assert.ok(Math.abs(AAplus(i, j) - AAplus(j, i)) < 1e-12, `(AA⁺)[${i}][${j}]`);
+  for (let i = 0; i < 50; i++)
+    for (let j = 0; j < i; j++) assert.ok(Math.abs(AAplus(i, j) - AAplus(j, i)) < 1e-12, `(AA⁺)[${i}][${j}]`);
   assert.deepEqual(randomSubspace(50, 4, 7), { rows, columns });
   assert.notDeepEqual(randomSubspace(50, 4, 8).rows, rows);
   assert.throws(() => randomSubspace(3, 4, 0), /dims must be an integer from 1 to the 3 weights/);
@@ -114,7 +143,10 @@ test("sharpnessOf, subspace: φ of a loss whose maximum over the box is known in
   const m = Float64Array.from(x, (v, i) => v - columns.reduce((s, col, a) => s + col[i] * c[a], 0));
   const loss = (w: Float32Array) => {
     const proj = rows.map((row) => row.reduce((s, v, i) => s + v * (w[i] - m[i]), 0));
-    return { value: 3 - 0.5 * dot(proj, proj), grad: Float32Array.from(w, (_, i) => -rows.reduce((s, row, a) => s + row[i] * proj[a], 0)) };
+    return {
+      value: 3 - 0.5 * dot(proj, proj),
+      grad: Float32Array.from(w, (_, i) => -rows.reduce((s, row, a) => s + row[i] * proj[a], 0)),
+    };
   };
   const r = sharpnessOf(loss, x, opts);
   assert.equal(r.variant, "subspace");
@@ -124,7 +156,9 @@ test("sharpnessOf, subspace: φ of a loss whose maximum over the box is known in
   assert.ok(Math.abs(r.loss - f0) < 1e-12);
   const phi = (100 * (fMax - f0)) / (1 + f0);
   assert.ok(Math.abs(r.sharpness - phi) < 1e-6 * phi, `φ ${r.sharpness}, known ${phi}`);
-  c.forEach((ca, a) => assert.ok(Math.abs(r.y[a] - Math.min(bound[a], Math.max(-bound[a], -ca))) < 1e-5 * bound[a], `y[${a}]`));
+  c.forEach((ca, a) =>
+    assert.ok(Math.abs(r.y[a] - Math.min(bound[a], Math.max(-bound[a], -ca))) < 1e-5 * bound[a], `y[${a}]`),
+  );
   // a flat loss has sharpness 0
   assert.equal(sharpnessOf(() => ({ value: 2, grad: new Float32Array(n) }), x, opts).sharpness, 0);
   assert.throws(() => sharpnessOf(loss, x, { epsilon: 0 }), /epsilon must be a positive number/);
@@ -155,7 +189,10 @@ test("sharpnessOf, full: φ over every weight of a loss whose maximum over the b
   assert.equal(r.variant, "full");
   assert.equal(r.y.length, n);
   const phi = (100 * (fMax - f0)) / (1 + f0);
-  assert.ok(Math.abs(r.sharpness - phi) < 1e-4 * phi, `φ ${r.sharpness}, known ${phi} (${r.iterations} iterations, ${r.stop})`);
+  assert.ok(
+    Math.abs(r.sharpness - phi) < 1e-4 * phi,
+    `φ ${r.sharpness}, known ${phi} (${r.iterations} iterations, ${r.stop})`,
+  );
 });
 
 test("runSharpness of a trained run: its training loss, a finite φ ≥ 0, the same twice, above float32 noise", async () => {
@@ -177,7 +214,13 @@ test("runSharpness of a trained run: its training loss, a finite φ ≥ 0, the s
       offset += size;
     }
     const dims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
-    return referenceLoss({ ...run.config.model, dropout: 0 }, dims, named, encodeInputs(dataset, dataset.train), dataset.train.answer);
+    return referenceLoss(
+      { ...run.config.model, dropout: 0 },
+      dims,
+      named,
+      encodeInputs(dataset, dataset.train),
+      dataset.train.answer,
+    );
   };
   for (const variant of ["subspace", "full"] as const) {
     const r = await runSharpness(run.id, "final", { store, variant });
@@ -187,9 +230,15 @@ test("runSharpness of a trained run: its training loss, a finite φ ≥ 0, the s
     // the rise of the loss the engine measures (in float32) against the float64 forward pass at the same two
     // points: the evaluation noise of the difference is far below the difference at ε = 1e-3
     const offset = variant === "full" ? r.y : new Float64Array(x.length);
-    if (variant === "subspace") randomSubspace(x.length, 10, 0).columns.forEach((col, a) => offset.forEach((v, i) => (offset[i] = v + col[i] * r.y[a])));
+    if (variant === "subspace")
+      randomSubspace(x.length, 10, 0).columns.forEach((col, a) =>
+        offset.forEach((v, i) => (offset[i] = v + col[i] * r.y[a])),
+      );
     const w = Float32Array.from(x, (v, i) => v + offset[i]);
     const rise = reference(w) - reference(x);
-    assert.ok(Math.abs(r.maxLoss - r.loss - rise) < 1e-3 * rise, `${variant}: float32 rise ${r.maxLoss - r.loss}, float64 ${rise}`);
+    assert.ok(
+      Math.abs(r.maxLoss - r.loss - rise) < 1e-3 * rise,
+      `${variant}: float32 rise ${r.maxLoss - r.loss}, float64 ${rise}`,
+    );
   }
 });

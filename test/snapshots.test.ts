@@ -13,7 +13,10 @@ test("snapshots: written during training, or replayed later to the same weights"
   const cfg = tinyConfig({ steps: 40 });
   const withSnaps = tempStore("snap-a");
   const a = await train(cfg, { ...quiet, store: withSnaps, snapshotSteps: [0, 7, 25] });
-  assert.deepEqual(new RunStore(withSnaps).snapshots(a.id).map((s) => s.step), [0, 7, 25]);
+  assert.deepEqual(
+    new RunStore(withSnaps).snapshots(a.id).map((s) => s.step),
+    [0, 7, 25],
+  );
 
   const plain = tempStore("snap-b");
   const b = await train(cfg, { ...quiet, store: plain });
@@ -29,7 +32,11 @@ test("snapshots: written during training, or replayed later to the same weights"
 
   // a replay shows its progress, up to the last step it needs
   const lines: string[] = [];
-  const progress = new ProgressDisplay({ mode: "lines", everyMs: 0, stream: { write: (text: string) => lines.push(text) } });
+  const progress = new ProgressDisplay({
+    mode: "lines",
+    everyMs: 0,
+    stream: { write: (text: string) => lines.push(text) },
+  });
   assert.deepEqual(await ensureSnapshots(b.id, [3, 12], { store: plain, progress }), [3, 12]);
   assert.match(lines[0], /^step 0\/12 /);
   assert.match(lines[lines.length - 1], /^step 12\/12 .* ETA 0s\n$/);
@@ -42,11 +49,14 @@ test("tableAnswers: the network's answer on every cell agrees with the run's fin
   const { table } = answers.dataset;
   assert.equal(answers.step, 60);
   assert.equal(answers.predicted.length, table.size);
-  let trainRight = 0, trainN = 0, valRight = 0, valN = 0;
+  let trainRight = 0,
+    trainN = 0,
+    valRight = 0,
+    valN = 0;
   for (let i = 0; i < table.size; i++) {
     const right = answers.predicted[i] === table.answer[i] ? 1 : 0;
-    if (answers.inTrain[i]) (trainRight += right), trainN++;
-    else (valRight += right), valN++;
+    if (answers.inTrain[i]) ((trainRight += right), trainN++);
+    else ((valRight += right), valN++);
   }
   const last = run.metrics.rows[run.metrics.rows.length - 1];
   assert.equal(trainN, answers.dataset.train.size);

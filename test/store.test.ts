@@ -161,7 +161,7 @@ test("a lock from another host is trusted; an unreadable lock is stale only once
   assert.throws(() => RunLock.acquire(dir), RunLockedError);
 
   const lockPath = path.join(dir, "lock");
-  fs.writeFileSync(lockPath, "{\"pid\": 12"); // a writer that died mid-write
+  fs.writeFileSync(lockPath, '{"pid": 12'); // a writer that died mid-write
   assert.throws(
     () => RunLock.acquire(dir),
     (err: unknown) => err instanceof RunLockedError && err.holder === null,
@@ -208,7 +208,10 @@ function sampleTensors(): NamedTensors {
     ["scalar", { shape: [], data: Float32Array.of(-0) }],
     ["empty", { shape: [0], data: new Float32Array(0) }],
     ["vector", { shape: [3], data: Float32Array.of(1.5, NaN, -Infinity) }],
-    ["blocks.0.attn.wq", { shape: [2, 3, 4], data: Float32Array.from({ length: 24 }, (_, i) => Math.fround(i / 7 - 1)) }],
+    [
+      "blocks.0.attn.wq",
+      { shape: [2, 3, 4], data: Float32Array.from({ length: 24 }, (_, i) => Math.fround(i / 7 - 1)) },
+    ],
   ]);
 }
 
@@ -280,7 +283,8 @@ test("safetensors decoding rejects each kind of corruption, naming the source", 
   for (const [label, bytes, problem] of cases) {
     assert.throws(
       () => decodeSafetensors(bytes, "runs/x/ckpt.safetensors"),
-      (err: unknown) => err instanceof Error && err.message.includes("runs/x/ckpt.safetensors") && problem.test(err.message),
+      (err: unknown) =>
+        err instanceof Error && err.message.includes("runs/x/ckpt.safetensors") && problem.test(err.message),
       label,
     );
   }
@@ -293,15 +297,34 @@ test("writeCheckpoint/readCheckpoint round-trip through a file; read errors name
   assert.deepEqual(fs.readdirSync(dir), ["step-100.safetensors"]);
   const { tensors, metadata } = readCheckpoint(file);
   assert.deepEqual(metadata, { step: "100" });
-  assert.deepEqual(bytesOf(tensors.get("blocks.0.attn.wq")!.data), bytesOf(sampleTensors().get("blocks.0.attn.wq")!.data));
+  assert.deepEqual(
+    bytesOf(tensors.get("blocks.0.attn.wq")!.data),
+    bytesOf(sampleTensors().get("blocks.0.attn.wq")!.data),
+  );
   fs.writeFileSync(file, "garbage!garbage!");
-  assert.throws(() => readCheckpoint(file), (err: unknown) => err instanceof Error && err.message.includes(file));
+  assert.throws(
+    () => readCheckpoint(file),
+    (err: unknown) => err instanceof Error && err.message.includes(file),
+  );
 });
 
 // ---------------------------------------------------------------- CSV
 
 test("CSV round-trips awkward numbers exactly", () => {
-  const values = [1e-30, 0.1 + 0.2, -0, NaN, Infinity, -Infinity, 2 ** 53 - 1, 2 ** 60, 1e21, 5e-324, -1.7976931348623157e308, 42];
+  const values = [
+    1e-30,
+    0.1 + 0.2,
+    -0,
+    NaN,
+    Infinity,
+    -Infinity,
+    2 ** 53 - 1,
+    2 ** 60,
+    1e21,
+    5e-324,
+    -1.7976931348623157e308,
+    42,
+  ];
   const rows = values.map((value, step) => ({ step, value }));
   const text = formatCsv(["step", "value"], rows);
   assert.ok(text.startsWith("step,value\n0,1e-30\n"));
@@ -315,14 +338,20 @@ test("CSV round-trips awkward numbers exactly", () => {
 });
 
 test("CSV writes missing values empty (read back as NaN) and quotes strings only when needed", () => {
-  const text = formatCsv(["step", "val, acc", "note"], [
-    { step: 1, "val, acc": 0.5, note: "plain" },
-    { step: 2, note: 'says "hi"\nthere' },
-  ]);
+  const text = formatCsv(
+    ["step", "val, acc", "note"],
+    [
+      { step: 1, "val, acc": 0.5, note: "plain" },
+      { step: 2, note: 'says "hi"\nthere' },
+    ],
+  );
   assert.equal(text, 'step,"val, acc",note\n1,0.5,plain\n2,,"says ""hi""\nthere"\n');
   const parsed = parseCsv('step,"val, acc"\r\n1,"0.5"\r\n2,\r\n3,nan');
   assert.deepEqual(parsed.columns, ["step", "val, acc"]);
-  assert.deepEqual(parsed.rows.map((r) => r["val, acc"]), [0.5, NaN, NaN]);
+  assert.deepEqual(
+    parsed.rows.map((r) => r["val, acc"]),
+    [0.5, NaN, NaN],
+  );
 });
 
 test("CSV parsing errors name the source and line", () => {
@@ -336,7 +365,10 @@ test("CSV parsing errors name the source and line", () => {
 // ---------------------------------------------------------------- hashes
 
 test("canonicalJson sorts keys recursively and drops undefined values", () => {
-  assert.equal(canonicalJson({ b: [1, { d: true, c: null }], a: "x", u: undefined }), '{"a":"x","b":[1,{"c":null,"d":true}]}');
+  assert.equal(
+    canonicalJson({ b: [1, { d: true, c: null }], a: "x", u: undefined }),
+    '{"a":"x","b":[1,{"c":null,"d":true}]}',
+  );
 });
 
 test("configHash ignores key order but not values", () => {

@@ -6,10 +6,10 @@ import { test } from "node:test";
 import { quantile, summarizeRuns } from "../src/analysis/sweeps";
 import { RunLock } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
-import { ConfigError } from "../src/training/config";
+import { UserError } from "../src/util/errors";
 import { train } from "../src/training/trainer";
 import { runSweep, sweepStatus, SweepRunResult } from "../src/sweeps/runner";
-import { expandSweep, loadSweepSpec, SweepSpec, SweepSpecError } from "../src/sweeps/spec";
+import { expandSweep, loadSweepSpec, SweepSpec } from "../src/sweeps/spec";
 import { GROK_BIN, tempStore, withoutTime } from "./helpers";
 
 // Real sweeps of real (tiny) runs: x+y mod 11, a 1-layer width-16 transformer, full batch.
@@ -24,7 +24,12 @@ const TINY_SET = {
 };
 
 function tinySweep(steps: number, seeds: number[], fractions = [0.5]): SweepSpec {
-  return { name: "tiny", base: "paper", set: { ...TINY_SET, "training.steps": steps }, grid: { "data.trainFraction": fractions, "training.seed": seeds } };
+  return {
+    name: "tiny",
+    base: "paper",
+    set: { ...TINY_SET, "training.steps": steps },
+    grid: { "data.trainFraction": fractions, "training.seed": seeds },
+  };
 }
 
 const quiet = { progress: false, log: () => {} };
@@ -53,13 +58,21 @@ test("a sweep spec expands to every combination of its grid, variants outermost,
   const runs = expandSweep(loadSweepSpec(yaml));
   assert.deepEqual(expandSweep(loadSweepSpec(json)), runs);
   assert.equal(runs.length, 2 * 2 * 3);
-  assert.deepEqual(runs.map((r) => r.index), [...runs.keys()]);
-  assert.deepEqual(runs.slice(0, 3).map((r) => [r.variant, r.params["data.trainFraction"], r.params["training.seed"]]), [
-    ["wd1", 0.3, 0],
-    ["wd1", 0.3, 1],
-    ["wd1", 0.3, 2],
-  ]);
-  const adam = runs.find((r) => r.variant === "adam" && r.params["training.seed"] === 2 && r.params["data.trainFraction"] === 0.5)!;
+  assert.deepEqual(
+    runs.map((r) => r.index),
+    [...runs.keys()],
+  );
+  assert.deepEqual(
+    runs.slice(0, 3).map((r) => [r.variant, r.params["data.trainFraction"], r.params["training.seed"]]),
+    [
+      ["wd1", 0.3, 0],
+      ["wd1", 0.3, 1],
+      ["wd1", 0.3, 2],
+    ],
+  );
+  const adam = runs.find(
+    (r) => r.variant === "adam" && r.params["training.seed"] === 2 && r.params["data.trainFraction"] === 0.5,
+  )!;
   assert.equal(adam.config.optimizer.kind, "adam");
   assert.equal(adam.config.optimizer.weightDecay, 0);
   assert.equal(adam.config.training.seed, 2);
@@ -77,16 +90,26 @@ test("a sweep spec expands to every combination of its grid, variants outermost,
 
 test("bad sweep specs fail naming the problem", () => {
   const cases: [SweepSpec, RegExp][] = [
-    [{ grid: { "data.fraction": [0.5] } }, /"data.fraction" is not a config field \(data has op, modulus, trainFraction/],
+    [
+      { grid: { "data.fraction": [0.5] } },
+      /"data.fraction" is not a config field \(data has op, modulus, trainFraction/,
+    ],
     [{ grid: { trainFraction: [0.5] } }, /"trainFraction" is not a config field \(write section.field/],
     [{ grid: { "data.trainFraction": [] } }, /grid.data.trainFraction must be a non-empty list/],
-    [{ grid: { "data.trainFraction": [0.5, 1.5] } }, /data.trainFraction=1.5: invalid config: data: trainFraction must be in \(0, 1\)/],
+    [
+      { grid: { "data.trainFraction": [0.5, 1.5] } },
+      /data.trainFraction=1.5: invalid config: data: trainFraction must be in \(0, 1\)/,
+    ],
     [{ base: "nope" }, /unknown preset "nope"/],
     [{ set: { "optimizer.lr": 1e-3 }, seeds: [1] } as unknown as SweepSpec, /unknown key "seeds"/],
     [{ variants: { a: { "model.depth": 2 } } }, /variant "a": "model.depth" is not a config field/],
   ];
   for (const [spec, message] of cases) {
-    assert.throws(() => expandSweep(spec), (err: Error) => (err instanceof SweepSpecError || err instanceof ConfigError) && message.test(err.message), `${JSON.stringify(spec)}`);
+    assert.throws(
+      () => expandSweep(spec),
+      (err: Error) => err instanceof UserError && message.test(err.message),
+      `${JSON.stringify(spec)}`,
+    );
   }
   const dir = tempStore("badspec");
   fs.writeFileSync(path.join(dir, "broken.yaml"), "grid: [unclosed");
@@ -99,7 +122,10 @@ test("runSweep trains every run on a pool of workers, each exactly as train() wo
   const spec = tinySweep(25, [0, 1], [0.4, 0.6]);
   const first = await runSweep(spec, { ...quiet, store, workers: 2 });
   assert.equal(first.runs.length, 4);
-  assert.deepEqual([first.trained, first.skipped, first.failed, first.unfinished, first.interrupted], [4, 0, 0, 0, false]);
+  assert.deepEqual(
+    [first.trained, first.skipped, first.failed, first.unfinished, first.interrupted],
+    [4, 0, 0, 0, false],
+  );
   const reference = tempStore("sweep-ref");
   const s = new RunStore(store);
   for (const run of first.runs) {
@@ -110,7 +136,10 @@ test("runSweep trains every run on a pool of workers, each exactly as train() wo
   }
   const again = await runSweep(spec, { ...quiet, store });
   assert.deepEqual([again.trained, again.skipped, again.unfinished], [0, 4, 0]);
-  assert.deepEqual(sweepStatus(spec, store).runs.map((r) => r.status), ["finished", "finished", "finished", "finished"]);
+  assert.deepEqual(
+    sweepStatus(spec, store).runs.map((r) => r.status),
+    ["finished", "finished", "finished", "finished"],
+  );
 });
 
 test("a stopped sweep keeps its finished runs and resumes the stopped one to the same result", async () => {
@@ -130,7 +159,10 @@ test("a stopped sweep keeps its finished runs and resumes the stopped one to the
     },
   });
   assert.equal(stopped.interrupted, true);
-  assert.deepEqual(stopped.runs.map((r) => r.status), ["finished", "missing", "missing"]);
+  assert.deepEqual(
+    stopped.runs.map((r) => r.status),
+    ["finished", "missing", "missing"],
+  );
   const finishedCkpt = new RunStore(store).checkpoints(stopped.runs[0].id).find((c) => c.final)!;
   const mtime = fs.statSync(finishedCkpt.path).mtimeMs;
 
@@ -144,7 +176,14 @@ test("a stopped sweep keeps its finished runs and resumes the stopped one to the
       abort2.abort();
     }
   }, 20);
-  const middle = await runSweep(spec, { ...quiet, store, workers: 1, checkpointEvery: 50, checkpointSeconds: 1, signal: abort2.signal });
+  const middle = await runSweep(spec, {
+    ...quiet,
+    store,
+    workers: 1,
+    checkpointEvery: 50,
+    checkpointSeconds: 1,
+    signal: abort2.signal,
+  });
   clearInterval(timer);
   assert.equal(middle.skipped, 1);
   assert.equal(middle.runs[1].status, "stopped");
@@ -153,18 +192,35 @@ test("a stopped sweep keeps its finished runs and resumes the stopped one to the
   const done = await runSweep(spec, { ...quiet, store, workers: 2 });
   assert.deepEqual([done.skipped, done.trained, done.unfinished], [1, 2, 0]);
   assert.equal(fs.statSync(finishedCkpt.path).mtimeMs, mtime, "a finished run was trained again");
-  const reference = await train(done.runs[1].config, { store: tempStore("sweep-stop-ref"), progress: false, log: () => {} });
-  assert.deepEqual(withoutTime(new RunStore(store).readMetrics(done.runs[1].id).rows), withoutTime(reference.metrics.rows));
+  const reference = await train(done.runs[1].config, {
+    store: tempStore("sweep-stop-ref"),
+    progress: false,
+    log: () => {},
+  });
+  assert.deepEqual(
+    withoutTime(new RunStore(store).readMetrics(done.runs[1].id).rows),
+    withoutTime(reference.metrics.rows),
+  );
 });
 
 test("two variants that share a run train it once and both report it", async () => {
   const store = tempStore("sweep-shared");
-  const spec: SweepSpec = { ...tinySweep(15, [0]), variants: { base: {}, "same lr": { "optimizer.lr": 1e-3 }, "other lr": { "optimizer.lr": 3e-3 } } };
+  const spec: SweepSpec = {
+    ...tinySweep(15, [0]),
+    variants: { base: {}, "same lr": { "optimizer.lr": 1e-3 }, "other lr": { "optimizer.lr": 3e-3 } },
+  };
   const runs = expandSweep(spec);
   assert.equal(runs.length, 3);
   assert.equal(runs[0].id, runs[1].id);
   const result = await runSweep(spec, { ...quiet, store, workers: 2 });
-  assert.deepEqual(result.runs.map((r) => [r.variant, r.status]), [["base", "finished"], ["same lr", "finished"], ["other lr", "finished"]]);
+  assert.deepEqual(
+    result.runs.map((r) => [r.variant, r.status]),
+    [
+      ["base", "finished"],
+      ["same lr", "finished"],
+      ["other lr", "finished"],
+    ],
+  );
   assert.equal(result.trained, 2);
   assert.equal(new RunStore(store).list().length, 2);
 });
@@ -179,7 +235,10 @@ test("a run that fails is reported and the others go on", async () => {
   const lock = RunLock.acquire(s.dir(runs[1].id));
   try {
     const result = await runSweep(spec, { ...quiet, store, workers: 2 });
-    assert.deepEqual(result.runs.map((r) => r.status), ["finished", "failed", "finished"]);
+    assert.deepEqual(
+      result.runs.map((r) => r.status),
+      ["finished", "failed", "finished"],
+    );
     assert.match(result.runs[1].error ?? "", /is locked by process/);
     assert.equal(result.failed, 1);
   } finally {
@@ -207,7 +266,11 @@ test("grok sweep: --status, a full run, a bad spec, and Ctrl-C exits 130 and res
   assert.equal(grok(["sweep", file, "--workers", "0"]).status, 2);
 
   // interrupt while the runs train: exit 130, checkpoints written, nothing finished is lost
-  const child = spawn(process.execPath, [GROK_BIN, "sweep", file, "--store", store, "--workers", "2", "--checkpoint-seconds", "1", "--no-progress"], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(
+    process.execPath,
+    [GROK_BIN, "sweep", file, "--store", store, "--workers", "2", "--checkpoint-seconds", "1", "--no-progress"],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   const code = await new Promise<number | null>((resolve) => {
@@ -225,7 +288,10 @@ test("grok sweep: --status, a full run, a bad spec, and Ctrl-C exits 130 and res
   assert.equal(code, 130, stderr);
   assert.match(stderr, /stopping/);
   const after = sweepStatus(tinySweep(3000, [0, 1]), store).runs;
-  assert.ok(after.every((x) => x.status === "stopped" && x.stepsDone > 0), JSON.stringify(after.map((x) => [x.status, x.stepsDone])));
+  assert.ok(
+    after.every((x) => x.status === "stopped" && x.stepsDone > 0),
+    JSON.stringify(after.map((x) => [x.status, x.stepsDone])),
+  );
   const resumed = grok(["sweep", file, "--store", store, "--no-progress", "--json"]);
   assert.equal(resumed.status, 0, resumed.stderr);
   const json = JSON.parse(resumed.stdout);
@@ -239,13 +305,28 @@ test("sweep summaries: quantiles, and medians that count runs that never got the
   assert.equal(quantile([1, 2, 3, 4], 0.5), 2.5);
   assert.equal(quantile([1, Infinity, Infinity], 0.5), Infinity);
   assert.ok(Number.isNaN(quantile([], 0.5)));
-  const run = (fraction: number, seed: number, v: number | null) => ({ params: { "data.trainFraction": fraction, "training.seed": seed }, variant: "", firstVal99: v }) as unknown as SweepRunResult;
-  const runs = [run(0.3, 0, null), run(0.3, 1, 900), run(0.3, 2, null), run(0.5, 0, 100), run(0.5, 1, 300), run(0.5, 2, 200)];
+  const run = (fraction: number, seed: number, v: number | null) =>
+    ({
+      params: { "data.trainFraction": fraction, "training.seed": seed },
+      variant: "",
+      firstVal99: v,
+    }) as unknown as SweepRunResult;
+  const runs = [
+    run(0.3, 0, null),
+    run(0.3, 1, 900),
+    run(0.3, 2, null),
+    run(0.5, 0, 100),
+    run(0.5, 1, 300),
+    run(0.5, 2, 200),
+  ];
   const plain = summarizeRuns(runs, ["data.trainFraction"], (r) => r.firstVal99);
-  assert.deepEqual(plain.map((g) => [g.key["data.trainFraction"], g.median, g.missing]), [
-    [0.3, 900, 2],
-    [0.5, 200, 0],
-  ]);
+  assert.deepEqual(
+    plain.map((g) => [g.key["data.trainFraction"], g.median, g.missing]),
+    [
+      [0.3, 900, 2],
+      [0.5, 200, 0],
+    ],
+  );
   const censored = summarizeRuns(runs, ["data.trainFraction"], (r) => r.firstVal99, { nullAs: Infinity });
   assert.equal(censored[0].median, Infinity);
   assert.equal(censored[1].q25, 150);
@@ -267,5 +348,8 @@ test("a run being created (config written, state not yet) reads as missing, not 
   fs.mkdirSync(s.dir(run.id), { recursive: true });
   fs.writeFileSync(path.join(s.dir(run.id), "config.json"), JSON.stringify(run.config));
   assert.equal(s.has(run.id), false);
-  assert.deepEqual(sweepStatus(spec, store).runs.map((r) => r.status), ["missing"]);
+  assert.deepEqual(
+    sweepStatus(spec, store).runs.map((r) => r.status),
+    ["missing"],
+  );
 });

@@ -4,17 +4,33 @@ import { makeDataset } from "../src/data/dataset";
 import { buildTable } from "../src/data/operations";
 import { symmetryFloor, tableSymmetries } from "../src/analysis/symmetry";
 
-const dataset = (op: string, modulus = 11, trainFraction = 0.5) => makeDataset({ op, modulus, trainFraction, splitSeed: 0, outliers: 0 });
+const dataset = (op: string, modulus = 11, trainFraction = 0.5) =>
+  makeDataset({ op, modulus, trainFraction, splitSeed: 0, outliers: 0 });
 
 test("tableSymmetries: the input maps that keep every answer of a table", () => {
   // x−y = (−y)−(−x) and x/y = (−x)/(−y) hold, but need −x: not a memorizer's symmetry
-  assert.deepEqual(tableSymmetries(buildTable("sub", 11)).map((s) => s.name), []);
-  assert.deepEqual(tableSymmetries(buildTable("div", 11)).map((s) => s.name), []);
-  assert.deepEqual(tableSymmetries(buildTable("add", 11)).map((s) => s.name), ["swap x and y"]);
-  assert.deepEqual(tableSymmetries(buildTable("mul", 11)).map((s) => s.name), ["swap x and y"]);
+  assert.deepEqual(
+    tableSymmetries(buildTable("sub", 11)).map((s) => s.name),
+    [],
+  );
+  assert.deepEqual(
+    tableSymmetries(buildTable("div", 11)).map((s) => s.name),
+    [],
+  );
+  assert.deepEqual(
+    tableSymmetries(buildTable("add", 11)).map((s) => s.name),
+    ["swap x and y"],
+  );
+  assert.deepEqual(
+    tableSymmetries(buildTable("mul", 11)).map((s) => s.name),
+    ["swap x and y"],
+  );
   // swaps and sign changes of x²+y²: the 8 elements of their group, less the identity
   assert.equal(tableSymmetries(buildTable("sq_sum", 11)).length, 7);
-  assert.deepEqual(tableSymmetries(buildTable("s5", 0)).map((s) => s.name), []);
+  assert.deepEqual(
+    tableSymmetries(buildTable("s5", 0)).map((s) => s.name),
+    [],
+  );
 });
 
 test("symmetryFloor: zero without symmetries; for x+y, the share of validation pairs whose swap was trained on", () => {

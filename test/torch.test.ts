@@ -6,13 +6,13 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test, TestContext } from "node:test";
-import { findTorchPython, TORCH_REFERENCE_SCRIPT } from "../src/cli/bench";
+import { findTorchPython, TORCH_REFERENCE_SCRIPT } from "../src/bench/torch";
 import { encodeInputs, makeDataset } from "../src/data/dataset";
 import { Batch, Engine } from "../src/engines/engine";
 import { createEngine, EngineOptions } from "../src/engines/index";
 import { initParams, ModelDims, PAPER_TRANSFORMER } from "../src/model/config";
 import { writeCheckpoint } from "../src/store/safetensors";
-import { PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { Rng } from "../src/util/rng";
 import { NamedTensors } from "../src/util/tensors";
 import { tempStore } from "./helpers";
@@ -24,7 +24,10 @@ const LOSS_RTOL = 1e-5;
 const GRAD_RTOL = 1e-4;
 
 const torch = findTorchPython();
-const skip = torch.python === null ? `PyTorch is not installed (${torch.reason}); apt-get install python3-torch to run this` : false;
+const skip =
+  torch.python === null
+    ? `PyTorch is not installed (${torch.reason}); apt-get install python3-torch to run this`
+    : false;
 
 interface TorchParity {
   loss: number;
@@ -38,7 +41,10 @@ function fixture(): { weights: NamedTensors; batch: Batch } {
   assert.equal(ds.vocabSize, DIMS.vocabSize);
   const positions = new Rng(11).permutation(ds.train.size).slice(0, BATCH_SIZE);
   const targets = Int32Array.from(positions, (p) => ds.train.answer[p]);
-  return { weights: initParams(PAPER_TRANSFORMER, DIMS, 5), batch: { size: BATCH_SIZE, inputs: encodeInputs(ds, ds.train, positions), targets } };
+  return {
+    weights: initParams(PAPER_TRANSFORMER, DIMS, 5),
+    batch: { size: BATCH_SIZE, inputs: encodeInputs(ds, ds.train, positions), targets },
+  };
 }
 
 let cached: { weights: NamedTensors; batch: Batch; ref: TorchParity } | null = null;
@@ -53,13 +59,18 @@ function reference(): { weights: NamedTensors; batch: Batch; ref: TorchParity } 
   const batchPath = path.join(dir, "batch.json");
   writeCheckpoint(weightsPath, weights);
   const rows: number[][] = [];
-  for (let i = 0; i < batch.size; i++) rows.push(Array.from(batch.inputs.subarray(i * DIMS.seqLen, (i + 1) * DIMS.seqLen)));
+  for (let i = 0; i < batch.size; i++)
+    rows.push(Array.from(batch.inputs.subarray(i * DIMS.seqLen, (i + 1) * DIMS.seqLen)));
   fs.writeFileSync(batchPath, JSON.stringify({ inputs: rows, targets: Array.from(batch.targets) }));
-  const r = spawnSync(torch.python, [TORCH_REFERENCE_SCRIPT, "parity", "--weights", weightsPath, "--batch", batchPath], {
-    encoding: "utf8",
-    maxBuffer: 256 << 20,
-    timeout: 5 * 60_000,
-  });
+  const r = spawnSync(
+    torch.python,
+    [TORCH_REFERENCE_SCRIPT, "parity", "--weights", weightsPath, "--batch", batchPath],
+    {
+      encoding: "utf8",
+      maxBuffer: 256 << 20,
+      timeout: 5 * 60_000,
+    },
+  );
   assert.equal(r.status, 0, `torch_reference.py parity failed: ${r.error?.message ?? ""}${r.stderr}`);
   cached = { weights, batch, ref: JSON.parse(r.stdout) as TorchParity };
   return cached;
@@ -97,11 +108,23 @@ async function compare(t: TestContext, opts: EngineOptions): Promise<void> {
       assert.ok(maxAbs > 0, `${name}: PyTorch's gradient is all zero`);
       const rel = maxDiff / maxAbs;
       worst = Math.max(worst, rel);
-      if (!(rel <= GRAD_RTOL)) failures.push(`${name}: max |diff| ${maxDiff.toExponential(2)} = ${rel.toExponential(2)} of max |grad| ${maxAbs.toExponential(2)}`);
+      if (!(rel <= GRAD_RTOL))
+        failures.push(
+          `${name}: max |diff| ${maxDiff.toExponential(2)} = ${rel.toExponential(2)} of max |grad| ${maxAbs.toExponential(2)}`,
+        );
     }
-    t.diagnostic(`${label}: worst gradient error ${worst.toExponential(2)} of the tensor's max |grad| (tolerance ${GRAD_RTOL})`);
-    assert.ok(lossErr <= LOSS_RTOL, `${label}: loss ${ours.loss} vs torch ${ref.loss}, relative error ${lossErr.toExponential(2)} > ${LOSS_RTOL}`);
-    assert.equal(failures.length, 0, `${label}: gradients differ from PyTorch's beyond ${GRAD_RTOL}:\n  ${failures.join("\n  ")}`);
+    t.diagnostic(
+      `${label}: worst gradient error ${worst.toExponential(2)} of the tensor's max |grad| (tolerance ${GRAD_RTOL})`,
+    );
+    assert.ok(
+      lossErr <= LOSS_RTOL,
+      `${label}: loss ${ours.loss} vs torch ${ref.loss}, relative error ${lossErr.toExponential(2)} > ${LOSS_RTOL}`,
+    );
+    assert.equal(
+      failures.length,
+      0,
+      `${label}: gradients differ from PyTorch's beyond ${GRAD_RTOL}:\n  ${failures.join("\n  ")}`,
+    );
   } finally {
     engine.dispose();
   }
@@ -115,6 +138,10 @@ test("PyTorch reference: the same loss and gradients as the fast engine (TypeScr
   await compare(t, { engine: "fast", kernels: "typescript" });
 });
 
-test("PyTorch reference: the same loss and gradients as the fast engine (native kernels, 2 threads)", { skip }, async (t) => {
-  await compare(t, { engine: "fast", kernels: "native", threads: 2 });
-});
+test(
+  "PyTorch reference: the same loss and gradients as the fast engine (native kernels, 2 threads)",
+  { skip },
+  async (t) => {
+    await compare(t, { engine: "fast", kernels: "native", threads: 2 });
+  },
+);

@@ -9,8 +9,8 @@ import { encodeInputs, makeDataset } from "../src/data/dataset";
 import { initParams } from "../src/model/config";
 import { RunLock, RunLockedError } from "../src/store/lock";
 import { displayPath, RunStore } from "../src/store/run-store";
-import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig, withChanges } from "../src/training/config";
-import { PAPER_OPTIMIZER } from "../src/training/optimizer";
+import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig, withChanges } from "../src/config/run-config";
+import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { FIG2_OPTIMIZER_VARIANTS } from "../src/training/presets";
 import { ProgressDisplay } from "../src/training/progress";
 import { earlyStopReached, train } from "../src/training/trainer";
@@ -24,7 +24,9 @@ test("the evaluation schedule is dense early, log-spaced later, and includes the
   assert.deepEqual(steps.slice(0, 11), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   assert.ok(steps.includes(13) && steps.includes(100) && steps.includes(1000));
   assert.ok(steps.length < 45, `${steps.length} evaluations`);
-  const every = Array.from({ length: 251 }, (_, s) => s).filter((s) => isEvalStep({ denseUntil: 0, perDecade: 0, every: 100 }, s, 250));
+  const every = Array.from({ length: 251 }, (_, s) => s).filter((s) =>
+    isEvalStep({ denseUntil: 0, perDecade: 0, every: 100 }, s, 250),
+  );
   assert.deepEqual(every, [0, 100, 200, 250]);
 });
 
@@ -35,7 +37,19 @@ test("a run records config, metrics rows with every column, checkpoints and firs
   assert.equal(result.stopReason, "budget");
   assert.equal(result.stepsDone, 40);
   const cols = result.metrics.columns;
-  for (const c of ["step", "train_loss", "train_acc", "val_loss", "val_acc", "train_saturated", "lr", "weight_norm", "wall_seconds", "norm.blocks.0.attn.wq", "norm.head.weight"]) {
+  for (const c of [
+    "step",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "train_saturated",
+    "lr",
+    "weight_norm",
+    "wall_seconds",
+    "norm.blocks.0.attn.wq",
+    "norm.head.weight",
+  ]) {
     assert.ok(cols.includes(c), `missing column ${c}`);
   }
   const rows = result.metrics.rows;
@@ -80,8 +94,20 @@ test("a run records config, metrics rows with every column, checkpoints and firs
 /** Every option that draws random numbers, so resuming must restore each stream exactly. */
 function noisyConfig(): RunConfig {
   const cfg = tinyConfig({ steps: 36, batchSize: 16 });
-  cfg.model = { ...cfg.model, kind: "transformer", dropout: 0.1, norm: "pre", positions: "learned" } as RunConfig["model"];
-  cfg.optimizer = { ...cfg.optimizer, decayToward: "init", updateNoise: 0.05, weightNoise: 0.01, grokfast: { alpha: 0.98, lambda: 2 } };
+  cfg.model = {
+    ...cfg.model,
+    kind: "transformer",
+    dropout: 0.1,
+    norm: "pre",
+    positions: "learned",
+  } as RunConfig["model"];
+  cfg.optimizer = {
+    ...cfg.optimizer,
+    decayToward: "init",
+    updateNoise: 0.05,
+    weightNoise: 0.01,
+    grokfast: { alpha: 0.98, lambda: 2 },
+  };
   cfg.data.outliers = 3;
   return cfg;
 }
@@ -89,30 +115,34 @@ function noisyConfig(): RunConfig {
 for (const [name, config] of [
   ["the paper's optimizer, full batch", () => tinyConfig({ steps: 36 })],
   ["minibatches, dropout, weight and update noise, Grokfast, decay toward init, outliers", noisyConfig],
-  ["the MLP model with dropout", () => {
-    const cfg = tinyConfig({ steps: 36, batchSize: 8 });
-    cfg.model = { kind: "mlp", width: 8, hidden: 32, activation: "gelu", dropout: 0.2 };
-    return cfg;
-  }],
+  [
+    "the MLP model with dropout",
+    () => {
+      const cfg = tinyConfig({ steps: 36, batchSize: 8 });
+      cfg.model = { kind: "mlp", width: 8, hidden: 32, activation: "gelu", dropout: 0.2 };
+      return cfg;
+    },
+  ],
 ] as const) {
-  for (const engine of ["tfjs", "fast"] as const) test(`a stopped and resumed run ends with the metrics of an uninterrupted one (${engine} engine): ${name}`, async () => {
-    const straightStore = tempStore("straight");
-    const straight = await train(config(), { store: straightStore, engine, ...quiet });
-    const store = tempStore("resumed");
-    // stop twice, between checkpoints: the resumed run replays from the last checkpoint
-    const first = await train(config(), { store, engine, stopAfter: 7, checkpointEvery: 5, ...quiet });
-    assert.equal(first.status, "stopped");
-    assert.equal(first.interrupted, true);
-    const second = await train(config(), { store, engine, stopAfter: 13, checkpointEvery: 5, ...quiet });
-    assert.equal(second.status, "stopped");
-    const done = await train(config(), { store, engine, checkpointEvery: 5, ...quiet });
-    assert.equal(done.status, "finished");
-    assert.deepEqual(withoutTime(done.metrics.rows), withoutTime(straight.metrics.rows));
-    assert.deepEqual(withoutTime(new RunStore(store).readMetrics(done.id).rows), withoutTime(straight.metrics.rows));
-    const a = loadWeights(straight.id, "final", straightStore).weights;
-    const b = loadWeights(done.id, "final", store).weights;
-    for (const [n, t] of a) assert.deepEqual(b.get(n)!.data, t.data, n);
-  });
+  for (const engine of ["tfjs", "fast"] as const)
+    test(`a stopped and resumed run ends with the metrics of an uninterrupted one (${engine} engine): ${name}`, async () => {
+      const straightStore = tempStore("straight");
+      const straight = await train(config(), { store: straightStore, engine, ...quiet });
+      const store = tempStore("resumed");
+      // stop twice, between checkpoints: the resumed run replays from the last checkpoint
+      const first = await train(config(), { store, engine, stopAfter: 7, checkpointEvery: 5, ...quiet });
+      assert.equal(first.status, "stopped");
+      assert.equal(first.interrupted, true);
+      const second = await train(config(), { store, engine, stopAfter: 13, checkpointEvery: 5, ...quiet });
+      assert.equal(second.status, "stopped");
+      const done = await train(config(), { store, engine, checkpointEvery: 5, ...quiet });
+      assert.equal(done.status, "finished");
+      assert.deepEqual(withoutTime(done.metrics.rows), withoutTime(straight.metrics.rows));
+      assert.deepEqual(withoutTime(new RunStore(store).readMetrics(done.id).rows), withoutTime(straight.metrics.rows));
+      const a = loadWeights(straight.id, "final", straightStore).weights;
+      const b = loadWeights(done.id, "final", store).weights;
+      for (const [n, t] of a) assert.deepEqual(b.get(n)!.data, t.data, n);
+    });
 }
 
 test("the same seed gives identical metrics; another model seed or split seed does not", async () => {
@@ -135,7 +165,10 @@ test("a locked run is refused with the holder named, and nothing is trained", as
   const dir = new RunStore(store).dir(RunStore.idFor(cfg));
   fs.mkdirSync(dir, { recursive: true });
   const lock = RunLock.acquire(dir);
-  await assert.rejects(train(cfg, { store, ...quiet }), (err: Error) => err instanceof RunLockedError && err.message.includes(String(process.pid)));
+  await assert.rejects(
+    train(cfg, { store, ...quiet }),
+    (err: Error) => err instanceof RunLockedError && err.message.includes(String(process.pid)),
+  );
   assert.ok(!fs.existsSync(path.join(dir, "metrics.csv")));
   lock.release();
   const done = await train(cfg, { store, ...quiet });
@@ -152,14 +185,21 @@ test("the trainer names its store relative to the repository; its progress line 
   const cfg = tinyConfig({ steps: 40 });
   const messages: string[] = [];
   const lines: string[] = [];
-  const progress = new ProgressDisplay({ mode: "lines", everyMs: 0, stream: { write: (text: string) => lines.push(text) } });
+  const progress = new ProgressDisplay({
+    mode: "lines",
+    everyMs: 0,
+    stream: { write: (text: string) => lines.push(text) },
+  });
   const first = await train(cfg, { store, progress, stopAfter: 10, log: (m) => messages.push(m) });
   assert.ok(messages.includes(`run ${first.id}: store ${shown}/${first.id}`), messages.join("\n"));
   // the caller's display is drawn on, not ended: the summary is logged
   assert.match(messages[messages.length - 1], /stopped at step 10 of 40/);
   assert.match(lines[0], /^step 0\/10  train loss – /);
   assert.match(lines[lines.length - 1], /^step 10\/10  train loss \d/);
-  assert.ok(lines.every((l) => !l.includes("/40")), "a session stopped after 10 steps counts to 10");
+  assert.ok(
+    lines.every((l) => !l.includes("/40")),
+    "a session stopped after 10 steps counts to 10",
+  );
   await train(cfg, { store, ...quiet });
   messages.length = 0;
   await train(cfg, { store, progress: false, log: (m) => messages.push(m) });
@@ -168,7 +208,14 @@ test("the trainer names its store relative to the repository; its progress line 
 
 test("early stop waits until validation accuracy has held ≥ 99% for the hold period", () => {
   const rows = (accs: [number, number][]) => accs.map(([step, val_acc]) => ({ step, val_acc }));
-  const history = rows([[0, 0.1], [10, 0.995], [20, 0.98], [30, 0.99], [50, 1], [80, 1]]);
+  const history = rows([
+    [0, 0.1],
+    [10, 0.995],
+    [20, 0.98],
+    [30, 0.99],
+    [50, 1],
+    [80, 1],
+  ]);
   assert.equal(earlyStopReached(history.slice(0, 2), 10, 0), true);
   assert.equal(earlyStopReached(history.slice(0, 2), 10, 5), false);
   // the dip at step 20 restarts the clock at step 30
@@ -202,7 +249,10 @@ test("each optimizer variant of the paper's Fig 2 is one config that trains", as
     ids.add(RunStore.idFor(cfg));
     const result = await train(cfg, { store: tempStore("fig2"), ...quiet });
     assert.equal(result.stepsDone, 3, name);
-    assert.ok(result.metrics.rows.every((r) => Number.isFinite(r.train_loss)), name);
+    assert.ok(
+      result.metrics.rows.every((r) => Number.isFinite(r.train_loss)),
+      name,
+    );
   }
   assert.equal(ids.size, 9, "two variants are the same config");
 });

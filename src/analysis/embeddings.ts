@@ -21,7 +21,9 @@ export function symbolVectors(weights: NamedTensors, numSymbols: number, which: 
   if (!head) throw new Error("the weights have no head.weight");
   const [rows, cols] = head.shape;
   if (cols !== numSymbols) throw new Error(`head.weight has ${cols} outputs, not ${numSymbols} symbols`);
-  return Array.from({ length: numSymbols }, (_, s) => Float32Array.from({ length: rows }, (_, i) => head.data[i * cols + s]));
+  return Array.from({ length: numSymbols }, (_, s) =>
+    Float32Array.from({ length: rows }, (_, i) => head.data[i * cols + s]),
+  );
 }
 
 export interface TsneOptions {
@@ -36,7 +38,6 @@ export interface TsneOptions {
  * swapped for a seeded generator while it runs, so the same seed gives the same layout.
  */
 export function tsne2d(vectors: Float32Array[], opts: TsneOptions = {}): [number, number][] {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const mod = require("tsne-js");
   const TSNE = mod.default ?? mod;
   const rng = new Rng(opts.seed ?? 0);
@@ -131,8 +132,10 @@ export interface FourierCircle {
 export function fourierCircle(vectors: Float32Array[], k: number): FourierCircle {
   const p = vectors.length;
   const d = vectors[0]?.length ?? 0;
-  if (p < 3 || vectors.some((v) => v.length !== d)) throw new Error(`fourierCircle needs at least 3 vectors of one length (got ${p})`);
-  if (!Number.isInteger(k) || k < 1 || k >= p || 2 * k === p) throw new Error(`fourierCircle: frequency ${k} is not an integer from 1 to ${p - 1} other than ${p / 2}`);
+  if (p < 3 || vectors.some((v) => v.length !== d))
+    throw new Error(`fourierCircle needs at least 3 vectors of one length (got ${p})`);
+  if (!Number.isInteger(k) || k < 1 || k >= p || 2 * k === p)
+    throw new Error(`fourierCircle: frequency ${k} is not an integer from 1 to ${p - 1} other than ${p / 2}`);
   const mean = new Float64Array(d);
   for (const v of vectors) for (let j = 0; j < d; j++) mean[j] += v[j] / p;
   const centred = vectors.map((v) => Float64Array.from(v, (value, j) => value - mean[j]));
@@ -162,15 +165,27 @@ export function fourierCircle(vectors: Float32Array[], k: number): FourierCircle
   // the angles against θ_x: the best constant is the circular mean of the differences
   const angles = points.map(([a, b]) => Math.atan2(b, a));
   const diffs = angles.map((a, x) => a - theta(x));
-  const offset = Math.atan2(diffs.reduce((s, a) => s + Math.sin(a), 0), diffs.reduce((s, a) => s + Math.cos(a), 0));
-  const angleError = Math.sqrt(diffs.reduce((s, a) => s + Math.atan2(Math.sin(a - offset), Math.cos(a - offset)) ** 2, 0) / p);
+  const offset = Math.atan2(
+    diffs.reduce((s, a) => s + Math.sin(a), 0),
+    diffs.reduce((s, a) => s + Math.cos(a), 0),
+  );
+  const angleError = Math.sqrt(
+    diffs.reduce((s, a) => s + Math.atan2(Math.sin(a - offset), Math.cos(a - offset)) ** 2, 0) / p,
+  );
   // round the circle x·k mod p steps by g = gcd(k, p) (1 for a prime p), and by 0 within the g symbols that
   // share each angle
   let g = k;
-  for (let r = p; r > 0; ) [g, r] = [r, g % r];
+  for (let r = p; r > 0;) [g, r] = [r, g % r];
   const order = angles.map((a, x) => [a, (k * x) % p] as const).sort((s, t) => s[0] - t[0]);
   const inOrder = order.every(([, m], i) => [0, g].includes((order[(i + 1) % p][1] - m + p) % p));
-  return { frequency: k, points, share: total > 0 ? atFrequency / total : 0, radiusSpread: radiusSd / meanRadius, angleError, inOrder };
+  return {
+    frequency: k,
+    points,
+    share: total > 0 ? atFrequency / total : 0,
+    radiusSpread: radiusSd / meanRadius,
+    angleError,
+    inOrder,
+  };
 }
 
 /**
@@ -179,14 +194,20 @@ export function fourierCircle(vectors: Float32Array[], k: number): FourierCircle
  * layer norm or softmax mostly ignores) or euclidean (for a 2-D layout). With labels that ignore the points,
  * the share is about (size of a label's class − 1) / (n − 1): chanceShare gives it.
  */
-export function nearestNeighbourShare(points: ArrayLike<number>[], labels: ArrayLike<number>, opts: { k?: number; metric?: "cosine" | "euclidean" } = {}): number {
+export function nearestNeighbourShare(
+  points: ArrayLike<number>[],
+  labels: ArrayLike<number>,
+  opts: { k?: number; metric?: "cosine" | "euclidean" } = {},
+): number {
   const n = points.length;
   const k = opts.k ?? 5;
   if (labels.length !== n) throw new Error(`nearestNeighbourShare: ${n} points but ${labels.length} labels`);
-  if (!Number.isInteger(k) || k < 1 || k >= n) throw new Error(`nearestNeighbourShare: k must be an integer from 1 to ${n - 1} (got ${k})`);
+  if (!Number.isInteger(k) || k < 1 || k >= n)
+    throw new Error(`nearestNeighbourShare: k must be an integer from 1 to ${n - 1} (got ${k})`);
   const norms = points.map((p) => Math.sqrt(Array.from(p).reduce((t, x) => t + x * x, 0)));
   const distance = (i: number, j: number) => {
-    let dot = 0, sq = 0;
+    let dot = 0,
+      sq = 0;
     for (let t = 0; t < points[i].length; t++) {
       dot += points[i][t] * points[j][t];
       sq += (points[i][t] - points[j][t]) ** 2;
@@ -219,7 +240,7 @@ export function chanceShare(labels: ArrayLike<number>): number {
 function ranks(values: number[]): number[] {
   const order = values.map((v, i) => [v, i] as const).sort((a, b) => a[0] - b[0]);
   const out = new Array<number>(values.length);
-  for (let i = 0; i < order.length; ) {
+  for (let i = 0; i < order.length;) {
     let j = i;
     while (j + 1 < order.length && order[j + 1][0] === order[i][0]) j++;
     for (let k = i; k <= j; k++) out[order[k][1]] = (i + j) / 2 + 1;
@@ -232,7 +253,9 @@ function pearson(a: number[], b: number[]): number {
   const n = a.length;
   const ma = a.reduce((s, v) => s + v, 0) / n;
   const mb = b.reduce((s, v) => s + v, 0) / n;
-  let sab = 0, saa = 0, sbb = 0;
+  let sab = 0,
+    saa = 0,
+    sbb = 0;
   for (let i = 0; i < n; i++) {
     sab += (a[i] - ma) * (b[i] - mb);
     saa += (a[i] - ma) ** 2;
@@ -266,9 +289,11 @@ export interface SpearmanResult {
  * replacement. A resample whose a or b values are all tied has no ρ and is left out of the interval.
  */
 export function spearman(a: number[], b: number[], opts: SpearmanOptions = {}): SpearmanResult {
-  if (a.length !== b.length || a.length < 3) throw new Error(`spearman needs two lists of the same length ≥ 3 (got ${a.length} and ${b.length})`);
+  if (a.length !== b.length || a.length < 3)
+    throw new Error(`spearman needs two lists of the same length ≥ 3 (got ${a.length} and ${b.length})`);
   const confidence = opts.confidence ?? 0.95;
-  if (!(confidence > 0 && confidence < 1)) throw new Error(`spearman: confidence must be between 0 and 1 (got ${confidence})`);
+  if (!(confidence > 0 && confidence < 1))
+    throw new Error(`spearman: confidence must be between 0 and 1 (got ${confidence})`);
   const ra = ranks(a);
   const rb = ranks(b);
   const rho = pearson(ra, rb);

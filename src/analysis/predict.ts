@@ -1,10 +1,10 @@
 // What a trained network answers: its prediction for every cell of the operation table, from any stored
 // weights (final, a checkpoint, a snapshot), with which cells it was trained on.
 
-import { Dataset, encodeInputs, makeDataset } from "../data/dataset";
+import { Dataset, encodeInputs, makeDataset, modelDims } from "../data/dataset";
 import { createEngine, EngineOptions } from "../engines/index";
 import { RunStore } from "../store/run-store";
-import { RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
 import { NamedTensors } from "../util/tensors";
 import { loadWeights } from "./runs";
 
@@ -20,10 +20,16 @@ export interface TableAnswers {
 }
 
 /** The network's answer for each of `inputs` ([n, 4] row-major) under `weights`. */
-export async function predictAnswers(dataset: Dataset, config: Pick<RunConfig, "model" | "optimizer">, weights: NamedTensors, inputs: Int32Array, engineOptions: EngineOptions = {}): Promise<Int32Array> {
+export async function predictAnswers(
+  dataset: Dataset,
+  config: Pick<RunConfig, "model" | "optimizer">,
+  weights: NamedTensors,
+  inputs: Int32Array,
+  engineOptions: EngineOptions = {},
+): Promise<Int32Array> {
   const { engine } = await createEngine(engineOptions);
   try {
-    const dims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
+    const dims = modelDims(dataset);
     engine.initialize({ model: config.model, dims, optimizer: config.optimizer, seed: 0 }, weights);
     const n = inputs.length / dataset.seqLen;
     const logits = engine.logits({ size: n, inputs, targets: new Int32Array(n) });
@@ -41,14 +47,24 @@ export async function predictAnswers(dataset: Dataset, config: Pick<RunConfig, "
 }
 
 /** A run's answers on its whole table after `which` ("final", "latest", or the step of a checkpoint or snapshot). */
-export async function tableAnswers(ref: string, which: "final" | "latest" | number = "final", opts: EngineOptions & { store?: RunStore | string } = {}): Promise<TableAnswers> {
-  const store = opts.store instanceof RunStore ? opts.store : new RunStore(opts.store);
+export async function tableAnswers(
+  ref: string,
+  which: "final" | "latest" | number = "final",
+  opts: EngineOptions & { store?: RunStore | string } = {},
+): Promise<TableAnswers> {
+  const store = RunStore.of(opts.store);
   const id = store.resolve(ref);
   const config = store.readConfig(id);
   const dataset = makeDataset(config.data);
   const { step, weights } = loadWeights(id, which, store);
   const table = dataset.table;
-  const all = { size: table.size, row: Int32Array.from({ length: table.size }, (_, i) => i), x: table.x, y: table.y, answer: table.answer };
+  const all = {
+    size: table.size,
+    row: Int32Array.from({ length: table.size }, (_, i) => i),
+    x: table.x,
+    y: table.y,
+    answer: table.answer,
+  };
   const predicted = await predictAnswers(dataset, config, weights, encodeInputs(dataset, all), opts);
   const inTrain = new Uint8Array(table.size);
   for (const row of dataset.train.row) inTrain[row] = 1;

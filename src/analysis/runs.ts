@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { EngineOptions } from "../engines/index";
 import { train } from "../training/trainer";
 import { Metrics, RunInfo, RunStore } from "../store/run-store";
-import { Optimizer } from "../training/optimizer";
+import { Optimizer } from "../optim/optimizer";
 import { formatDuration, ProgressDisplay, progressDisplayFor } from "../training/progress";
 import { NamedTensors } from "../util/tensors";
 
@@ -15,18 +15,14 @@ export interface LoadedRun extends RunInfo {
   metrics: Metrics;
 }
 
-function storeOf(store?: RunStore | string): RunStore {
-  return store instanceof RunStore ? store : new RunStore(store);
-}
-
 /** Every run in the store with its config and status. */
 export function listRuns(store?: RunStore | string): RunInfo[] {
-  return storeOf(store).list();
+  return RunStore.of(store).list();
 }
 
 /** One run (by id, unique id prefix or directory) with its metrics. */
 export function loadRun(ref: string, store?: RunStore | string): LoadedRun {
-  const s = storeOf(store);
+  const s = RunStore.of(store);
   const id = s.resolve(ref);
   return { ...s.info(id), metrics: s.readMetrics(id) };
 }
@@ -34,19 +30,25 @@ export function loadRun(ref: string, store?: RunStore | string): LoadedRun {
 /** A run's metrics as a danfojs DataFrame, one row per evaluation. */
 export function metricsFrame(run: string | { metrics: Metrics }, store?: RunStore | string): DataFrame {
   // danfojs-node loads TensorFlow.js; load it only when a frame is asked for
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const dfd = require("danfojs-node") as typeof import("danfojs-node");
   const metrics = typeof run === "string" ? loadRun(run, store).metrics : run.metrics;
   if (metrics.rows.length === 0) return new dfd.DataFrame([], { columns: metrics.columns });
-  return new dfd.DataFrame(metrics.rows.map((r) => metrics.columns.map((c) => r[c])), { columns: metrics.columns });
+  return new dfd.DataFrame(
+    metrics.rows.map((r) => metrics.columns.map((c) => r[c])),
+    { columns: metrics.columns },
+  );
 }
 
 /**
  * A run's weights (no optimizer state) from a checkpoint: "final", "latest", or the step of a periodic one.
  * Names as in model/config.paramSpecs; linear weights are [in, out].
  */
-export function loadWeights(ref: string, which: "final" | "latest" | number = "latest", store?: RunStore | string): { step: number; weights: NamedTensors } {
-  const s = storeOf(store);
+export function loadWeights(
+  ref: string,
+  which: "final" | "latest" | number = "latest",
+  store?: RunStore | string,
+): { step: number; weights: NamedTensors } {
+  const s = RunStore.of(store);
   const ckpt = s.readCheckpoint(s.resolve(ref), which);
   const weights: NamedTensors = new Map([...ckpt.tensors].filter(([name]) => !Optimizer.isStateName(name)));
   return { step: ckpt.step, weights };
@@ -67,17 +69,22 @@ export interface SnapshotOptions extends EngineOptions {
  * function of its config, so the replayed weights are the weights the run had. Returns the steps written.
  */
 export async function ensureSnapshots(ref: string, steps: number[], opts: SnapshotOptions = {}): Promise<number[]> {
-  const s = storeOf(opts.store);
+  const s = RunStore.of(opts.store);
   const id = s.resolve(ref);
   const config = s.readConfig(id);
   const have = new Set([...s.checkpoints(id), ...s.snapshots(id)].map((c) => c.step));
   const bad = steps.filter((st) => !Number.isInteger(st) || st < 0 || st > config.training.steps);
-  if (bad.length) throw new Error(`snapshot steps must be integers in [0, ${config.training.steps}] (the run's budget); got ${bad.join(", ")}`);
+  if (bad.length)
+    throw new Error(
+      `snapshot steps must be integers in [0, ${config.training.steps}] (the run's budget); got ${bad.join(", ")}`,
+    );
   const missing = [...new Set(steps)].filter((st) => !have.has(st)).sort((a, b) => a - b);
   if (missing.length === 0) return [];
   const last = missing[missing.length - 1];
   const snapshots = `${missing.length} snapshot${missing.length === 1 ? "" : "s"}`;
-  const { display: progress, owned } = progressDisplayFor(opts.progress, { label: `run ${id}: replaying for ${snapshots}` });
+  const { display: progress, owned } = progressDisplayFor(opts.progress, {
+    label: `run ${id}: replaying for ${snapshots}`,
+  });
   const startedAt = Date.now();
   let summary: string | undefined;
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "grok-replay-"));
@@ -98,7 +105,10 @@ export async function ensureSnapshots(ref: string, steps: number[], opts: Snapsh
     }
     const lost = missing.filter((st) => !written.includes(st));
     // a run that stopped early (early stop) has no weights after its last step
-    if (lost.length) throw new Error(`run ${id}: no weights after step ${lost.join(", ")} (the run ended at step ${replay.stepsDone})`);
+    if (lost.length)
+      throw new Error(
+        `run ${id}: no weights after step ${lost.join(", ")} (the run ended at step ${replay.stepsDone})`,
+      );
     summary = `run ${id}: ${snapshots} written (replayed ${replay.stepsDone} steps in ${formatDuration((Date.now() - startedAt) / 1000)})`;
     return written;
   } finally {

@@ -8,10 +8,10 @@
 // every weight. φ is a *maximum*: the official grokking code hands the loss to a minimizer (L-BFGS-B,
 // maxiter 10), which measures nothing of the kind. We maximize with a projected L-BFGS (maximizeInBox).
 
-import { Dataset, encodeInputs, makeDataset } from "../data/dataset";
+import { Dataset, encodeInputs, makeDataset, modelDims } from "../data/dataset";
 import { createEngine, EngineOptions } from "../engines/index";
 import { RunStore } from "../store/run-store";
-import { RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
 import { deriveSeed, Rng } from "../util/rng";
 import { NamedTensors } from "../util/tensors";
 import { loadWeights } from "./runs";
@@ -61,9 +61,12 @@ const MAX_HALVINGS = 20;
  */
 export function maximizeInBox(f: Objective, bound: Float64Array, opts: MaximizeOptions = {}): BoxMaximum {
   const n = bound.length;
-  for (let i = 0; i < n; i++) if (!(bound[i] > 0 && Number.isFinite(bound[i]))) throw new Error(`maximizeInBox: half-width ${i} is ${bound[i]}, not a positive number`);
+  for (let i = 0; i < n; i++)
+    if (!(bound[i] > 0 && Number.isFinite(bound[i])))
+      throw new Error(`maximizeInBox: half-width ${i} is ${bound[i]}, not a positive number`);
   const maxIterations = opts.maxIterations ?? 100;
-  if (!Number.isInteger(maxIterations) || maxIterations < 0) throw new Error(`maximizeInBox: maxIterations must be a non-negative integer (got ${maxIterations})`);
+  if (!Number.isInteger(maxIterations) || maxIterations < 0)
+    throw new Error(`maximizeInBox: maxIterations must be a non-negative integer (got ${maxIterations})`);
   const tolerance = opts.tolerance ?? 1e-9;
   const restarts = opts.restarts ?? 0;
   const rng = new Rng(deriveSeed(opts.seed ?? 0, 1));
@@ -82,7 +85,13 @@ export function maximizeInBox(f: Objective, bound: Float64Array, opts: MaximizeO
 }
 
 /** One projected L-BFGS ascent from z (box units); the result's y is in the caller's units. */
-function ascend(f: Objective, bound: Float64Array, z: Float64Array, maxIterations: number, tolerance: number): BoxMaximum {
+function ascend(
+  f: Objective,
+  bound: Float64Array,
+  z: Float64Array,
+  maxIterations: number,
+  tolerance: number,
+): BoxMaximum {
   const n = bound.length;
   let evaluations = 0;
   const evaluate = (at: Float64Array) => {
@@ -93,10 +102,16 @@ function ascend(f: Objective, bound: Float64Array, z: Float64Array, maxIteration
   };
   let { value, g } = evaluate(z);
   const pairs: CurvaturePair[] = [];
-  const done = (stop: BoxMaximum["stop"], iterations: number): BoxMaximum => ({ value, y: Float64Array.from(z, (v, i) => v * bound[i]), iterations, evaluations, stop });
+  const done = (stop: BoxMaximum["stop"], iterations: number): BoxMaximum => ({
+    value,
+    y: Float64Array.from(z, (v, i) => v * bound[i]),
+    iterations,
+    evaluations,
+    stop,
+  });
   for (let iter = 0; ; iter++) {
     // coordinates at a face whose gradient points out of the box stay there
-    const free = Uint8Array.from(z, (v, i) => (v >= 1 && g[i] > 0) || (v <= -1 && g[i] < 0) ? 0 : 1);
+    const free = Uint8Array.from(z, (v, i) => ((v >= 1 && g[i] > 0) || (v <= -1 && g[i] < 0) ? 0 : 1));
     // the first-order gain still available: zero exactly at a KKT point
     let gap = 0;
     for (let i = 0; i < n; i++) gap += g[i] > 0 ? g[i] * (1 - z[i]) : -g[i] * (1 + z[i]);
@@ -207,7 +222,8 @@ export interface Subspace {
  * for every network with n weights.
  */
 export function randomSubspace(n: number, dims: number, seed: number): Subspace {
-  if (!Number.isInteger(dims) || dims < 1 || dims > n) throw new Error(`sharpness: dims must be an integer from 1 to the ${n} weights (got ${dims})`);
+  if (!Number.isInteger(dims) || dims < 1 || dims > n)
+    throw new Error(`sharpness: dims must be an integer from 1 to the ${n} weights (got ${dims})`);
   const rng = new Rng(seed);
   const rows = Array.from({ length: dims }, () => {
     const row = Float64Array.from({ length: n }, () => 2 * rng.uniform() - 1);
@@ -261,7 +277,11 @@ export interface SharpnessResult {
 /**
  * φ for a loss over a flat parameter vector x (length n): `loss(w)` returns the loss and its gradient at w.
  */
-export function sharpnessOf(loss: (w: Float32Array) => { value: number; grad: Float32Array }, x: Float32Array, opts: SharpnessOptions = {}): SharpnessResult {
+export function sharpnessOf(
+  loss: (w: Float32Array) => { value: number; grad: Float32Array },
+  x: Float32Array,
+  opts: SharpnessOptions = {},
+): SharpnessResult {
   const n = x.length;
   const variant = opts.variant ?? "subspace";
   const eps = opts.epsilon ?? 1e-3;
@@ -311,8 +331,12 @@ export function sharpnessOf(loss: (w: Float32Array) => { value: number; grad: Fl
 }
 
 /** φ of a stored run's weights (default: final) on its training set, without dropout or noise. */
-export async function runSharpness(ref: string, which: "final" | "latest" | number = "final", opts: SharpnessOptions & EngineOptions & { store?: RunStore | string } = {}): Promise<SharpnessResult> {
-  const store = opts.store instanceof RunStore ? opts.store : new RunStore(opts.store);
+export async function runSharpness(
+  ref: string,
+  which: "final" | "latest" | number = "final",
+  opts: SharpnessOptions & EngineOptions & { store?: RunStore | string } = {},
+): Promise<SharpnessResult> {
+  const store = RunStore.of(opts.store);
   const id = store.resolve(ref);
   const config: RunConfig = store.readConfig(id);
   const dataset: Dataset = makeDataset(config.data);
@@ -325,14 +349,20 @@ export async function runSharpness(ref: string, which: "final" | "latest" | numb
     for (const nm of names) offsets.push(offsets[offsets.length - 1] + weights.get(nm)!.data.length);
     const flat = new Float32Array(offsets[names.length]);
     names.forEach((nm, k) => flat.set(weights.get(nm)!.data, offsets[k]));
-    const dims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
+    const dims = modelDims(dataset);
     // the loss surface of the network itself: no dropout, no noise, no weight decay
     const model = { ...config.model, dropout: 0 };
     const optimizer = { ...config.optimizer, weightNoise: 0, updateNoise: 0 };
     engine.initialize({ model, dims, optimizer, seed: 0 }, weights);
-    const batch = { size: dataset.train.size, inputs: encodeInputs(dataset, dataset.train), targets: dataset.train.answer };
+    const batch = {
+      size: dataset.train.size,
+      inputs: encodeInputs(dataset, dataset.train),
+      targets: dataset.train.answer,
+    };
     const loss = (w: Float32Array) => {
-      const named: NamedTensors = new Map(names.map((nm, k) => [nm, { shape: weights.get(nm)!.shape, data: w.subarray(offsets[k], offsets[k + 1]) }]));
+      const named: NamedTensors = new Map(
+        names.map((nm, k) => [nm, { shape: weights.get(nm)!.shape, data: w.subarray(offsets[k], offsets[k + 1]) }]),
+      );
       engine.writeWeights(named);
       const r = engine.gradients(batch, 0);
       const grad = new Float32Array(flat.length);

@@ -33,7 +33,10 @@ export function quantile(values: number[], q: number): number {
 
 function keyValue(run: SweepRunResult, field: string): FieldValue {
   if (field === "variant") return run.variant;
-  if (!(field in run.params)) throw new Error(`group by "${field}": not a grid field of this sweep (grid: ${Object.keys(run.params).join(", ") || "none"})`);
+  if (!(field in run.params))
+    throw new Error(
+      `group by "${field}": not a grid field of this sweep (grid: ${Object.keys(run.params).join(", ") || "none"})`,
+    );
   return run.params[field];
 }
 
@@ -43,7 +46,12 @@ function keyValue(run: SweepRunResult, field: string): FieldValue {
  * With `nullAs` (e.g. Infinity for "not within the budget"), runs without a value count as that value, so a
  * median stays honest when some runs never got there: it is Infinity when half of them did not.
  */
-export function summarizeRuns(runs: SweepRunResult[], by: string[], value: (run: SweepRunResult) => number | null, opts: { nullAs?: number } = {}): GroupSummary[] {
+export function summarizeRuns(
+  runs: SweepRunResult[],
+  by: string[],
+  value: (run: SweepRunResult) => number | null,
+  opts: { nullAs?: number } = {},
+): GroupSummary[] {
   const groups = new Map<string, SweepRunResult[]>();
   for (const run of runs) {
     const k = JSON.stringify(by.map((f) => keyValue(run, f)));
@@ -52,7 +60,10 @@ export function summarizeRuns(runs: SweepRunResult[], by: string[], value: (run:
   return [...groups.values()].map((members) => {
     const key: Record<string, FieldValue> = {};
     for (const f of by) key[f] = keyValue(members[0], f);
-    const values = members.map(value).map((v) => (v === null && opts.nullAs !== undefined ? opts.nullAs : v)).filter((v): v is number => v !== null && !Number.isNaN(v));
+    const values = members
+      .map(value)
+      .map((v) => (v === null && opts.nullAs !== undefined ? opts.nullAs : v))
+      .filter((v): v is number => v !== null && !Number.isNaN(v));
     return {
       key,
       runs: members,

@@ -53,7 +53,9 @@ export function tableSymmetries(table: OperationTable): { name: string; rows: In
   // close under composition: the generators are involutions, so words of a few letters reach every element
   const key = (rows: Int32Array) => rows.join(",");
   const identity = Int32Array.from({ length: table.size }, (_, r) => r);
-  const found = new Map<string, { name: string; rows: Int32Array }>([[key(identity), { name: "identity", rows: identity }]]);
+  const found = new Map<string, { name: string; rows: Int32Array }>([
+    [key(identity), { name: "identity", rows: identity }],
+  ]);
   let frontier = [...found.values()];
   while (frontier.length) {
     const next: { name: string; rows: Int32Array }[] = [];

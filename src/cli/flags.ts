@@ -3,16 +3,16 @@
 import * as fs from "node:fs";
 import { parseArgs, ParseArgsConfig } from "node:util";
 import { ModelConfig } from "../model/config";
-import { EngineOptions, ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
-import { ConfigError, mergeConfig, RunConfig, TrainingConfig } from "../training/config";
+import { engineChoices, EngineOptions } from "../engines/index";
+import { ConfigSection, mergeConfig, RunConfig, TrainingConfig } from "../config/run-config";
 import { PRESETS } from "../training/presets";
+import { UserError } from "../util/errors";
 
-type Section = "data" | "model" | "optimizer" | "training";
 type Kind = "int" | "number" | "string" | "batch" | "nullableInt";
 
 interface FieldFlag {
   flag: string;
-  section: Section;
+  section: ConfigSection;
   field: string;
   kind: Kind;
   help: string;
@@ -21,19 +21,77 @@ interface FieldFlag {
 }
 
 export const FIELD_FLAGS: FieldFlag[] = [
-  { flag: "op", section: "data", field: "op", kind: "string", help: "operation: id (div), or the paper's notation (x/y, x^2+xy+y^2, x.y)" },
+  {
+    flag: "op",
+    section: "data",
+    field: "op",
+    kind: "string",
+    help: "operation: id (div), or the paper's notation (x/y, x^2+xy+y^2, x.y)",
+  },
   { flag: "modulus", section: "data", field: "modulus", kind: "int", help: "p for modular operations (default 97)" },
-  { flag: "train-fraction", section: "data", field: "trainFraction", kind: "number", help: "fraction of the table used for training, in (0, 1)" },
-  { flag: "split-seed", section: "data", field: "splitSeed", kind: "int", help: "seed of the train/validation split and outliers" },
-  { flag: "outliers", section: "data", field: "outliers", kind: "int", help: "training answers replaced by random wrong ones" },
-  { flag: "layers", section: "model", field: "layers", kind: "int", help: "transformer layers", modelKind: "transformer" },
+  {
+    flag: "train-fraction",
+    section: "data",
+    field: "trainFraction",
+    kind: "number",
+    help: "fraction of the table used for training, in (0, 1)",
+  },
+  {
+    flag: "split-seed",
+    section: "data",
+    field: "splitSeed",
+    kind: "int",
+    help: "seed of the train/validation split and outliers",
+  },
+  {
+    flag: "outliers",
+    section: "data",
+    field: "outliers",
+    kind: "int",
+    help: "training answers replaced by random wrong ones",
+  },
+  {
+    flag: "layers",
+    section: "model",
+    field: "layers",
+    kind: "int",
+    help: "transformer layers",
+    modelKind: "transformer",
+  },
   { flag: "width", section: "model", field: "width", kind: "int", help: "model width (MLP: embedding size)" },
   { flag: "heads", section: "model", field: "heads", kind: "int", help: "attention heads", modelKind: "transformer" },
-  { flag: "ffn-ratio", section: "model", field: "ffnRatio", kind: "number", help: "FFN width / model width", modelKind: "transformer" },
-  { flag: "norm", section: "model", field: "norm", kind: "string", help: "post (openai/grok) or pre layer norm", modelKind: "transformer" },
-  { flag: "positions", section: "model", field: "positions", kind: "string", help: "sinusoidal or learned", modelKind: "transformer" },
+  {
+    flag: "ffn-ratio",
+    section: "model",
+    field: "ffnRatio",
+    kind: "number",
+    help: "FFN width / model width",
+    modelKind: "transformer",
+  },
+  {
+    flag: "norm",
+    section: "model",
+    field: "norm",
+    kind: "string",
+    help: "post (openai/grok) or pre layer norm",
+    modelKind: "transformer",
+  },
+  {
+    flag: "positions",
+    section: "model",
+    field: "positions",
+    kind: "string",
+    help: "sinusoidal or learned",
+    modelKind: "transformer",
+  },
   { flag: "activation", section: "model", field: "activation", kind: "string", help: "relu or gelu" },
-  { flag: "dropout", section: "model", field: "dropout", kind: "number", help: "residual dropout (MLP: hidden-layer dropout)" },
+  {
+    flag: "dropout",
+    section: "model",
+    field: "dropout",
+    kind: "number",
+    help: "residual dropout (MLP: hidden-layer dropout)",
+  },
   { flag: "hidden", section: "model", field: "hidden", kind: "int", help: "MLP hidden size", modelKind: "mlp" },
   { flag: "optimizer", section: "optimizer", field: "kind", kind: "string", help: "adamw, adam or sgd" },
   { flag: "lr", section: "optimizer", field: "lr", kind: "number", help: "learning rate" },
@@ -42,14 +100,56 @@ export const FIELD_FLAGS: FieldFlag[] = [
   { flag: "beta2", section: "optimizer", field: "beta2", kind: "number", help: "Adam β2" },
   { flag: "eps", section: "optimizer", field: "eps", kind: "number", help: "Adam ε" },
   { flag: "momentum", section: "optimizer", field: "momentum", kind: "number", help: "SGD momentum" },
-  { flag: "weight-decay", section: "optimizer", field: "weightDecay", kind: "number", help: "weight decay (AdamW: decoupled)" },
-  { flag: "decay-toward", section: "optimizer", field: "decayToward", kind: "string", help: "zero or init (the initial weights)" },
-  { flag: "update-noise", section: "optimizer", field: "updateNoise", kind: "number", help: "σ of Gaussian noise on each update" },
-  { flag: "weight-noise", section: "optimizer", field: "weightNoise", kind: "number", help: "σ of Gaussian noise on the weights per step" },
-  { flag: "seed", section: "training", field: "seed", kind: "int", help: "model seed (weights, batches, dropout, noise)" },
+  {
+    flag: "weight-decay",
+    section: "optimizer",
+    field: "weightDecay",
+    kind: "number",
+    help: "weight decay (AdamW: decoupled)",
+  },
+  {
+    flag: "decay-toward",
+    section: "optimizer",
+    field: "decayToward",
+    kind: "string",
+    help: "zero or init (the initial weights)",
+  },
+  {
+    flag: "update-noise",
+    section: "optimizer",
+    field: "updateNoise",
+    kind: "number",
+    help: "σ of Gaussian noise on each update",
+  },
+  {
+    flag: "weight-noise",
+    section: "optimizer",
+    field: "weightNoise",
+    kind: "number",
+    help: "σ of Gaussian noise on the weights per step",
+  },
+  {
+    flag: "seed",
+    section: "training",
+    field: "seed",
+    kind: "int",
+    help: "model seed (weights, batches, dropout, noise)",
+  },
   { flag: "steps", section: "training", field: "steps", kind: "int", help: "budget: optimizer updates" },
-  { flag: "batch-size", section: "training", field: "batchSize", kind: "batch", help: "N, paper (min(512, half the training set)) or full" },
-  { flag: "early-stop", section: "training", field: "earlyStopHold", kind: "nullableInt", help: "stop once val acc ≥ 99% has held this many steps (off: none)" },
+  {
+    flag: "batch-size",
+    section: "training",
+    field: "batchSize",
+    kind: "batch",
+    help: "N, paper (min(512, half the training set)) or full",
+  },
+  {
+    flag: "early-stop",
+    section: "training",
+    field: "earlyStopHold",
+    kind: "nullableInt",
+    help: "stop once val acc ≥ 99% has held this many steps (off: none)",
+  },
 ];
 
 /** Flags that shape the config but are not one field each. */
@@ -66,7 +166,7 @@ export const SPECIAL_FLAGS = {
 
 function parseValue(flag: string, kind: Kind, raw: string): unknown {
   const bad = (what: string): never => {
-    throw new ConfigError(`--${flag} needs ${what} (got "${raw}")`);
+    throw new UserError(`--${flag} needs ${what} (got "${raw}")`);
   };
   switch (kind) {
     case "string":
@@ -94,22 +194,23 @@ function parseValue(flag: string, kind: Kind, raw: string): unknown {
 export function configFromFlags(values: Record<string, string | boolean | undefined>): RunConfig {
   const presetName = (values.preset as string | undefined) ?? "paper";
   const preset = PRESETS[presetName];
-  if (!preset) throw new ConfigError(`--preset must be one of ${Object.keys(PRESETS).join(", ")} (got "${presetName}")`);
+  if (!preset) throw new UserError(`--preset must be one of ${Object.keys(PRESETS).join(", ")} (got "${presetName}")`);
   let cfg = preset();
   if (typeof values.config === "string") {
     let text: string;
     try {
       text = fs.readFileSync(values.config, "utf8");
     } catch (err) {
-      throw new ConfigError(`--config: cannot read ${values.config}: ${(err as Error).message}`);
+      throw new UserError(`--config: cannot read ${values.config}: ${(err as Error).message}`);
     }
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch (err) {
-      throw new ConfigError(`--config: ${values.config} is not valid JSON: ${(err as Error).message}`);
+      throw new UserError(`--config: ${values.config} is not valid JSON: ${(err as Error).message}`);
     }
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`--config: ${values.config} must hold a JSON object`);
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+      throw new UserError(`--config: ${values.config} must hold a JSON object`);
     cfg = mergeConfig(cfg, parsed as Record<string, unknown>, values.config);
   }
   if (typeof values.model === "string") cfg = mergeConfig(cfg, { model: { kind: values.model } }, "--model");
@@ -118,7 +219,9 @@ export function configFromFlags(values: Record<string, string | boolean | undefi
     const raw = values[f.flag];
     if (typeof raw !== "string") continue;
     if (f.modelKind && cfg.model.kind !== f.modelKind) {
-      throw new ConfigError(`--${f.flag} applies to the ${f.modelKind} model, but this run uses the ${cfg.model.kind} model`);
+      throw new UserError(
+        `--${f.flag} applies to the ${f.modelKind} model, but this run uses the ${cfg.model.kind} model`,
+      );
     }
     target[f.section][f.field] = parseValue(f.flag, f.kind, raw);
   }
@@ -135,22 +238,25 @@ export function configFromFlags(values: Record<string, string | boolean | undefi
   const lambda = values["grokfast-lambda"];
   if (values.grokfast === true || typeof alpha === "string" || typeof lambda === "string") {
     cfg.optimizer.grokfast = {
-      alpha: typeof alpha === "string" ? (parseValue("grokfast-alpha", "number", alpha) as number) : cfg.optimizer.grokfast?.alpha ?? 0.98,
-      lambda: typeof lambda === "string" ? (parseValue("grokfast-lambda", "number", lambda) as number) : cfg.optimizer.grokfast?.lambda ?? 2,
+      alpha:
+        typeof alpha === "string"
+          ? (parseValue("grokfast-alpha", "number", alpha) as number)
+          : (cfg.optimizer.grokfast?.alpha ?? 0.98),
+      lambda:
+        typeof lambda === "string"
+          ? (parseValue("grokfast-lambda", "number", lambda) as number)
+          : (cfg.optimizer.grokfast?.lambda ?? 2),
     };
   }
   return cfg;
 }
-
-/** A bad flag or argument: the command prints it and exits with code 2. */
-export class UsageError extends Error {}
 
 /** An integer flag ≥ min, or undefined when absent. */
 export function intFlag(values: Record<string, unknown>, name: string, min: number): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} needs an integer ≥ ${min} (got "${raw}")`);
+  if (!Number.isInteger(v) || v < min) throw new UserError(`--${name} needs an integer ≥ ${min} (got "${raw}")`);
   return v;
 }
 
@@ -162,30 +268,23 @@ export const ENGINE_FLAG_OPTIONS = {
   threads: { type: "string" },
 } as const;
 
-/** --engine, --backend and --kernels, checked against the choices this build offers. */
+/** --engine, --backend and --kernels, checked by the engines' own check; a bad name is a UserError. */
 export function engineFlags(values: Record<string, unknown>): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
-  const engine = values.engine as string | undefined;
-  if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(engine)) {
-    throw new UsageError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
-  }
-  const backend = values.backend as string | undefined;
-  if (backend !== undefined && !(TFJS_BACKENDS as readonly string[]).includes(backend)) {
-    throw new UsageError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${backend}")`);
-  }
-  const kernels = values.kernels as string | undefined;
-  if (kernels !== undefined && !(KERNEL_CHOICES as readonly string[]).includes(kernels)) {
-    throw new UsageError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
-  }
-  return { engine: engine as EngineOptions["engine"], backend: backend as EngineOptions["backend"], kernels: kernels as EngineOptions["kernels"] };
+  return engineChoices(values);
 }
 
-/** Parses a command's flags strictly; an unknown flag or a surplus argument is a UsageError. */
-export function parseFlags(args: string[], options: ParseArgsConfig["options"], positionals: number): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+/** Parses a command's flags strictly; an unknown flag or a surplus argument is a UserError. */
+export function parseFlags(
+  args: string[],
+  options: ParseArgsConfig["options"],
+  positionals: number,
+): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
   try {
     const parsed = parseArgs({ args, options, allowPositionals: positionals > 0, strict: true });
-    if (parsed.positionals.length > positionals) throw new Error(`unexpected argument "${parsed.positionals[positionals]}"`);
+    if (parsed.positionals.length > positionals)
+      throw new Error(`unexpected argument "${parsed.positionals[positionals]}"`);
     return { values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
   } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
+    throw new UserError((err as Error).message.split("\n")[0]);
   }
 }

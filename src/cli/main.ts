@@ -3,15 +3,26 @@
 import { ParseArgsConfig } from "node:util";
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
 import { displayPath, RunInfo, RunStore } from "../store/run-store";
-import { ConfigError, RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
 import { demoConfig } from "../training/presets";
 import { train, TrainOptions } from "../training/trainer";
-import { figuresMain } from "../notebooks/figures";
-import { runBenchmark } from "./bench";
-import { isSweepInputError, sweepCommand } from "./sweep";
-import { configFromFlags, ENGINE_FLAG_OPTIONS, engineFlags, FIELD_FLAGS, intFlag, parseFlags, SPECIAL_FLAGS, UsageError } from "./flags";
+import { Interrupted, UserError } from "../util/errors";
+import { formatTable } from "../util/table";
+import { benchCommand } from "./bench";
+import { figuresCommand } from "./figures";
+import { sweepCommand } from "./sweep";
+import {
+  configFromFlags,
+  ENGINE_FLAG_OPTIONS,
+  engineFlags,
+  FIELD_FLAGS,
+  intFlag,
+  parseFlags,
+  SPECIAL_FLAGS,
+} from "./flags";
 
-// Exit codes: 0 done, 1 failed, 2 bad usage or config (UsageError, ConfigError), 130 stopped by an interrupt (resumable).
+// Exit codes: 0 done, 1 failed, 2 bad usage or config (UserError), 130 stopped by an interrupt (a stopped run
+// resumes; 143 when SIGTERM stopped `grok figures`).
 
 const RUNTIME_FLAGS = {
   store: "run store directory (default: the project's data/runs, or $GROK_STORE)",
@@ -63,7 +74,7 @@ function runtimeOptions(values: Record<string, string | boolean | undefined>): T
 async function trainCommand(config: RunConfig, values: Record<string, string | boolean | undefined>): Promise<number> {
   const options = runtimeOptions(values);
   const result = await train(config, options);
-  if (values.json) process.stdout.write(JSON.stringify(showJson(options.store instanceof RunStore ? options.store : new RunStore(options.store), result), null, 2) + "\n");
+  if (values.json) process.stdout.write(JSON.stringify(showJson(RunStore.of(options.store), result), null, 2) + "\n");
   else process.stdout.write(`${result.id}\n`);
   return result.interrupted ? 130 : 0;
 }
@@ -99,7 +110,13 @@ function lsCommand(args: string[]): number {
   const store = new RunStore(values.store as string | undefined);
   const runs = store.list();
   if (values.json) {
-    process.stdout.write(JSON.stringify(runs.map((r) => showJson(store, r)), null, 2) + "\n");
+    process.stdout.write(
+      JSON.stringify(
+        runs.map((r) => showJson(store, r)),
+        null,
+        2,
+      ) + "\n",
+    );
     return 0;
   }
   if (runs.length === 0) {
@@ -110,21 +127,22 @@ function lsCommand(args: string[]): number {
     r.id,
     r.status,
     describeData(r.config),
-    r.config.model.kind === "transformer" ? `tf L${r.config.model.layers} d${r.config.model.width}` : `mlp d${r.config.model.width}`,
+    r.config.model.kind === "transformer"
+      ? `tf L${r.config.model.layers} d${r.config.model.width}`
+      : `mlp d${r.config.model.width}`,
     `${r.config.optimizer.kind} wd${r.config.optimizer.weightDecay}`,
     `${r.stepsDone}/${r.config.training.steps}`,
     String(r.firstTrain99 ?? "-"),
     String(r.firstVal99 ?? "-"),
   ]);
   const header = ["id", "status", "data", "model", "optimizer", "steps", "train99", "val99"];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  for (const line of [header, ...rows]) process.stdout.write(line.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd() + "\n");
+  for (const line of formatTable(header, rows)) process.stdout.write(line + "\n");
   return 0;
 }
 
 function showCommand(args: string[]): number {
   const { values, positionals } = parseFlags(args, { store: { type: "string" }, json: { type: "boolean" } }, 1);
-  if (positionals.length !== 1) throw new UsageError("show needs a run id (see grok ls)");
+  if (positionals.length !== 1) throw new UserError("show needs a run id (see grok ls)");
   const store = new RunStore(values.store as string | undefined);
   const info = store.info(store.resolve(positionals[0]));
   const json = showJson(store, info);
@@ -221,11 +239,11 @@ export async function main(argv: string[]): Promise<number> {
       case "show":
         return showCommand(rest);
       case "bench":
-        return await runBenchmark(rest);
+        return await benchCommand(rest);
       case "demo":
         return await demoCommand(rest);
       case "figures":
-        return await figuresMain(rest);
+        return await figuresCommand(rest);
       case "sweep":
         return await sweepCommand(rest);
       case undefined:
@@ -235,14 +253,12 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(usage());
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(`unknown command "${command}" (commands: train, sweep, ls, show, bench, demo, figures)`);
+        throw new UserError(`unknown command "${command}" (commands: train, sweep, ls, show, bench, demo, figures)`);
     }
   } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError || isSweepInputError(err)) {
-      process.stderr.write(`grok ${command ?? ""}: ${(err as Error).message}\n`);
-      return 2;
-    }
+    // what an interrupt had to say is said
+    if (err instanceof Interrupted) return err.signal === "SIGTERM" ? 143 : 130;
     process.stderr.write(`grok ${command ?? ""}: ${(err as Error).message}\n`);
-    return 1;
+    return err instanceof UserError ? 2 : 1;
   }
 }

@@ -3,13 +3,14 @@
 // unfinished, 2 a bad flag or spec, 130 stopped by an interrupt (run the same command again to go on).
 
 import { ENGINE_NAMES, KERNEL_CHOICES, TFJS_BACKENDS } from "../engines/index";
-import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags, UsageError } from "./flags";
+import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags } from "./flags";
 import { displayPath, RunStore } from "../store/run-store";
-import { ConfigError } from "../training/config";
 import { defaultWorkers, runSweep, SweepOptions, SweepResult, sweepStatus } from "../sweeps/runner";
-import { describeRun, expandSweep, loadSweepSpec, SweepSpecError } from "../sweeps/spec";
+import { describeRun, expandSweep, loadSweepSpec } from "../sweeps/spec";
+import { UserError } from "../util/errors";
+import { formatTable } from "../util/table";
 
-export const SWEEP_USAGE =
+const SWEEP_USAGE =
   "usage: grok sweep SPEC.{json,yaml} [options]\n" +
   "  Trains every run of the sweep's grid that the store has not finished: finished runs are skipped,\n" +
   "  stopped ones resume. Ctrl-C stops every running run after its step, with a checkpoint.\n\n" +
@@ -27,7 +28,17 @@ export const SWEEP_USAGE =
 function table(result: SweepResult): string {
   const fields = [...new Set(result.runs.flatMap((r) => Object.keys(r.params)))];
   const hasVariants = result.runs.some((r) => r.variant !== "");
-  const header = ["#", "id", "status", ...(hasVariants ? ["variant"] : []), ...fields, "steps", "train99", "val99", "best val"];
+  const header = [
+    "#",
+    "id",
+    "status",
+    ...(hasVariants ? ["variant"] : []),
+    ...fields,
+    "steps",
+    "train99",
+    "val99",
+    "best val",
+  ];
   const rows = result.runs.map((r) => [
     String(r.index + 1),
     r.id,
@@ -39,8 +50,7 @@ function table(result: SweepResult): string {
     String(r.firstVal99 ?? "-"),
     Number.isFinite(r.bestValAcc) ? `${(100 * r.bestValAcc).toFixed(1)}%` : "-",
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  return [header, ...rows].map((line) => line.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
+  return formatTable(header, rows).join("\n") + "\n";
 }
 
 function resultJson(result: SweepResult) {
@@ -71,7 +81,7 @@ export async function sweepCommand(args: string[]): Promise<number> {
     process.stdout.write(SWEEP_USAGE);
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError(`give one sweep spec file\n${SWEEP_USAGE}`);
+  if (positionals.length !== 1) throw new UserError(`give one sweep spec file\n${SWEEP_USAGE}`);
   const options: SweepOptions = {
     store: values.store as string | undefined,
     ...engineFlags(values),
@@ -86,20 +96,19 @@ export async function sweepCommand(args: string[]): Promise<number> {
   const spec = loadSweepSpec(positionals[0]);
   spec.name ??= positionals[0].replace(/^.*[\\/]/, "").replace(/\.(json|ya?ml)$/i, "");
   const runs = expandSweep(spec);
-  if (runs.length === 0) throw new SweepSpecError(`${positionals[0]}: the sweep has no runs`);
+  if (runs.length === 0) throw new UserError(`${positionals[0]}: the sweep has no runs`);
   const store = new RunStore(options.store as string | undefined);
   if (values.status) {
     const result = sweepStatus(spec, store);
     process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
-    if (!values.json) process.stdout.write(`${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}; default workers here: ${defaultWorkers(options)}\n`);
+    if (!values.json)
+      process.stdout.write(
+        `${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}; default workers here: ${defaultWorkers(options)}\n`,
+      );
     return 0;
   }
   const result = await runSweep(spec, { ...options, store });
   process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
   if (result.interrupted) return 130;
   return result.failed > 0 || result.unfinished > 0 ? 1 : 0;
-}
-
-export function isSweepInputError(err: unknown): boolean {
-  return err instanceof UsageError || err instanceof SweepSpecError || err instanceof ConfigError;
 }

@@ -3,6 +3,7 @@
 // A sequence is `x ∘ y = answer`; the model sees the four tokens x, ∘, y, = and is trained and scored on
 // the answer alone. Symbols keep their own token ids (0..numSymbols-1); ∘ and = come after them.
 
+import type { ModelDims } from "../model/config";
 import { Rng, Stream } from "../util/rng";
 import { buildTable, findOperation, OperationTable } from "./operations";
 
@@ -102,6 +103,11 @@ export function makeDataset(cfg: DatasetConfig): Dataset {
     val,
     outlierPositions,
   };
+}
+
+/** What the model needs to know about this dataset: its vocabulary, classes and sequence length. */
+export function modelDims(ds: Dataset): ModelDims {
+  return { vocabSize: ds.vocabSize, numSymbols: ds.numSymbols, seqLen: ds.seqLen };
 }
 
 /** Model inputs, row-major [n, 4]: x, opToken, y, eqToken, for the given positions of `ex` (default: all). */

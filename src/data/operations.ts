@@ -156,7 +156,7 @@ export interface OperationTable {
   size: number;
 }
 
-export const MAX_MODULUS = 10000;
+const MAX_MODULUS = 10000;
 
 function isPrime(n: number): boolean {
   if (n < 2) return false;

@@ -1,18 +1,19 @@
-// What every engine shares: the master weights in JS memory, the optimizer (training/optimizer.ts), weight
+// What every engine shares: the master weights in JS memory, the optimizer (optim/optimizer.ts), weight
 // checks, evaluation in chunks and state I/O. An engine adds its forward pass and its gradients.
 
 import { paramSpecs } from "../model/config";
-import { Optimizer } from "../training/optimizer";
+import { Optimizer } from "../optim/optimizer";
 import { cloneTensors, NamedTensors } from "../util/tensors";
 import { Batch, Engine, EngineSetup, EvalResult, GradientResult, StepResult } from "./engine";
 
 /** Examples per forward pass when evaluating a whole set. */
 const EVAL_CHUNK = 2048;
 
-export interface ForwardChunk {
+/** What a forward pass over `size` examples gives. An engine may reuse these buffers on its next pass. */
+export interface ForwardPass {
   /** [size × numSymbols] */
   logits: Float32Array;
-  /** Per-example cross-entropy. */
+  /** [size] per-example cross-entropy. */
   losses: Float32Array;
 }
 
@@ -36,7 +37,9 @@ export abstract class BaseEngine implements Engine {
     }
     this.setup = setup;
     this.names = specs.map((s) => s.name);
-    this.weights = new Map(specs.map((s) => [s.name, { shape: [...s.shape], data: new Float32Array(weights.get(s.name)!.data) }]));
+    this.weights = new Map(
+      specs.map((s) => [s.name, { shape: [...s.shape], data: new Float32Array(weights.get(s.name)!.data) }]),
+    );
     this.optimizer = this.createOptimizer(setup);
     this.prepare(setup);
   }
@@ -49,7 +52,7 @@ export abstract class BaseEngine implements Engine {
   protected abstract prepare(setup: EngineSetup): void;
 
   /** Logits and losses of examples start … start+size−1 of a set, without dropout or noise. */
-  protected abstract forward(set: Batch, start: number, size: number): ForwardChunk;
+  protected abstract forward(set: Batch, start: number, size: number): ForwardPass;
 
   abstract gradients(batch: Batch, step: number): GradientResult;
 
@@ -99,7 +102,8 @@ export abstract class BaseEngine implements Engine {
     for (const [name, t] of this.weights) {
       const w = weights.get(name);
       if (!w) throw new Error(`weights are missing ${name}`);
-      if (w.data.length !== t.data.length) throw new Error(`weight ${name} has ${w.data.length} values, expected ${t.data.length}`);
+      if (w.data.length !== t.data.length)
+        throw new Error(`weight ${name} has ${w.data.length} values, expected ${t.data.length}`);
       t.data.set(w.data);
     }
   }

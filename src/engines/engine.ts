@@ -3,7 +3,7 @@
 // the step (see util/rng), so two engines given the same weights and batch compute the same step.
 
 import { ModelConfig, ModelDims } from "../model/config";
-import { OptimizerConfig } from "../training/optimizer";
+import { OptimizerConfig } from "../optim/optimizer";
 import { Rng, Stream } from "../util/rng";
 import { NamedTensors } from "../util/tensors";
 
@@ -69,7 +69,13 @@ export interface Engine {
  * applies them: transformer, per layer, attention output then FFN output, each [size·seqLen, width];
  * MLP, the hidden layer [size, hidden]. Empty when dropout is off.
  */
-export function dropoutMasks(model: ModelConfig, dims: ModelDims, size: number, seed: number, step: number): Float32Array[] {
+export function dropoutMasks(
+  model: ModelConfig,
+  dims: ModelDims,
+  size: number,
+  seed: number,
+  step: number,
+): Float32Array[] {
   if (model.dropout <= 0) return [];
   const rng = Rng.for(seed, Stream.dropout, step);
   const keep = 1 - model.dropout;
@@ -80,8 +86,22 @@ export function dropoutMasks(model: ModelConfig, dims: ModelDims, size: number, 
   };
   if (model.kind === "mlp") return [mask(size * model.hidden)];
   const masks: Float32Array[] = [];
-  for (let l = 0; l < model.layers; l++) masks.push(mask(size * dims.seqLen * model.width), mask(size * dims.seqLen * model.width));
+  for (let l = 0; l < model.layers; l++)
+    masks.push(mask(size * dims.seqLen * model.width), mask(size * dims.seqLen * model.width));
   return masks;
+}
+
+/** Weights plus Gaussian noise for one forward/backward pass (the paper's "Gaussian weight noise"). */
+export function noisyWeights(weights: NamedTensors, sigma: number, seed: number, step: number): NamedTensors {
+  const out: NamedTensors = new Map();
+  let index = 0;
+  for (const [name, t] of weights) {
+    const rng = Rng.for(seed, Stream.weightNoise, step, index++);
+    const data = new Float32Array(t.data.length);
+    for (let i = 0; i < data.length; i++) data[i] = t.data[i] + sigma * rng.normal();
+    out.set(name, { shape: t.shape, data });
+  }
+  return out;
 }
 
 /** The names of the engines this build offers, best first (a faster engine registers itself ahead). */

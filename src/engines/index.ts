@@ -8,6 +8,7 @@ import { KernelChoice } from "./fast/kernels";
 import { nativeKernelsAvailable } from "./fast/load-kernels";
 import { TFJS_BACKENDS, TfjsBackendChoice } from "./tfjs/backend";
 import { TfjsEngine } from "./tfjs/engine";
+import { UserError } from "../util/errors";
 
 export type EngineChoice = EngineName | "auto";
 export { ENGINE_NAMES, TFJS_BACKENDS };
@@ -38,15 +39,36 @@ function installed(pkg: string): boolean {
   }
 }
 
+/**
+ * The engine, backend and kernel names of `choices`, checked against the lists this build offers: the one
+ * check for the library and the CLI, so its messages name the flags.
+ */
+export function engineChoices(choices: {
+  engine?: unknown;
+  backend?: unknown;
+  kernels?: unknown;
+}): Pick<EngineOptions, "engine" | "backend" | "kernels"> {
+  const { engine, backend, kernels } = choices;
+  if (engine !== undefined && engine !== "auto" && !(ENGINE_NAMES as readonly unknown[]).includes(engine)) {
+    throw new UserError(`--engine must be one of auto, ${ENGINE_NAMES.join(", ")} (got "${engine}")`);
+  }
+  if (backend !== undefined && !(TFJS_BACKENDS as readonly unknown[]).includes(backend)) {
+    throw new UserError(`--backend must be one of ${TFJS_BACKENDS.join(", ")} (got "${backend}")`);
+  }
+  if (kernels !== undefined && !(KERNEL_CHOICES as readonly unknown[]).includes(kernels)) {
+    throw new UserError(`--kernels must be one of ${KERNEL_CHOICES.join(", ")} (got "${kernels}")`);
+  }
+  return {
+    engine: engine as EngineChoice | undefined,
+    backend: backend as TfjsBackendChoice | undefined,
+    kernels: kernels as KernelChoice | undefined,
+  };
+}
+
 /** Which engine `opts` selects (see the top of this file), or throws on an unknown or contradictory choice. */
 export function resolveEngineName(opts: EngineOptions = {}): EngineName {
+  engineChoices(opts);
   const choice = opts.engine ?? "auto";
-  if (choice !== "auto" && !(ENGINE_NAMES as readonly string[]).includes(choice)) {
-    throw new Error(`unknown engine "${choice}"; choose one of auto, ${ENGINE_NAMES.join(", ")}`);
-  }
-  if (opts.kernels !== undefined && !KERNEL_CHOICES.includes(opts.kernels)) {
-    throw new Error(`unknown kernels "${opts.kernels}"; choose one of ${KERNEL_CHOICES.join(", ")}`);
-  }
   let name: EngineName;
   if (choice !== "auto") name = choice;
   else if (opts.backend !== undefined && opts.backend !== "auto") name = "tfjs";
@@ -64,7 +86,11 @@ export function resolveEngineName(opts: EngineOptions = {}): EngineName {
 
 /** Whether `opts` run on a GPU (tfjs with tfjs-node-gpu installed, on an auto or node-gpu backend). */
 export function runsOnGpu(opts: EngineOptions = {}): boolean {
-  return resolveEngineName(opts) === "tfjs" && (opts.backend ?? "auto") in { auto: 1, "node-gpu": 1 } && installed("@tensorflow/tfjs-node-gpu");
+  return (
+    resolveEngineName(opts) === "tfjs" &&
+    (opts.backend ?? "auto") in { auto: 1, "node-gpu": 1 } &&
+    installed("@tensorflow/tfjs-node-gpu")
+  );
 }
 
 export async function createEngine(opts: EngineOptions = {}): Promise<CreatedEngine> {

@@ -88,9 +88,19 @@ export function paramSpecs(model: ModelConfig, dims: ModelDims): ParamSpec[] {
     return [
       { name: "embed.token", shape: [dims.numSymbols, d], init: { kind: "normal", std: 1 }, embedding: true },
       linear("mlp.w1", 2 * d, model.hidden),
-      { name: "mlp.b1", shape: [model.hidden], init: { kind: "uniform", bound: 1 / Math.sqrt(2 * d) }, embedding: false },
+      {
+        name: "mlp.b1",
+        shape: [model.hidden],
+        init: { kind: "uniform", bound: 1 / Math.sqrt(2 * d) },
+        embedding: false,
+      },
       linear("head.weight", model.hidden, dims.numSymbols, true),
-      { name: "head.bias", shape: [dims.numSymbols], init: { kind: "uniform", bound: 1 / Math.sqrt(model.hidden) }, embedding: true },
+      {
+        name: "head.bias",
+        shape: [dims.numSymbols],
+        init: { kind: "uniform", bound: 1 / Math.sqrt(model.hidden) },
+        embedding: true,
+      },
     ];
   }
   const d = model.width;

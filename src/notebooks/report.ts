@@ -2,6 +2,7 @@
 // verdict. A cell computes it from the runs and displays it as markdown, so that no number in a notebook's
 // prose is typed by hand.
 import { showMarkdown } from "../plot/display";
+import { formatTable } from "../util/table";
 
 export const VERDICTS = ["reproduced", "partly", "not"] as const;
 export type Verdict = (typeof VERDICTS)[number];
@@ -44,9 +45,7 @@ export function comparisonTable(rows: ComparisonRow[]): { markdown: string; plai
   const { header, body } = tableCells(rows);
   const markdownRow = (cells: string[]) => `| ${cells.map((c) => c.replace(/\|/g, "\\|")).join(" | ")} |`;
   const markdown = [markdownRow(header), markdownRow(header.map(() => "---")), ...body.map(markdownRow)].join("\n");
-  const widths = header.map((h, j) => Math.max(h.length, ...body.map((cells) => cells[j]!.length)));
-  const plainRow = (cells: string[]) => cells.map((c, j) => c.padEnd(widths[j]!)).join("  ").trimEnd();
-  const plain = [plainRow(header), plainRow(widths.map((w) => "-".repeat(w))), ...body.map(plainRow)].join("\n");
+  const plain = formatTable(header, body, { rule: true }).join("\n");
   return { markdown, plain };
 }
 

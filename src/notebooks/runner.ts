@@ -24,6 +24,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { format } from "node:util";
+import { Interrupted } from "../util/errors";
 
 // ---------------------------------------------------------------- nbformat
 
@@ -159,7 +160,6 @@ interface TslabJupyterModule {
 }
 
 const TSLAB_DIST = path.join(path.dirname(require.resolve("tslab/package.json")), "dist");
-/* eslint-disable @typescript-eslint/no-require-imports */
 const tslabExecutor = require(path.join(TSLAB_DIST, "executor")) as {
   createExecutor(rootDir: string, convs: TslabConverterSet, console: TslabConsole): TslabExecutor;
 };
@@ -272,154 +272,194 @@ export function runNotebook(nbPath: string, opts: NotebookRunOptions = {}): Prom
   return run;
 }
 
-async function runNotebookNow(file: string, opts: NotebookRunOptions): Promise<NotebookRunResult> {
-  const started = Date.now();
-  const nb = parseNotebook(fs.readFileSync(file, "utf8"));
-  const dir = path.dirname(file);
+/**
+ * This process as the kernel of one notebook: while entered, it sits in the notebook's directory with its
+ * env, records the running cell's stdout/stderr writes and tslab display calls as the cell's outputs, and
+ * prints uncaught errors as tslab's kernel does. leave() restores everything enter() changed.
+ */
+class NotebookKernel {
+  /** The running cell's outputs. */
+  outputs: NotebookOutput[] = [];
+  /** What the executor printed through its console.error while the cell ran (how it reports failure). */
+  printedErrors: unknown[][] = [];
+  private readonly displayIds = new Map<string, { data: MimeBundle; metadata: Record<string, unknown> }[]>();
+  private readonly context = new AsyncLocalStorage<object>();
+  private readonly token = {};
+  // the process state as it was before enter()
+  private readonly savedCwd = process.cwd();
+  private readonly savedEnv: Map<string, string | undefined>;
+  private readonly savedWrite = { stdout: process.stdout.write, stderr: process.stderr.write };
+  private readonly savedTty = (["stdout", "stderr"] as const).map((n) => [n, Object.getOwnPropertyDescriptor(process[n], "isTTY")] as const);
+  private readonly savedDisplay = tslabJupyter.lastWriteDisplayData;
+  private readonly onUncaught = (err: unknown) => console.error("UncaughtException:", err); // as tslab's kernel
+  private readonly onUnhandled = (reason: unknown) => console.error("UnhandledPromiseRejection:", reason);
 
-  // The process state a cell run changes; everything is restored in `finally`.
-  const savedCwd = process.cwd();
-  const savedEnv = new Map(Object.keys(opts.env ?? {}).map((k) => [k, process.env[k]]));
-  const savedWrite = { stdout: process.stdout.write, stderr: process.stderr.write };
-  const savedTty = (["stdout", "stderr"] as const).map((n) => [n, Object.getOwnPropertyDescriptor(process[n], "isTTY")] as const);
-  const savedDisplay = tslabJupyter.lastWriteDisplayData;
+  constructor(
+    private readonly dir: string,
+    private readonly opts: NotebookRunOptions,
+  ) {
+    this.savedEnv = new Map(Object.keys(opts.env ?? {}).map((k) => [k, process.env[k]]));
+  }
+
+  enter(): void {
+    for (const [k, v] of Object.entries(this.opts.env ?? {})) process.env[k] = v;
+    process.chdir(this.dir);
+    // As under a kernel whose output is a pipe: libraries must not draw terminal progress bars.
+    for (const n of ["stdout", "stderr"] as const) Object.defineProperty(process[n], "isTTY", { value: false, configurable: true, writable: true });
+    process.stdout.write = this.writeTo("stdout") as typeof process.stdout.write;
+    process.stderr.write = this.writeTo("stderr") as typeof process.stderr.write;
+    tslabJupyter.lastWriteDisplayData = this.writeDisplayData;
+    process.on("uncaughtException", this.onUncaught);
+    process.on("unhandledRejection", this.onUnhandled);
+  }
+
+  leave(): void {
+    process.off("uncaughtException", this.onUncaught);
+    process.off("unhandledRejection", this.onUnhandled);
+    tslabJupyter.lastWriteDisplayData = this.savedDisplay;
+    process.stdout.write = this.savedWrite.stdout;
+    process.stderr.write = this.savedWrite.stderr;
+    for (const [n, desc] of this.savedTty) {
+      if (desc) Object.defineProperty(process[n], "isTTY", desc);
+      else delete (process[n] as { isTTY?: boolean }).isTTY;
+    }
+    process.chdir(this.savedCwd);
+    for (const [k, v] of this.savedEnv) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+
+  /** Runs a cell's code so that what it writes, then and later (timers, promises), counts as the cell's. */
+  inCell<T>(fn: () => Promise<T>): Promise<T> {
+    return this.context.run(this.token, fn);
+  }
 
   /** Runs the caller's callback with the real streams, so what it prints does not land in the notebook. */
-  const outsideCell = (fn: () => void) => {
+  outsideCell(fn: () => void): void {
     const hooked = { stdout: process.stdout.write, stderr: process.stderr.write };
-    process.stdout.write = savedWrite.stdout;
-    process.stderr.write = savedWrite.stderr;
+    process.stdout.write = this.savedWrite.stdout;
+    process.stderr.write = this.savedWrite.stderr;
     try {
       fn();
     } finally {
       process.stdout.write = hooked.stdout;
       process.stderr.write = hooked.stderr;
     }
-  };
+  }
 
-  let outputs: NotebookOutput[] = []; // the current cell's
-  const displayIds = new Map<string, { data: MimeBundle; metadata: Record<string, unknown> }[]>();
-  const context = new AsyncLocalStorage<object>();
-  const token = {};
-  const writeTo = (name: "stdout" | "stderr") =>
-    function (this: unknown, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
-      if (!opts.captureAllOutput && context.getStore() !== token) {
-        return (savedWrite[name] as (...a: unknown[]) => boolean).call(process[name], chunk, encoding, cb);
+  private writeTo(name: "stdout" | "stderr") {
+    const kernel = this;
+    return function (this: unknown, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
+      if (!kernel.opts.captureAllOutput && kernel.context.getStore() !== kernel.token) {
+        return (kernel.savedWrite[name] as (...a: unknown[]) => boolean).call(process[name], chunk, encoding, cb);
       }
       const text = typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString("utf8");
-      if (text) outputs.push({ output_type: "stream", name, text });
+      if (text) kernel.outputs.push({ output_type: "stream", name, text });
       const done = typeof encoding === "function" ? encoding : cb;
       if (typeof done === "function") process.nextTick(done as () => void);
       return true;
     };
-  const writeDisplayData: WriteDisplayData = (msg, update) => {
+  }
+
+  private readonly writeDisplayData: WriteDisplayData = (msg, update) => {
     const data = JSON.parse(JSON.stringify(msg.data ?? {})) as MimeBundle;
     const metadata = JSON.parse(JSON.stringify(msg.metadata ?? {})) as Record<string, unknown>;
     const id = msg.transient?.display_id;
-    if (id) for (const out of displayIds.get(id) ?? []) Object.assign(out, { data, metadata });
+    if (id) for (const out of this.displayIds.get(id) ?? []) Object.assign(out, { data, metadata });
     const text = data["text/plain"];
-    if (id && opts.onProgress && typeof text === "string" && text.trim()) {
+    const onProgress = this.opts.onProgress;
+    if (id && onProgress && typeof text === "string" && text.trim()) {
       const line = text.trimEnd().split("\n").pop()!;
-      outsideCell(() => opts.onProgress!(line));
+      this.outsideCell(() => onProgress(line));
     }
     if (update) return; // update_display_data only updates
     const out = { output_type: "display_data" as const, data, metadata };
-    outputs.push(out);
-    if (id) displayIds.set(id, [...(displayIds.get(id) ?? []), out]);
+    this.outputs.push(out);
+    if (id) this.displayIds.set(id, [...(this.displayIds.get(id) ?? []), out]);
   };
-  const onUncaught = (err: unknown) => console.error("UncaughtException:", err); // as tslab's kernel
-  const onUnhandled = (reason: unknown) => console.error("UnhandledPromiseRejection:", reason);
+}
 
-  let executor: TslabExecutor | undefined;
-  let convs: TslabConverterSet | undefined;
+/** Runs one code cell; its outputs, with an error output when it failed. */
+async function runCell(cell: NotebookCell, executor: TslabExecutor, kernel: NotebookKernel, timeoutMs: number | undefined): Promise<{ outputs: NotebookOutput[]; error?: { ename: string; evalue: string } }> {
+  kernel.outputs = [];
+  kernel.printedErrors = [];
+  let timedOut = false;
+  const timer = timeoutMs ? setTimeout(() => ((timedOut = true), executor.interrupt()), timeoutMs) : undefined;
+  let ok: boolean;
+  try {
+    ok = await kernel.inCell(() => executor.execute(cell.source));
+  } catch (e) {
+    ok = false;
+    kernel.printedErrors.push([e]);
+  } finally {
+    clearTimeout(timer);
+  }
+  const outputs = kernel.outputs;
+  if (!ok) {
+    const err = timedOut
+      ? { output_type: "error" as const, ename: "TimeoutError", evalue: `cell timed out after ${timeoutMs} ms`, traceback: [`TimeoutError: cell timed out after ${timeoutMs} ms`] }
+      : errorOutput(kernel.printedErrors);
+    outputs.push(err);
+    return { outputs, error: err };
+  }
+  // The executor reports problems it does not fail on (e.g. %%module diagnostics) on stderr.
+  for (const args of kernel.printedErrors) outputs.push({ output_type: "stream", name: "stderr", text: format(...args) + "\n" });
+  return { outputs };
+}
+
+/** Runs the code cells in order up to the first that fails; the cells after it are cleared. */
+async function runCells(nb: Notebook, executor: TslabExecutor, kernel: NotebookKernel, opts: NotebookRunOptions): Promise<{ cellsRun: number; failedCell?: FailedCell }> {
+  let count = 0;
   let cellsRun = 0;
   let failedCell: FailedCell | undefined;
-  try {
-    for (const [k, v] of Object.entries(opts.env ?? {})) process.env[k] = v;
-    process.chdir(dir);
-    // As under a kernel whose output is a pipe: libraries must not draw terminal progress bars.
-    for (const n of ["stdout", "stderr"] as const) Object.defineProperty(process[n], "isTTY", { value: false, configurable: true, writable: true });
-    process.stdout.write = writeTo("stdout") as typeof process.stdout.write;
-    process.stderr.write = writeTo("stderr") as typeof process.stderr.write;
-    tslabJupyter.lastWriteDisplayData = writeDisplayData;
-    process.on("uncaughtException", onUncaught);
-    process.on("unhandledRejection", onUnhandled);
+  for (let i = 0; i < nb.cells.length; i++) {
+    const cell = nb.cells[i];
+    cell.id ??= randomBytes(4).toString("hex");
+    if (cell.cell_type !== "code") continue;
+    // Not run (after a failure: so stale outputs of an earlier run are not taken for this run's), or
+    // empty (nbclient skips those).
+    if (failedCell || cell.source.trim() === "") {
+      cell.outputs = [];
+      cell.execution_count = null;
+      continue;
+    }
+    if (opts.onCell) kernel.outsideCell(() => opts.onCell!(i, nb.cells.length));
+    cell.execution_count = ++count;
+    cellsRun++;
+    const { outputs, error } = await runCell(cell, executor, kernel, opts.timeoutMs);
+    if (error) failedCell = { index: i, source: cell.source, ename: error.ename, evalue: error.evalue };
+    // Writes after the cell ended (timers) still land in this cell's list until the next cell starts,
+    // as the kernel keeps forwarding them to the last request; coalesce again at the end.
+    cell.outputs = outputs;
+  }
+  return { cellsRun, failedCell };
+}
 
-    let printedErrors: unknown[][] = [];
+async function runNotebookNow(file: string, opts: NotebookRunOptions): Promise<NotebookRunResult> {
+  const started = Date.now();
+  const nb = parseNotebook(fs.readFileSync(file, "utf8"));
+  const dir = path.dirname(file);
+  const kernel = new NotebookKernel(dir, opts);
+  let executor: TslabExecutor | undefined;
+  let convs: TslabConverterSet | undefined;
+  let run: { cellsRun: number; failedCell?: FailedCell };
+  try {
+    kernel.enter();
     convs = createConverterSet();
     void convs.node; // created now, in the notebook's directory (the converter keeps the cwd it starts in)
     executor = tslabExecutor.createExecutor(dir, convs, {
       log: (...args: unknown[]) => console.log(...args), // the cell's last expression: stdout, as in the kernel
-      error: (...args: unknown[]) => void printedErrors.push(args),
+      error: (...args: unknown[]) => void kernel.printedErrors.push(args),
     });
     nb.metadata.language_info = new tslabJupyter.JupyterHandlerImpl(executor, false).handleKernel().language_info;
-
-    let count = 0;
-    for (let i = 0; i < nb.cells.length; i++) {
-      const cell = nb.cells[i];
-      cell.id ??= randomBytes(4).toString("hex");
-      if (cell.cell_type !== "code") continue;
-      if (failedCell) {
-        // Not run: clear stale outputs of an earlier run so they are not taken for this run's.
-        cell.outputs = [];
-        cell.execution_count = null;
-        continue;
-      }
-      if (cell.source.trim() === "") {
-        cell.outputs = [];
-        cell.execution_count = null; // nbclient skips empty cells
-        continue;
-      }
-      if (opts.onCell) outsideCell(() => opts.onCell!(i, nb.cells.length));
-      outputs = [];
-      printedErrors = [];
-      cell.execution_count = ++count;
-      cellsRun++;
-      let timedOut = false;
-      const timer = opts.timeoutMs ? setTimeout(() => ((timedOut = true), executor!.interrupt()), opts.timeoutMs) : undefined;
-      let ok: boolean;
-      try {
-        ok = await context.run(token, () => executor!.execute(cell.source));
-      } catch (e) {
-        ok = false;
-        printedErrors.push([e]);
-      } finally {
-        clearTimeout(timer);
-      }
-      const cellOutputs = outputs;
-      if (!ok) {
-        const err = timedOut
-          ? { output_type: "error" as const, ename: "TimeoutError", evalue: `cell timed out after ${opts.timeoutMs} ms`, traceback: [`TimeoutError: cell timed out after ${opts.timeoutMs} ms`] }
-          : errorOutput(printedErrors);
-        cellOutputs.push(err);
-        failedCell = { index: i, source: cell.source, ename: err.ename, evalue: err.evalue };
-      } else {
-        // The executor reports problems it does not fail on (e.g. %%module diagnostics) on stderr.
-        for (const args of printedErrors) cellOutputs.push({ output_type: "stream", name: "stderr", text: format(...args) + "\n" });
-      }
-      // Writes after the cell ended (timers) still land in this cell's list until the next cell starts,
-      // as the kernel keeps forwarding them to the last request; coalesce again at the end.
-      cell.outputs = cellOutputs;
-    }
+    run = await runCells(nb, executor, kernel, opts);
   } finally {
     // Let output scheduled right after the last cell (process.nextTick, resolved promises) land first.
     await new Promise((resolve) => setImmediate(resolve));
     executor?.close();
     if (!executor) convs?.close();
-    process.off("uncaughtException", onUncaught);
-    process.off("unhandledRejection", onUnhandled);
-    tslabJupyter.lastWriteDisplayData = savedDisplay;
-    process.stdout.write = savedWrite.stdout;
-    process.stderr.write = savedWrite.stderr;
-    for (const [n, desc] of savedTty) {
-      if (desc) Object.defineProperty(process[n], "isTTY", desc);
-      else delete (process[n] as { isTTY?: boolean }).isTTY;
-    }
-    process.chdir(savedCwd);
-    for (const [k, v] of savedEnv) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    kernel.leave();
   }
 
   for (const cell of nb.cells) if (cell.cell_type === "code" && cell.outputs) cell.outputs = coalesceStreams(cell.outputs);
@@ -428,9 +468,9 @@ async function runNotebookNow(file: string, opts: NotebookRunOptions): Promise<N
   const isRichDisplay = (o: NotebookOutput) => o.output_type === "display_data" && Object.keys(o.data).some((mime) => mime !== "text/plain");
   return {
     path: file,
-    cellsRun,
-    ok: !failedCell,
-    ...(failedCell ? { failedCell } : {}),
+    cellsRun: run.cellsRun,
+    ok: !run.failedCell,
+    ...(run.failedCell ? { failedCell: run.failedCell } : {}),
     seconds: (Date.now() - started) / 1000,
     displays: nb.cells.reduce((n, c) => n + (c.outputs ?? []).filter(isRichDisplay).length, 0),
     written: Boolean(opts.write),
@@ -445,12 +485,13 @@ export type RunOneMessage =
   | { type: "progress"; text: string }
   | { type: "result"; result: NotebookRunResult };
 
-export const RUN_ONE_JS = path.join(__dirname, "run-one.js");
+const RUN_ONE_JS = path.join(__dirname, "run-one.js");
 
 /**
  * runNotebook in a fresh Node process (`node dist/src/notebooks/run-one.js NB`). With timeoutMs, a cell
  * still running timeoutMs + 5 s after it started is stopped by killing the process (the notebook is then
- * left as it was). Anything the child prints outside a cell goes to this process's stderr.
+ * left as it was). Anything the child prints outside a cell goes to this process's stderr. A SIGINT or
+ * SIGTERM to this process stops the child with it and rejects with Interrupted.
  */
 export function runNotebookIsolated(nbPath: string, opts: NotebookRunOptions = {}): Promise<NotebookRunResult> {
   const file = path.resolve(nbPath);
@@ -487,9 +528,10 @@ export function runNotebookIsolated(nbPath: string, opts: NotebookRunOptions = {
       }
     });
     // stopping this process stops the notebook (and, through it, any sweep workers) instead of orphaning it
+    let stoppedBy: NodeJS.Signals | null = null;
     const onSignal = (sig: NodeJS.Signals) => {
+      stoppedBy = sig;
       child.kill(sig);
-      child.once("exit", () => process.exit(sig === "SIGINT" ? 130 : 143));
     };
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
@@ -498,6 +540,7 @@ export function runNotebookIsolated(nbPath: string, opts: NotebookRunOptions = {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
       clearTimeout(timer);
+      if (stoppedBy) return reject(new Interrupted(`${path.basename(file)}: stopped by ${stoppedBy}`, stoppedBy));
       if (result) return resolve(result);
       let source = "";
       try {

@@ -107,7 +107,10 @@ async function runChromium(
 export async function renderFigurePng(fig: Figure): Promise<FigurePng> {
   const chromium = findChromium();
   if (!chromium) {
-    return { png: null, note: "No PNG copy: no Chromium found (set CHROMIUM_PATH, or install one, e.g. apt-get install chromium)." };
+    return {
+      png: null,
+      note: "No PNG copy: no Chromium found (set CHROMIUM_PATH, or install one, e.g. apt-get install chromium).",
+    };
   }
   const size = figureSize(fig);
   // The screenshot is taken of a fixed-size, static copy of the page (no mode bar) in a temporary directory.
@@ -246,7 +249,12 @@ export async function checkFigurePage(htmlPath: string): Promise<PageCheck> {
     const dom = await dumpDom(pathToFileURL(file).href);
     const m = new RegExp(`<pre id="${CHECK_ID}">([^<]*)</pre>`).exec(dom);
     if (!m) throw new Error("checkFigurePage: the page never finished loading (no probe result in the DOM)");
-    const text = m[1]!.replace(/&quot;/g, '"').replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&nbsp;/g, "\u00a0").replace(/&amp;/g, "&");
+    const text = m[1]!
+      .replace(/&quot;/g, '"')
+      .replace(/&lt;/g, "<")
+      .replace(/&gt;/g, ">")
+      .replace(/&nbsp;/g, "\u00a0")
+      .replace(/&amp;/g, "&");
     const r = JSON.parse(text) as PageCheck;
     return { traces: r.traces, errors: r.errors, plots: r.plots, declared: r.declared };
   } finally {

@@ -113,7 +113,7 @@ export function figureJson(fig: Figure): PlotlyMimeData {
 }
 
 /** JSON safe to place inside an HTML <script> element. */
-export function scriptJson(value: unknown): string {
+function scriptJson(value: unknown): string {
   return JSON.stringify(value, jsonReplacer)
     .replace(/</g, "\\u003c")
     .replace(/>/g, "\\u003e")
@@ -190,7 +190,12 @@ function notebookPlotlyScript(): string {
 function figureTitle(json: PlotlyMimeData): string {
   const title = (json.layout as { title?: string | { text?: string } }).title;
   const text = typeof title === "string" ? title : title?.text;
-  return text ? text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim() : "figure";
+  return text
+    ? text
+        .replace(/<[^>]*>/g, " ")
+        .replace(/\s+/g, " ")
+        .trim()
+    : "figure";
 }
 
 /** The notebook's HTML for a figure: the PNG (or a line saying why there is none) in a div that the script

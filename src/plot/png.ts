@@ -14,7 +14,7 @@ interface Chunk {
 function readChunks(png: Buffer): Chunk[] {
   if (png.length < 8 || !png.subarray(0, 8).equals(SIGNATURE)) throw new Error("not a PNG (bad signature)");
   const chunks: Chunk[] = [];
-  for (let at = 8; at + 12 <= png.length; ) {
+  for (let at = 8; at + 12 <= png.length;) {
     const length = png.readUInt32BE(at);
     chunks.push({ type: png.toString("latin1", at + 4, at + 8), data: png.subarray(at + 8, at + 8 + length) });
     at += 12 + length;

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { randomBytes } from "node:crypto";
 
 /** Temporary files start with "." and end with ".tmp" so directory listings can skip them. */
-export function isTempFileName(name: string): boolean {
+function isTempFileName(name: string): boolean {
   return name.startsWith(".") && name.endsWith(".tmp");
 }
 

@@ -107,7 +107,10 @@ function parseNumber(text: string): number | undefined {
  * Parses a metrics table: every value is numeric, empty values read as NaN. Errors name `source` and
  * the line: a row with the wrong number of fields, a value that is not a number.
  */
-export function parseCsv(text: string, source = "metrics.csv"): { columns: string[]; rows: Array<Record<string, number>> } {
+export function parseCsv(
+  text: string,
+  source = "metrics.csv",
+): { columns: string[]; rows: Array<Record<string, number>> } {
   const records = splitRecords(text, source);
   if (records.length === 0) return { columns: [], rows: [] };
   const columns = records[0].fields;

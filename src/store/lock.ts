@@ -35,10 +35,7 @@ export class RunLockedError extends Error {
     const who = holder
       ? `process ${holder.pid} on host ${holder.host} since ${holder.startedAt}`
       : "a process whose lock file is not readable yet";
-    super(
-      `run ${path.dirname(lockPath)} is locked by ${who}; ` +
-        `if no such process is running, delete ${lockPath}`,
-    );
+    super(`run ${path.dirname(lockPath)} is locked by ${who}; ` + `if no such process is running, delete ${lockPath}`);
     this.name = "RunLockedError";
     this.lockPath = lockPath;
     this.holder = holder;
@@ -191,7 +188,9 @@ export class RunLock {
       if (!existing.stale) throw new RunLockedError(lockPath, existing.holder);
       if (!removeStaleLock(lockPath)) sleepSync(RETRY_DELAY_MS);
     }
-    throw new Error(`could not take ${lockPath} after ${MAX_ATTEMPTS} attempts: other processes keep contending for it`);
+    throw new Error(
+      `could not take ${lockPath} after ${MAX_ATTEMPTS} attempts: other processes keep contending for it`,
+    );
   }
 
   /** Exclusive create; null if a lock file already exists. */

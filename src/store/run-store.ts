@@ -2,9 +2,10 @@
 //
 //   <root>/<id>/config.json                  the RunConfig (canonical JSON)
 //   <root>/<id>/run.json                     status, steps done, first steps at 99%, engine, backend, times
-//   <root>/<id>/metrics.csv                  one row per evaluation (see training/metrics)
+//   <root>/<id>/metrics.csv                  one row per evaluation (see metricsRow in training/trainer.ts)
 //   <root>/<id>/checkpoints/step-NNNNNNNNN.safetensors   periodic: weights + optimizer state
 //   <root>/<id>/checkpoints/final.safetensors            at the end of the run
+//   <root>/<id>/checkpoints/*.safetensors.bad            a checkpoint that failed to read, set aside
 //   <root>/<id>/snapshots/step-NNNNNNNNN.safetensors     weights only, at steps asked for (never pruned)
 //   <root>/<id>/lock                         while a process trains it
 //
@@ -12,9 +13,10 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
+import { errorLine } from "../util/errors";
 import { NamedTensors } from "../util/tensors";
-import { writeFileAtomic, isTempFileName, removeStaleTempFiles } from "./atomic";
+import { writeFileAtomic, removeStaleTempFiles } from "./atomic";
 import { formatCsv, parseCsv } from "./csv";
 import { canonicalJson, configHash } from "./hash";
 import { RunLock } from "./lock";
@@ -53,6 +55,13 @@ export interface RunInfo extends RunState {
   config: RunConfig;
 }
 
+export interface StoredCheckpoint {
+  /** Steps done when it was written. */
+  step: number;
+  tensors: NamedTensors;
+  metadata: Record<string, string>;
+}
+
 export interface CheckpointFile {
   /** Steps done when it was written. */
   step: number;
@@ -88,6 +97,11 @@ export class RunStore {
     this.root = path.resolve(root);
   }
 
+  /** A store given as itself or by its directory (default: defaultStoreRoot()). */
+  static of(store?: RunStore | string): RunStore {
+    return store instanceof RunStore ? store : new RunStore(store);
+  }
+
   static idFor(config: RunConfig): string {
     return configHash(config);
   }
@@ -117,7 +131,9 @@ export class RunStore {
       if (fs.existsSync(configPath)) {
         const existing = this.readConfig(id);
         if (canonicalJson(existing) !== canonicalJson(config)) {
-          throw new Error(`run ${id} in ${displayPath(dir)} holds a different config (hash collision or edited config.json)`);
+          throw new Error(
+            `run ${id} in ${displayPath(dir)} holds a different config (hash collision or edited config.json)`,
+          );
         }
       } else {
         writeFileAtomic(configPath, JSON.stringify(config, null, 2) + "\n");
@@ -185,13 +201,17 @@ export class RunStore {
   resolve(ref: string): string {
     if (ref.includes(path.sep) && fs.existsSync(path.join(ref, "run.json"))) {
       const dir = path.resolve(ref);
-      if (path.dirname(dir) !== this.root) throw new Error(`${ref} is not in the store ${displayPath(this.root)} (use --store)`);
+      if (path.dirname(dir) !== this.root)
+        throw new Error(`${ref} is not in the store ${displayPath(this.root)} (use --store)`);
       return path.basename(dir);
     }
     if (this.has(ref)) return ref;
-    const matches = fs.existsSync(this.root) ? fs.readdirSync(this.root).filter((n) => n.startsWith(ref) && this.has(n)) : [];
+    const matches = fs.existsSync(this.root)
+      ? fs.readdirSync(this.root).filter((n) => n.startsWith(ref) && this.has(n))
+      : [];
     if (matches.length === 1) return matches[0];
-    if (matches.length > 1) throw new Error(`run "${ref}" is ambiguous in ${displayPath(this.root)}: ${matches.join(", ")}`);
+    if (matches.length > 1)
+      throw new Error(`run "${ref}" is ambiguous in ${displayPath(this.root)}: ${matches.join(", ")}`);
     throw new Error(`no run "${ref}" in ${displayPath(this.root)}`);
   }
 
@@ -206,33 +226,53 @@ export class RunStore {
   }
 
   checkpoints(id: string): CheckpointFile[] {
+    const out = this.periodicCheckpoints(id);
+    const final = this.finalCheckpointPath(id);
+    if (fs.existsSync(final)) out.push({ step: Number(readCheckpoint(final).metadata.step), final: true, path: final });
+    return out.sort((a, b) => a.step - b.step || Number(a.final) - Number(b.final));
+  }
+
+  private finalCheckpointPath(id: string): string {
+    return path.join(this.dir(id), "checkpoints", "final.safetensors");
+  }
+
+  /** The periodic checkpoints, by step (from their names: nothing is read). */
+  private periodicCheckpoints(id: string): CheckpointFile[] {
     const dir = path.join(this.dir(id), "checkpoints");
     if (!fs.existsSync(dir)) return [];
     const out: CheckpointFile[] = [];
     for (const name of fs.readdirSync(dir)) {
-      if (isTempFileName(name)) continue;
       const m = /^step-(\d+)\.safetensors$/.exec(name);
       if (m) out.push({ step: Number(m[1]), final: false, path: path.join(dir, name) });
-      else if (name === "final.safetensors") {
-        const { metadata } = readCheckpoint(path.join(dir, name));
-        out.push({ step: Number(metadata.step), final: true, path: path.join(dir, name) });
-      }
     }
-    return out.sort((a, b) => a.step - b.step || Number(a.final) - Number(b.final));
+    return out.sort((a, b) => a.step - b.step);
   }
 
   /**
    * Writes a checkpoint of weights + optimizer state after `step` updates, then keeps only the newest
    * `keep` periodic ones (0: keep all). The final checkpoint is never pruned.
    */
-  writeCheckpoint(id: string, step: number, tensors: NamedTensors, metadata: Record<string, string>, opts: { final: boolean; keep: number }): string {
+  writeCheckpoint(
+    id: string,
+    step: number,
+    tensors: NamedTensors,
+    metadata: Record<string, string>,
+    opts: { final: boolean; keep: number },
+  ): string {
     const dir = path.join(this.dir(id), "checkpoints");
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, opts.final ? "final.safetensors" : `step-${String(step).padStart(9, "0")}.safetensors`);
-    writeCheckpoint(file, tensors, { format: "grokking-workbench checkpoint", version: FORMAT_VERSION, run: id, step: String(step), ...metadata });
+    writeCheckpoint(file, tensors, {
+      format: "grokking-workbench checkpoint",
+      version: FORMAT_VERSION,
+      run: id,
+      step: String(step),
+      ...metadata,
+    });
     if (!opts.final && opts.keep > 0) {
-      const periodic = this.checkpoints(id).filter((c) => !c.final);
-      for (const old of periodic.slice(0, Math.max(0, periodic.length - opts.keep))) fs.rmSync(old.path, { force: true });
+      const periodic = this.periodicCheckpoints(id);
+      for (const old of periodic.slice(0, Math.max(0, periodic.length - opts.keep)))
+        fs.rmSync(old.path, { force: true });
     }
     return file;
   }
@@ -253,12 +293,52 @@ export class RunStore {
     const dir = path.join(this.dir(id), "snapshots");
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, `step-${String(step).padStart(9, "0")}.safetensors`);
-    writeCheckpoint(file, weights, { format: "grokking-workbench snapshot", version: FORMAT_VERSION, run: id, step: String(step) });
+    writeCheckpoint(file, weights, {
+      format: "grokking-workbench snapshot",
+      version: FORMAT_VERSION,
+      run: id,
+      step: String(step),
+    });
     return file;
   }
 
+  /**
+   * For resuming: the newest checkpoint that reads and verifies, or null when the run has none. Each newer
+   * one that fails is renamed aside to "<name>.bad" (kept for inspection, never deleted) and described in
+   * `setAside`. When no checkpoint reads, nothing is renamed and the error names every file.
+   */
+  readNewestValidCheckpoint(id: string): (StoredCheckpoint & { file: string; setAside: string[] }) | null {
+    // newest first: the final checkpoint, when there is one, comes after every periodic one
+    const final = this.finalCheckpointPath(id);
+    const files = [
+      ...(fs.existsSync(final) ? [final] : []),
+      ...this.periodicCheckpoints(id)
+        .reverse()
+        .map((c) => c.path),
+    ];
+    const failures: { file: string; error: string }[] = [];
+    for (const file of files) {
+      let read: { tensors: NamedTensors; metadata: Record<string, string> };
+      try {
+        read = readCheckpoint(file, displayPath(file));
+      } catch (err) {
+        failures.push({ file, error: errorLine(err) });
+        continue;
+      }
+      const setAside = failures.map(
+        (f) => `skipped checkpoint ${f.error}; renamed it to ${path.basename(renameAsBad(f.file))}`,
+      );
+      return { step: Number(read.metadata.step), ...read, file, setAside };
+    }
+    if (failures.length === 0) return null;
+    throw new Error(
+      `run ${id} cannot resume: no checkpoint reads and verifies (${failures.map((f) => f.error).join("; ")}); ` +
+        `move ${failures.length === 1 ? "it" : "them"} aside to train the run from the start`,
+    );
+  }
+
   /** Reads a checkpoint: the final one, the newest one ("latest"), or the one (or the snapshot) written after a given step. */
-  readCheckpoint(id: string, which: "final" | "latest" | number = "latest"): { step: number; tensors: NamedTensors; metadata: Record<string, string> } {
+  readCheckpoint(id: string, which: "final" | "latest" | number = "latest"): StoredCheckpoint {
     const all = this.checkpoints(id);
     let file: CheckpointFile | undefined;
     if (which === "final") file = all.find((c) => c.final);
@@ -266,12 +346,24 @@ export class RunStore {
     else file = all.find((c) => c.step === which) ?? this.snapshots(id).find((c) => c.step === which);
     if (!file) {
       const have = all.map((c) => (c.final ? `final(${c.step})` : String(c.step))).join(", ") || "none";
-      const snaps = this.snapshots(id).map((c) => c.step).join(", ");
-      throw new Error(`run ${id} has no ${which === "latest" ? "" : `${which} `}checkpoint (have: ${have}${snaps ? `; snapshots: ${snaps}` : ""})`);
+      const snaps = this.snapshots(id)
+        .map((c) => c.step)
+        .join(", ");
+      throw new Error(
+        `run ${id} has no ${which === "latest" ? "" : `${which} `}checkpoint (have: ${have}${snaps ? `; snapshots: ${snaps}` : ""})`,
+      );
     }
     const { tensors, metadata } = readCheckpoint(file.path);
     return { step: file.step, tensors, metadata };
   }
+}
+
+/** Renames a bad file to "<name>.bad" (or "<name>.bad.N" when taken), so nothing is lost; returns the new path. */
+function renameAsBad(file: string): string {
+  let target = `${file}.bad`;
+  for (let n = 1; fs.existsSync(target); n++) target = `${file}.bad.${n}`;
+  fs.renameSync(file, target);
+  return target;
 }
 
 function readJson(file: string): unknown {

@@ -3,7 +3,12 @@
 //   [u64 little-endian N][N bytes of UTF-8 JSON header, space-padded][raw little-endian tensor data]
 // The header maps each tensor name to {dtype, shape, data_offsets: [begin, end]} (offsets relative to
 // the start of the data section) and may hold "__metadata__": a string-to-string map.
+//
+// Checkpoints also record the SHA-256 of each tensor's data block in the metadata ("sha256.<name>"), so a
+// flipped bit is caught on load (in Python: hashlib.sha256(array.tobytes()).hexdigest()). Files without
+// checksums, such as checkpoints written before they existed, still load.
 
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import { NamedTensors, sizeOf, Tensor32 } from "../util/tensors";
 import { writeFileAtomic } from "./atomic";
@@ -13,6 +18,8 @@ const HEADER_LENGTH_BYTES = 8;
 /** The header is padded so the data section starts 8-byte aligned, as the reference writer does. */
 const HEADER_ALIGNMENT = 8;
 const F32_BYTES = 4;
+/** Metadata key of a tensor's checksum: "sha256.<tensor name>" → hex SHA-256 of its data block. */
+const CHECKSUM_PREFIX = "sha256.";
 
 const hostIsLittleEndian = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
@@ -31,7 +38,8 @@ export function encodeSafetensors(tensors: NamedTensors, metadata?: Record<strin
   const header: Record<string, HeaderEntry | Record<string, string>> = {};
   if (metadata && Object.keys(metadata).length > 0) {
     for (const [key, value] of Object.entries(metadata)) {
-      if (typeof value !== "string") throw new Error(`safetensors metadata "${key}" must be a string, got ${typeof value}`);
+      if (typeof value !== "string")
+        throw new Error(`safetensors metadata "${key}" must be a string, got ${typeof value}`);
     }
     header[METADATA_KEY] = metadata;
   }
@@ -57,19 +65,23 @@ export function encodeSafetensors(tensors: NamedTensors, metadata?: Record<strin
 
   let offset = HEADER_LENGTH_BYTES + headerBytes;
   for (const tensor of tensors.values()) {
-    writeFloat32LE(out, offset, tensor.data);
+    out.set(littleEndianBytes(tensor.data), offset);
     offset += tensor.data.length * F32_BYTES;
   }
   return out;
 }
 
-function writeFloat32LE(out: Uint8Array, offset: number, values: Float32Array): void {
-  if (hostIsLittleEndian) {
-    out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), offset);
-    return;
-  }
-  const view = new DataView(out.buffer, out.byteOffset + offset, values.byteLength);
+/** The bytes of `values` as the file holds them: a view on a little-endian host, a copy elsewhere. */
+function littleEndianBytes(values: Float32Array): Uint8Array {
+  if (hostIsLittleEndian) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  const out = new Uint8Array(values.byteLength);
+  const view = new DataView(out.buffer);
   for (let i = 0; i < values.length; i++) view.setFloat32(i * F32_BYTES, values[i], true);
+  return out;
+}
+
+function blockChecksum(block: Uint8Array): string {
+  return createHash("sha256").update(block).digest("hex");
 }
 
 /** Copies into a fresh Float32Array, which is aligned whatever the alignment of `bytes`. */
@@ -88,17 +100,28 @@ function describe(value: unknown): string {
   return JSON.stringify(value) ?? String(value);
 }
 
+/** A tensor's place in the data section, as the header gives it. */
+interface TensorEntry {
+  name: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+type Fail = (problem: string) => never;
+
 /**
- * Parses and validates safetensors bytes; `source` (e.g. the file path) names the input in errors.
- * Tensors come back in the order of their data offsets.
+ * Parses and validates safetensors bytes, and verifies the tensors' checksums when the metadata has them;
+ * `source` (e.g. the file path) names the input in errors. Tensors come back in the order of their data
+ * offsets; the metadata without the checksums.
  */
 export function decodeSafetensors(
   bytes: Uint8Array,
   source = "checkpoint",
 ): { tensors: NamedTensors; metadata: Record<string, string> } {
-  function fail(problem: string): never {
+  const fail: Fail = (problem) => {
     throw new Error(`${source}: invalid safetensors file: ${problem}`);
-  }
+  };
 
   if (bytes.length < HEADER_LENGTH_BYTES) {
     fail(`file is ${bytes.length} bytes, shorter than the ${HEADER_LENGTH_BYTES}-byte header length`);
@@ -122,9 +145,30 @@ export function decodeSafetensors(
     fail("header is not a JSON object");
   }
 
+  const { metadata, entries } = readHeader(header as Record<string, unknown>, dataLength, fail);
+  checkTiling(entries, dataLength, fail);
+  verifyChecksums(metadata, entries, bytes.subarray(dataStart), fail);
+
+  const tensors: NamedTensors = new Map();
+  for (const { name, shape, begin, end } of entries) {
+    const tensor: Tensor32 = {
+      shape: [...shape],
+      data: readFloat32LE(bytes, dataStart + begin, (end - begin) / F32_BYTES),
+    };
+    tensors.set(name, tensor);
+  }
+  return { tensors, metadata };
+}
+
+/** The header's metadata and tensor entries, each entry checked against its dtype, shape and the data size. */
+function readHeader(
+  header: Record<string, unknown>,
+  dataLength: number,
+  fail: Fail,
+): { metadata: Record<string, string>; entries: TensorEntry[] } {
   const metadata: Record<string, string> = {};
-  const entries: Array<{ name: string; shape: number[]; begin: number; end: number }> = [];
-  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
+  const entries: TensorEntry[] = [];
+  for (const [name, entry] of Object.entries(header)) {
     if (name === METADATA_KEY) {
       if (typeof entry !== "object" || entry === null || Array.isArray(entry)) fail(`${METADATA_KEY} is not an object`);
       for (const [key, value] of Object.entries(entry as Record<string, unknown>)) {
@@ -148,39 +192,69 @@ export function decodeSafetensors(
     const [begin, end] = offsets as [number, number];
     const expectedBytes = sizeOf(shape) * F32_BYTES;
     if (end - begin !== expectedBytes) {
-      fail(`tensor "${name}" of shape [${shape}] needs ${expectedBytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
+      fail(
+        `tensor "${name}" of shape [${shape}] needs ${expectedBytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
+      );
     }
     if (end > dataLength) {
       fail(`tensor "${name}" data_offsets [${begin}, ${end}] run past the ${dataLength}-byte data section`);
     }
     entries.push({ name, shape, begin, end });
   }
+  return { metadata, entries };
+}
 
-  // The data section must be tiled exactly: no overlaps, no gaps, nothing after the last tensor.
+/** The data section must be tiled exactly: no overlaps, no gaps, nothing after the last tensor. Sorts `entries`. */
+function checkTiling(entries: TensorEntry[], dataLength: number, fail: Fail): void {
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let covered = 0;
   let previous = "the start of the data section";
   for (const entry of entries) {
     if (entry.begin < covered) fail(`tensor "${entry.name}" overlaps ${previous}`);
-    if (entry.begin > covered) fail(`${entry.begin - covered} unused bytes between ${previous} and tensor "${entry.name}"`);
+    if (entry.begin > covered)
+      fail(`${entry.begin - covered} unused bytes between ${previous} and tensor "${entry.name}"`);
     covered = entry.end;
     previous = `tensor "${entry.name}"`;
   }
   if (covered !== dataLength) fail(`${dataLength - covered} trailing bytes after ${previous}`);
+}
 
-  const tensors: NamedTensors = new Map();
-  for (const { name, shape, begin, end } of entries) {
-    const tensor: Tensor32 = { shape: [...shape], data: readFloat32LE(bytes, dataStart + begin, (end - begin) / F32_BYTES) };
-    tensors.set(name, tensor);
+/**
+ * Checks each tensor's bytes against its checksum in the metadata, then removes the checksums from it: all
+ * tensors have one or none does (files written before checksums have none).
+ */
+function verifyChecksums(metadata: Record<string, string>, entries: TensorEntry[], data: Uint8Array, fail: Fail): void {
+  const checksums = Object.keys(metadata).filter((key) => key.startsWith(CHECKSUM_PREFIX));
+  if (checksums.length === 0) return;
+  const names = new Set(entries.map((e) => e.name));
+  for (const key of checksums) {
+    if (!names.has(key.slice(CHECKSUM_PREFIX.length))) fail(`checksum ${key} names no tensor`);
   }
-  return { tensors, metadata };
+  for (const { name, begin, end } of entries) {
+    const expected = metadata[CHECKSUM_PREFIX + name];
+    if (expected === undefined) fail(`tensor "${name}" has no checksum, though others do`);
+    if (blockChecksum(data.subarray(begin, end)) !== expected) {
+      fail(`tensor "${name}" does not match its checksum (its data is corrupt)`);
+    }
+  }
+  for (const key of checksums) delete metadata[key];
 }
 
-/** Writes a checkpoint atomically, so a crash never leaves a torn checkpoint under `path`. */
+/**
+ * Writes a checkpoint atomically, so a crash never leaves a torn checkpoint under `path`, with each
+ * tensor's checksum in the metadata.
+ */
 export function writeCheckpoint(path: string, tensors: NamedTensors, metadata: Record<string, string> = {}): void {
-  writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+  const withChecksums = { ...metadata };
+  for (const [name, tensor] of tensors)
+    withChecksums[CHECKSUM_PREFIX + name] = blockChecksum(littleEndianBytes(tensor.data));
+  writeFileAtomic(path, encodeSafetensors(tensors, withChecksums));
 }
 
-export function readCheckpoint(path: string): { tensors: NamedTensors; metadata: Record<string, string> } {
-  return decodeSafetensors(fs.readFileSync(path), path);
+/** Reads a checkpoint, verifying its checksums (see decodeSafetensors); `source` names it in errors. */
+export function readCheckpoint(
+  path: string,
+  source = path,
+): { tensors: NamedTensors; metadata: Record<string, string> } {
+  return decodeSafetensors(fs.readFileSync(path), source);
 }

@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { EngineOptions, resolveEngineName, runsOnGpu } from "../engines/index";
 import { displayPath, RunStore } from "../store/run-store";
 import { formatDuration, formatEta, ProgressDisplay, progressDisplayFor } from "../training/progress";
+import { resumeMessage } from "../training/trainer";
 import { describeRun, expandSweep, SweepRun, SweepSpec } from "./spec";
 import type { FromWorker, ToWorker, WorkerTrainOptions } from "./worker";
 
@@ -81,15 +82,21 @@ export function defaultWorkers(opts: EngineOptions = {}): number {
   return Math.max(1, Math.floor(cores / (opts.threads ?? 1)));
 }
 
-function storeOf(store?: RunStore | string): RunStore {
-  return store instanceof RunStore ? store : new RunStore(store);
-}
-
 /** Where one run stands in the store. */
-export function runResult(store: RunStore, run: SweepRun): SweepRunResult {
+function runResult(store: RunStore, run: SweepRun): SweepRunResult {
   const base = { ...run, steps: run.config.training.steps };
   if (!store.has(run.id)) {
-    return { ...base, status: "missing", stepsDone: 0, firstTrain99: null, firstVal99: null, bestValAcc: NaN, finalTrainAcc: NaN, finalValAcc: NaN, trainSeconds: 0 };
+    return {
+      ...base,
+      status: "missing",
+      stepsDone: 0,
+      firstTrain99: null,
+      firstVal99: null,
+      bestValAcc: NaN,
+      finalTrainAcc: NaN,
+      finalValAcc: NaN,
+      trainSeconds: 0,
+    };
   }
   const info = store.info(run.id);
   const rows = store.readMetrics(run.id).rows;
@@ -107,7 +114,13 @@ export function runResult(store: RunStore, run: SweepRun): SweepRunResult {
   };
 }
 
-function summarize(name: string, runs: SweepRunResult[], counts: { skipped: number; trained: number; failed: number }, interrupted: boolean, seconds: number): SweepResult {
+function summarize(
+  name: string,
+  runs: SweepRunResult[],
+  counts: { skipped: number; trained: number; failed: number },
+  interrupted: boolean,
+  seconds: number,
+): SweepResult {
   const unfinished = runs.filter((r) => r.status !== "finished").length;
   return { name, runs, ...counts, unfinished, interrupted: interrupted && unfinished > 0, seconds };
 }
@@ -115,10 +128,16 @@ function summarize(name: string, runs: SweepRunResult[], counts: { skipped: numb
 /** The sweep's runs as the store has them, without training anything. */
 export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | string): SweepResult {
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
-  const s = storeOf(store);
+  const s = RunStore.of(store);
   const results = runs.map((r) => runResult(s, r));
   const finished = results.filter((r) => r.status === "finished").length;
-  return summarize(Array.isArray(spec) ? "sweep" : spec.name ?? "sweep", results, { skipped: finished, trained: 0, failed: 0 }, false, 0);
+  return summarize(
+    Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep"),
+    results,
+    { skipped: finished, trained: 0, failed: 0 },
+    false,
+    0,
+  );
 }
 
 interface Live {
@@ -128,10 +147,191 @@ interface Live {
 }
 
 /** The sweep's progress line: done/total runs, each running run's step and val acc, an ETA. */
-function progressLine(done: number, total: number, live: Map<number, Live>, stepsDone: number, stepsTotal: number, seconds: number, stepsAtStart: number): string {
+function progressLine(
+  done: number,
+  total: number,
+  live: Map<number, Live>,
+  stepsDone: number,
+  stepsTotal: number,
+  seconds: number,
+  stepsAtStart: number,
+): string {
   const eta = formatEta(stepsTotal - stepsDone, stepsDone - stepsAtStart, seconds);
-  const running = [...live.entries()].map(([i, l]) => `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`);
+  const running = [...live.entries()].map(
+    ([i, l]) =>
+      `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`,
+  );
   return `${done}/${total} runs done · ${running.length ? running.join(" · ") : "starting"} · ${formatDuration(seconds)} elapsed, ETA ${eta} (at most)`;
+}
+
+/**
+ * The runs a sweep session trains, on its workers: the queue of runs to start, what each running run has
+ * reported, the progress line, stopping on a signal, and the results as runs end.
+ */
+class WorkerPool {
+  readonly counts: { skipped: number; trained: number; failed: number };
+  stopping = false;
+  private killed = false;
+  private readonly startedAt = Date.now();
+  private readonly queue: number[];
+  private readonly live = new Map<number, Live>();
+  private readonly children = new Set<ChildProcess>();
+  private readonly stepsTotal: number;
+  private readonly stepsAtStart: number;
+  /** Budget steps of runs that ended this session (early stops count as their budget). */
+  private stepsEnded = 0;
+  /** In a notebook cell the one updated line stands for the runs that end well; the rest is printed. */
+  private readonly sayUnlessInCell = (m: string) => {
+    if (this.progress?.mode !== "kernel") this.say(m);
+  };
+
+  constructor(
+    private readonly name: string,
+    private readonly runs: SweepRun[],
+    /** Where every run stands, updated as runs end. */
+    readonly results: SweepRunResult[],
+    todo: number[],
+    private readonly store: RunStore,
+    private readonly workerOptions: WorkerTrainOptions,
+    private readonly progress: ProgressDisplay | null,
+    private readonly say: (message: string) => void,
+    private readonly onRunEnd?: (run: SweepRunResult) => void,
+  ) {
+    this.queue = [...todo];
+    this.counts = { skipped: results.filter((r) => r.status === "finished").length, trained: 0, failed: 0 };
+    this.stepsTotal = todo.reduce((s, i) => s + results[i].steps, 0);
+    this.stepsAtStart = todo.reduce((s, i) => s + results[i].stepsDone, 0);
+  }
+
+  redraw(force = false): void {
+    if (!this.progress) return;
+    const { results } = this;
+    const liveSteps = [...this.live.entries()].reduce((s, [i, l]) => s + (l.step || results[i].stepsDone), 0);
+    const queuedSteps = this.queue.reduce((s, i) => s + results[i].stepsDone, 0);
+    const seconds = (Date.now() - this.startedAt) / 1000;
+    const line = progressLine(
+      this.doneCount(),
+      this.runs.length,
+      this.live,
+      this.stepsEnded + liveSteps + queuedSteps,
+      this.stepsTotal,
+      seconds,
+      this.stepsAtStart,
+    );
+    this.progress.draw(line, force);
+  }
+
+  /** The first stop lets running runs end after their step with a checkpoint; a second kills the workers. */
+  readonly stop = () => {
+    if (this.stopping) {
+      this.say(
+        `sweep ${this.name}: second interrupt: killing the workers (runs lose the steps since their last checkpoint)`,
+      );
+      this.killed = true;
+      for (const c of this.children) c.kill("SIGKILL");
+      return;
+    }
+    this.stopping = true;
+    this.queue.length = 0;
+    this.say(
+      `sweep ${this.name}: stopping: running runs end after their step with a checkpoint; run the sweep again to go on (interrupt again to kill)`,
+    );
+    for (const c of this.children) if (c.connected) c.send({ type: "stop" } satisfies ToWorker);
+  };
+
+  /** A worker process that takes runs from the queue until it is empty; resolves when it has exited. */
+  startWorker(): Promise<void> {
+    return new Promise((resolve) => {
+      const child = fork(WORKER_SCRIPT, [], { execArgv: [], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+      this.children.add(child);
+      let current: number | null = null;
+      const next = () => {
+        const index = this.stopping ? undefined : this.queue.shift();
+        current = index ?? null;
+        if (index === undefined) {
+          if (child.connected) child.disconnect();
+          return;
+        }
+        this.live.set(index, { step: this.results[index].stepsDone, steps: this.results[index].steps, valAcc: NaN });
+        this.results[index].status = "running";
+        child.send({
+          type: "run",
+          index,
+          config: this.runs[index].config,
+          options: this.workerOptions,
+        } satisfies ToWorker);
+        this.redraw();
+      };
+      child.on("message", (m: FromWorker) => {
+        if (m.type === "ready") next();
+        else if (m.type === "done" || m.type === "failed") {
+          this.endRun(m.index, m.type === "failed" ? m.message : undefined);
+          next();
+        } else this.report(m);
+      });
+      child.on("exit", (code, signal) => {
+        this.children.delete(child);
+        if (current === null) {
+          if (code !== 0 && !this.stopping)
+            this.say(`sweep ${this.name}: a worker exited (${signal ?? `code ${code}`}) before taking a run`);
+          return resolve();
+        }
+        this.endRun(
+          current,
+          this.killed ? "killed by a second interrupt" : `its worker exited (${signal ?? `code ${code}`})`,
+        );
+        current = null;
+        // a crashed worker is replaced while there is work left
+        if (!this.stopping && this.queue.length > 0) void this.startWorker().then(resolve);
+        else resolve();
+      });
+      child.on("error", (err) => this.say(`sweep ${this.name}: worker error: ${err.message}`));
+    });
+  }
+
+  /** A running run's news: a resume, an evaluation, the steps done. */
+  private report(m: Extract<FromWorker, { type: "resumed" | "eval" | "step" }>): void {
+    if (m.type === "resumed") {
+      const run = this.runs[m.index];
+      this.sayUnlessInCell(`#${m.index + 1}: ${resumeMessage(run.id, m.step, run.config.training.steps)}`);
+      return;
+    }
+    if (m.type === "eval") this.live.set(m.index, { step: m.step, steps: m.steps, valAcc: m.valAcc });
+    else {
+      const l = this.live.get(m.index);
+      if (l) l.step = m.step;
+    }
+    this.redraw();
+  }
+
+  private doneCount(): number {
+    return this.results.filter((r) => r.status === "finished").length;
+  }
+
+  private endRun(index: number, failure?: string): void {
+    const { runs, results } = this;
+    this.live.delete(index);
+    this.stepsEnded += results[index].steps;
+    const r = runResult(this.store, runs[index]);
+    if (failure !== undefined) {
+      r.status = "failed";
+      r.error = failure;
+      this.counts.failed++;
+    } else if (r.status === "finished") this.counts.trained++;
+    results[index] = r;
+    for (const other of runs) if (other.id === r.id && other.index !== index) results[other.index] = { ...r, ...other };
+    const label = describeRun(r.variant, r.params) || r.id;
+    const what =
+      r.status === "finished"
+        ? `finished: train ≥99% at ${r.firstTrain99 ?? "-"}, val ≥99% at ${r.firstVal99 ?? "-"}, best val ${(100 * r.bestValAcc).toFixed(1)}%`
+        : r.status === "failed"
+          ? `FAILED: ${failure}`
+          : `stopped at step ${r.stepsDone}/${r.steps}`;
+    (r.status === "finished" ? this.sayUnlessInCell : this.say)(
+      `[${this.doneCount()}/${runs.length}] #${index + 1} ${label} (${r.id}): ${what}`,
+    );
+    this.onRunEnd?.(r);
+  }
 }
 
 /**
@@ -140,8 +340,8 @@ function progressLine(done: number, total: number, live: Map<number, Live>, step
  */
 export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptions = {}): Promise<SweepResult> {
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
-  const name = Array.isArray(spec) ? "sweep" : spec.name ?? "sweep";
-  const store = storeOf(options.store);
+  const name = Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep");
+  const store = RunStore.of(options.store);
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   // fails here, before any worker starts, on a bad engine choice
   resolveEngineName(options);
@@ -173,132 +373,28 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
     keepCheckpoints: options.keepCheckpoints,
     snapshotSteps: options.snapshotSteps,
   };
-  const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, { label: `sweep ${name}`, out: log }, true);
+  const { display: progress, owned: ownsProgress } = progressDisplayFor(
+    options.progress,
+    { label: `sweep ${name}`, out: log },
+    true,
+  );
   const say = (m: string) => (progress ? progress.log(m, log) : log(m));
-  // in a notebook cell the one updated line stands for the runs that end well; the rest is printed
-  const sayUnlessInCell = (m: string) => {
-    if (progress?.mode !== "kernel") say(m);
-  };
-  const live = new Map<number, Live>();
-  const queue = [...todo];
-  const counts = { skipped, trained: 0, failed: 0 };
-  const stepsOf = (i: number) => results[i].steps;
-  const stepsTotal = todo.reduce((s, i) => s + stepsOf(i), 0);
-  const stepsAtStart = todo.reduce((s, i) => s + results[i].stepsDone, 0);
-  let stepsEnded = 0; // budget steps of runs that ended this session (early stops count as their budget)
-  let stopping = false;
-  let killed = false;
-  const children = new Set<ChildProcess>();
-  const doneCount = () => results.filter((r) => r.status === "finished").length;
-  const redraw = (force = false) => {
-    if (!progress) return;
-    const liveSteps = [...live.entries()].reduce((s, [i, l]) => s + (l.step || results[i].stepsDone), 0);
-    const queuedSteps = queue.reduce((s, i) => s + results[i].stepsDone, 0);
-    const seconds = (Date.now() - startedAt) / 1000;
-    progress.draw(progressLine(doneCount(), runs.length, live, stepsEnded + liveSteps + queuedSteps, stepsTotal, seconds, stepsAtStart), force);
-  };
-
-  const stop = () => {
-    if (stopping) {
-      say(`sweep ${name}: second interrupt: killing the workers (runs lose the steps since their last checkpoint)`);
-      killed = true;
-      for (const c of children) c.kill("SIGKILL");
-      return;
-    }
-    stopping = true;
-    queue.length = 0;
-    say(`sweep ${name}: stopping: running runs end after their step with a checkpoint; run the sweep again to go on (interrupt again to kill)`);
-    for (const c of children) if (c.connected) c.send({ type: "stop" } satisfies ToWorker);
-  };
+  const pool = new WorkerPool(name, runs, results, todo, store, workerOptions, progress, say, options.onRunEnd);
   if (options.handleSignals) {
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
+    process.on("SIGINT", pool.stop);
+    process.on("SIGTERM", pool.stop);
   }
-  options.signal?.addEventListener("abort", stop);
-  if (options.signal?.aborted) stop();
-
-  const endRun = (index: number, failure?: string) => {
-    live.delete(index);
-    stepsEnded += stepsOf(index);
-    const r = runResult(store, runs[index]);
-    if (failure !== undefined) {
-      r.status = "failed";
-      r.error = failure;
-      counts.failed++;
-    } else if (r.status === "finished") counts.trained++;
-    results[index] = r;
-    for (const other of runs) if (other.id === r.id && other.index !== index) results[other.index] = { ...r, ...other };
-    const label = describeRun(r.variant, r.params) || r.id;
-    const what =
-      r.status === "finished"
-        ? `finished: train ≥99% at ${r.firstTrain99 ?? "-"}, val ≥99% at ${r.firstVal99 ?? "-"}, best val ${(100 * r.bestValAcc).toFixed(1)}%`
-        : r.status === "failed"
-          ? `FAILED: ${failure}`
-          : `stopped at step ${r.stepsDone}/${r.steps}`;
-    (r.status === "finished" ? sayUnlessInCell : say)(`[${doneCount()}/${runs.length}] #${index + 1} ${label} (${r.id}): ${what}`);
-    options.onRunEnd?.(r);
-  };
-
-  const startWorker = (): Promise<void> =>
-    new Promise((resolve) => {
-      const child = fork(WORKER_SCRIPT, [], { execArgv: [], stdio: ["ignore", "inherit", "inherit", "ipc"] });
-      children.add(child);
-      let current: number | null = null;
-      const next = () => {
-        const index = stopping ? undefined : queue.shift();
-        if (index === undefined) {
-          current = null;
-          if (child.connected) child.disconnect();
-          return;
-        }
-        current = index;
-        live.set(index, { step: results[index].stepsDone, steps: stepsOf(index), valAcc: NaN });
-        results[index].status = "running";
-        child.send({ type: "run", index, config: runs[index].config, options: workerOptions } satisfies ToWorker);
-        redraw();
-      };
-      child.on("message", (m: FromWorker) => {
-        if (m.type === "ready") next();
-        else if (m.type === "eval") {
-          live.set(m.index, { step: m.step, steps: m.steps, valAcc: m.valAcc });
-          redraw();
-        } else if (m.type === "step") {
-          const l = live.get(m.index);
-          if (l) l.step = m.step;
-          redraw();
-        } else if (m.type === "log") {
-          // the per-run start and end lines; the sweep prints its own line when a run ends
-          if (/resuming from/.test(m.message)) sayUnlessInCell(`#${m.index + 1}: ${m.message}`);
-        } else if (m.type === "done" || m.type === "failed") {
-          endRun(m.index, m.type === "failed" ? m.message : undefined);
-          next();
-        }
-      });
-      child.on("exit", (code, signal) => {
-        children.delete(child);
-        if (current !== null) {
-          const index = current;
-          current = null;
-          endRun(index, killed ? "killed by a second interrupt" : `its worker exited (${signal ?? `code ${code}`})`);
-          // a crashed worker is replaced while there is work left
-          if (!stopping && queue.length > 0) {
-            void startWorker().then(resolve);
-            return;
-          }
-        }
-        else if (code !== 0 && !stopping) say(`sweep ${name}: a worker exited (${signal ?? `code ${code}`}) before taking a run`);
-        resolve();
-      });
-      child.on("error", (err) => say(`sweep ${name}: worker error: ${err.message}`));
-    });
+  options.signal?.addEventListener("abort", pool.stop);
+  if (options.signal?.aborted) pool.stop();
 
   let summary: string | undefined;
   let result: SweepResult;
   try {
-    redraw(true);
-    await Promise.all(Array.from({ length: workers }, () => startWorker()));
+    pool.redraw(true);
+    await Promise.all(Array.from({ length: workers }, () => pool.startWorker()));
     const seconds = (Date.now() - startedAt) / 1000;
-    result = summarize(name, results, counts, stopping, seconds);
+    const { counts } = pool;
+    result = summarize(name, results, counts, pool.stopping, seconds);
     summary =
       `sweep ${name}: ${runs.length - result.unfinished}/${runs.length} runs finished (${counts.trained} trained now, ${skipped} already done)` +
       `${counts.failed ? `, ${counts.failed} failed` : ""}${result.unfinished ? `, ${result.unfinished} unfinished: run the sweep again to go on` : ""} in ${formatDuration(seconds)}`;
@@ -306,10 +402,10 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
     // in a notebook cell the progress line becomes the summary; elsewhere the summary follows it
     if (ownsProgress) progress?.done(summary);
     if (options.handleSignals) {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
+      process.off("SIGINT", pool.stop);
+      process.off("SIGTERM", pool.stop);
     }
-    options.signal?.removeEventListener("abort", stop);
+    options.signal?.removeEventListener("abort", pool.stop);
   }
   if (!(ownsProgress && progress)) log(summary);
   return result;

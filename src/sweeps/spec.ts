@@ -17,12 +17,20 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ConfigError, FieldValue, isObject, mergeConfig, normalizeConfig, paperConfig, RunConfig, setConfigField } from "../training/config";
+import {
+  FieldValue,
+  isObject,
+  mergeConfig,
+  normalizeConfig,
+  paperConfig,
+  RunConfig,
+  setConfigField,
+} from "../config/run-config";
 
 export type { FieldValue };
 import { PRESETS } from "../training/presets";
 import { RunStore } from "../store/run-store";
-
+import { UserError } from "../util/errors";
 
 export interface SweepSpec {
   name?: string;
@@ -49,56 +57,56 @@ export interface SweepRun {
   id: string;
 }
 
-export class SweepSpecError extends Error {}
-
-
 /** Reads a sweep spec from a .json, .yaml or .yml file. */
 export function loadSweepSpec(file: string): SweepSpec {
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (err) {
-    throw new SweepSpecError(`cannot read the sweep spec ${file}: ${(err as Error).message}`);
+    throw new UserError(`cannot read the sweep spec ${file}: ${(err as Error).message}`);
   }
   let parsed: unknown;
   const ext = path.extname(file).toLowerCase();
   try {
     if (ext === ".yaml" || ext === ".yml") {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       const YAML = require("yaml") as typeof import("yaml");
       parsed = YAML.parse(text);
     } else if (ext === ".json") parsed = JSON.parse(text);
     else throw new Error(`unknown extension "${ext}" (use .json, .yaml or .yml)`);
   } catch (err) {
-    throw new SweepSpecError(`${file}: ${(err as Error).message.split("\n")[0]}`);
+    throw new UserError(`${file}: ${(err as Error).message.split("\n")[0]}`);
   }
   return checkSpecShape(parsed, file);
 }
 
 function checkSpecShape(spec: unknown, source: string): SweepSpec {
-  if (!isObject(spec)) throw new SweepSpecError(`${source}: a sweep spec is an object with base, set, grid and variants`);
+  if (!isObject(spec)) throw new UserError(`${source}: a sweep spec is an object with base, set, grid and variants`);
   for (const key of Object.keys(spec)) {
     if (!["name", "base", "set", "grid", "variants"].includes(key)) {
-      throw new SweepSpecError(`${source}: unknown key "${key}" (known: name, base, set, grid, variants)`);
+      throw new UserError(`${source}: unknown key "${key}" (known: name, base, set, grid, variants)`);
     }
   }
-  if (spec.name !== undefined && typeof spec.name !== "string") throw new SweepSpecError(`${source}: name must be a string`);
+  if (spec.name !== undefined && typeof spec.name !== "string") throw new UserError(`${source}: name must be a string`);
   if (spec.base !== undefined && typeof spec.base !== "string" && !isObject(spec.base)) {
-    throw new SweepSpecError(`${source}: base must be a preset name (${Object.keys(PRESETS).join(", ")}) or a config object`);
+    throw new UserError(
+      `${source}: base must be a preset name (${Object.keys(PRESETS).join(", ")}) or a config object`,
+    );
   }
-  if (spec.set !== undefined && !isObject(spec.set)) throw new SweepSpecError(`${source}: set must map field paths to values`);
+  if (spec.set !== undefined && !isObject(spec.set))
+    throw new UserError(`${source}: set must map field paths to values`);
   if (spec.grid !== undefined) {
-    if (!isObject(spec.grid)) throw new SweepSpecError(`${source}: grid must map field paths to lists of values`);
+    if (!isObject(spec.grid)) throw new UserError(`${source}: grid must map field paths to lists of values`);
     for (const [field, values] of Object.entries(spec.grid)) {
-      if (!Array.isArray(values) || values.length === 0) throw new SweepSpecError(`${source}: grid.${field} must be a non-empty list of values`);
+      if (!Array.isArray(values) || values.length === 0)
+        throw new UserError(`${source}: grid.${field} must be a non-empty list of values`);
     }
   }
   if (spec.variants !== undefined) {
     if (!isObject(spec.variants) || Object.keys(spec.variants).length === 0) {
-      throw new SweepSpecError(`${source}: variants must map names to field changes`);
+      throw new UserError(`${source}: variants must map names to field changes`);
     }
     for (const [name, changes] of Object.entries(spec.variants)) {
-      if (!isObject(changes)) throw new SweepSpecError(`${source}: variant "${name}" must map field paths to values`);
+      if (!isObject(changes)) throw new UserError(`${source}: variant "${name}" must map field paths to values`);
     }
   }
   return spec as SweepSpec;
@@ -108,7 +116,7 @@ function baseConfig(base: SweepSpec["base"]): RunConfig {
   if (base === undefined) return paperConfig();
   if (typeof base === "string") {
     const preset = PRESETS[base];
-    if (!preset) throw new SweepSpecError(`base: unknown preset "${base}" (known: ${Object.keys(PRESETS).join(", ")})`);
+    if (!preset) throw new UserError(`base: unknown preset "${base}" (known: ${Object.keys(PRESETS).join(", ")})`);
     return preset();
   }
   return mergeConfig(paperConfig(), base, "base");
@@ -116,7 +124,8 @@ function baseConfig(base: SweepSpec["base"]): RunConfig {
 
 function cartesian(grid: Record<string, FieldValue[]>): Record<string, FieldValue>[] {
   let combos: Record<string, FieldValue>[] = [{}];
-  for (const [field, values] of Object.entries(grid)) combos = combos.flatMap((c) => values.map((v) => ({ ...c, [field]: v })));
+  for (const [field, values] of Object.entries(grid))
+    combos = combos.flatMap((c) => values.map((v) => ({ ...c, [field]: v })));
   return combos;
 }
 
@@ -134,7 +143,8 @@ export function expandSweep(specIn: SweepSpec): SweepRun[] {
   for (const [variant, changes] of variants) {
     const seen = new Set<string>();
     let vcfg = base;
-    for (const [field, value] of Object.entries(changes)) vcfg = setConfigField(vcfg, field, value, `variant "${variant}"`);
+    for (const [field, value] of Object.entries(changes))
+      vcfg = setConfigField(vcfg, field, value, `variant "${variant}"`);
     for (const params of cartesian(spec.grid ?? {})) {
       let cfg = vcfg;
       for (const [field, value] of Object.entries(params)) cfg = setConfigField(cfg, field, value, "grid");
@@ -143,7 +153,7 @@ export function expandSweep(specIn: SweepSpec): SweepRun[] {
       try {
         config = normalizeConfig(cfg);
       } catch (err) {
-        throw new ConfigError(`sweep run ${label || "(base)"}: ${(err as Error).message}`);
+        throw new UserError(`sweep run ${label || "(base)"}: ${(err as Error).message}`);
       }
       const id = RunStore.idFor(config);
       if (seen.has(id)) continue;
@@ -156,6 +166,8 @@ export function expandSweep(specIn: SweepSpec): SweepRun[] {
 
 /** "variant · data.trainFraction=0.3 · training.seed=1" */
 export function describeRun(variant: string, params: Record<string, FieldValue>): string {
-  const parts = Object.entries(params).map(([k, v]) => `${k}=${typeof v === "object" && v !== null ? JSON.stringify(v) : v}`);
+  const parts = Object.entries(params).map(
+    ([k, v]) => `${k}=${typeof v === "object" && v !== null ? JSON.stringify(v) : v}`,
+  );
   return [variant, ...parts].filter(Boolean).join(" · ");
 }

@@ -3,29 +3,41 @@
 // decides, sending "stop", upon which the current run ends after its step with a checkpoint.
 
 import { train, TrainOptions } from "../training/trainer";
-import { RunConfig } from "../training/config";
+import { RunConfig } from "../config/run-config";
 
 /** Parent → worker. */
-export type ToWorker = { type: "run"; index: number; config: RunConfig; options: WorkerTrainOptions } | { type: "stop" };
+export type ToWorker =
+  { type: "run"; index: number; config: RunConfig; options: WorkerTrainOptions } | { type: "stop" };
 
 /** Parent → worker: the serializable part of TrainOptions. */
-export type WorkerTrainOptions = Pick<TrainOptions, "engine" | "backend" | "kernels" | "threads" | "checkpointEvery" | "checkpointSeconds" | "keepCheckpoints" | "snapshotSteps"> & {
+export type WorkerTrainOptions = Pick<
+  TrainOptions,
+  | "engine"
+  | "backend"
+  | "kernels"
+  | "threads"
+  | "checkpointEvery"
+  | "checkpointSeconds"
+  | "keepCheckpoints"
+  | "snapshotSteps"
+> & {
   store: string;
 };
 
 /** Worker → parent. */
 export type FromWorker =
   | { type: "ready" }
-  | { type: "eval"; index: number; step: number; steps: number; trainAcc: number; valAcc: number }
+  | { type: "resumed"; index: number; step: number }
+  | { type: "eval"; index: number; step: number; steps: number; valAcc: number }
   | { type: "step"; index: number; step: number }
-  | { type: "log"; index: number; message: string }
   | { type: "done"; index: number; interrupted: boolean }
   | { type: "failed"; index: number; message: string };
 
 /** Least milliseconds between two "step" messages: evaluations are log-spaced, far apart late in a run. */
 const STEP_REPORT_MS = 1000;
 
-const send = (m: FromWorker) => new Promise<void>((resolve) => (process.send ? process.send(m, () => resolve()) : resolve()));
+const send = (m: FromWorker) =>
+  new Promise<void>((resolve) => (process.send ? process.send(m, () => resolve()) : resolve()));
 
 let current: AbortController | null = null;
 let stopping = false;
@@ -39,8 +51,11 @@ async function runOne(msg: Extract<ToWorker, { type: "run" }>): Promise<void> {
       ...msg.options,
       progress: false,
       signal: current.signal,
-      log: (message) => void send({ type: "log", index: msg.index, message }),
-      onEval: (row, run) => send({ type: "eval", index: msg.index, step: row.step, steps: run.steps, trainAcc: row.train_acc, valAcc: row.val_acc }),
+      // the sweep prints its own lines for a run
+      log: () => {},
+      onResume: (step) => void send({ type: "resumed", index: msg.index, step }),
+      onEval: (row, run) =>
+        send({ type: "eval", index: msg.index, step: row.step, steps: run.steps, valAcc: row.val_acc }),
       onStep: (step) => {
         if (Date.now() - lastReport < STEP_REPORT_MS) return;
         lastReport = Date.now();

@@ -1,7 +1,7 @@
 // Named starting configurations for `grok train --preset` and the demo.
 
 import { PAPER_TRANSFORMER } from "../model/config";
-import { FieldValue, paperConfig, RunConfig } from "./config";
+import { FieldValue, paperConfig, RunConfig } from "../config/run-config";
 
 /**
  * The demo: small enough to train in a few minutes on a 2-core laptop, and still the paper's effect:
@@ -45,7 +45,11 @@ export const FIG2_OPTIMIZER_VARIANTS: Record<string, Record<string, FieldValue>>
   "full-batch Adam, update noise": { ...ADAM, "training.batchSize": "full", "optimizer.updateNoise": 0.1 },
   "Adam, residual dropout 0.1": { ...ADAM, "model.dropout": 0.1 },
   "AdamW, weight decay 1": { "optimizer.kind": "adamw", "optimizer.weightDecay": 1 },
-  "AdamW, decay toward init": { "optimizer.kind": "adamw", "optimizer.weightDecay": 1, "optimizer.decayToward": "init" },
+  "AdamW, decay toward init": {
+    "optimizer.kind": "adamw",
+    "optimizer.weightDecay": 1,
+    "optimizer.decayToward": "init",
+  },
   "Adam, lr 3e-4": { ...ADAM, "optimizer.lr": 3e-4 },
   "Adam, lr 3e-3": { ...ADAM, "optimizer.lr": 3e-3 },
   "Adam, weight noise 0.01": { ...ADAM, "optimizer.weightNoise": 0.01 },

@@ -47,7 +47,7 @@ export interface ProgressDisplayOptions {
 const EVERY_MS: Record<ProgressMode, number> = { tty: 100, kernel: 1000, lines: 10_000 };
 
 /** Whether progress shows when not asked for: on a terminal or in a notebook cell. */
-export function progressByDefault(): boolean {
+function progressByDefault(): boolean {
   return Boolean(process.stderr.isTTY) || tslabWriteDisplayData() !== null;
 }
 
@@ -147,7 +147,8 @@ export class ProgressCounter {
     readonly total: number,
     options: Omit<ProgressDisplayOptions, "label"> = {},
   ) {
-    if (!Number.isInteger(total) || total < 0) throw new Error(`ProgressCounter ${label}: total must be an integer ≥ 0 (got ${total})`);
+    if (!Number.isInteger(total) || total < 0)
+      throw new Error(`ProgressCounter ${label}: total must be an integer ≥ 0 (got ${total})`);
     this.display = new ProgressDisplay({ ...options, label });
     this.now = options.now ?? Date.now;
     this.startedAt = this.now();
@@ -162,7 +163,9 @@ export class ProgressCounter {
 
   /** Ends the line with a summary (default: "LABEL: N/TOTAL done in TIME"). */
   done(summary?: string): void {
-    this.display.done(summary ?? `${this.label}: ${this.count}/${this.total} done in ${formatDuration(this.seconds())}`);
+    this.display.done(
+      summary ?? `${this.label}: ${this.count}/${this.total} done in ${formatDuration(this.seconds())}`,
+    );
   }
 
   private seconds(): number {
@@ -184,7 +187,8 @@ export function formatProgress(s: ProgressState, barWidth: number): string {
   const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : "–");
   const num = (x: number) => (Number.isFinite(x) ? x.toPrecision(3) : "–");
   const eta = formatDuration((s.steps - s.step) * s.secondsPerStep);
-  const speed = Number.isFinite(s.secondsPerStep) && s.secondsPerStep > 0 ? `${(1000 * s.secondsPerStep).toFixed(1)} ms/step` : "";
+  const speed =
+    Number.isFinite(s.secondsPerStep) && s.secondsPerStep > 0 ? `${(1000 * s.secondsPerStep).toFixed(1)} ms/step` : "";
   return (
     `${bar}step ${s.step}/${s.steps}  train loss ${num(s.trainLoss)} acc ${pct(s.trainAcc)}  ` +
     `val loss ${num(s.valLoss)} acc ${pct(s.valAcc)}  ${speed}  ETA ${eta}`

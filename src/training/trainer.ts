@@ -2,15 +2,16 @@
 // log-spaced later), checkpoints, resume, early stop. A run is a pure function of its config: stopped at any
 // moment, it resumes from its last checkpoint and ends with the metrics of an uninterrupted run.
 
-import { Dataset, encodeInputs, Examples, makeDataset } from "../data/dataset";
+import { Dataset, encodeInputs, Examples, makeDataset, modelDims } from "../data/dataset";
 import { Batch, Engine } from "../engines/engine";
 import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
 import { displayPath, Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
+import { Interrupted, UserError } from "../util/errors";
 import { l2norm, NamedTensors } from "../util/tensors";
 import { BatchSampler } from "./batches";
-import { ConfigError, isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "./config";
-import { learningRate, Optimizer } from "./optimizer";
+import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig } from "../config/run-config";
+import { learningRate, Optimizer } from "../optim/optimizer";
 import { formatDuration, formatProgress, ProgressDisplay, progressDisplayFor } from "./progress";
 
 export interface TrainOptions extends EngineOptions {
@@ -26,6 +27,8 @@ export interface TrainOptions extends EngineOptions {
   snapshotSteps?: number[];
   /** Called after each evaluation with its metrics row (awaited). */
   onEval?: (row: MetricsRow, run: { id: string; steps: number }) => void | Promise<void>;
+  /** Called when the run resumes from a checkpoint, with the checkpoint's step. */
+  onResume?: (step: number) => void;
   /** Called after every step with the steps done (keep it cheap). */
   onStep?: (step: number) => void;
   /**
@@ -38,7 +41,7 @@ export interface TrainOptions extends EngineOptions {
   log?: (message: string) => void;
   /** Aborting stops the run after the current step, with a checkpoint, as Ctrl-C does. */
   signal?: AbortSignal;
-  /** Stop gracefully on SIGINT/SIGTERM (the CLI sets this). */
+  /** Stop gracefully on SIGINT/SIGTERM; a second one throws Interrupted (the CLI sets this). */
   handleSignals?: boolean;
   /** Stop (with a checkpoint, as if interrupted) after this many updates in this session. */
   stopAfter?: number;
@@ -55,7 +58,7 @@ const ACC_99 = 0.99;
 /** Trains a run to its budget, resuming it if the store has it, or returns it at once if finished. */
 export async function train(config: RunConfig, options: TrainOptions = {}): Promise<TrainResult> {
   const cfg = normalizeConfig(config);
-  const store = options.store instanceof RunStore ? options.store : new RunStore(options.store);
+  const store = RunStore.of(options.store);
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   const id = RunStore.idFor(cfg);
   if (store.has(id) && store.readState(id).status === "finished") {
@@ -67,14 +70,14 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   try {
     dataset = makeDataset(cfg.data);
   } catch (err) {
-    throw new ConfigError(`invalid config: data: ${(err as Error).message}`);
+    throw new UserError(`invalid config: data: ${(err as Error).message}`);
   }
-  const dims: ModelDims = { vocabSize: dataset.vocabSize, numSymbols: dataset.numSymbols, seqLen: dataset.seqLen };
+  const dims = modelDims(dataset);
   let created: CreatedEngine;
   try {
     created = await createEngine(options);
   } catch (err) {
-    throw new ConfigError(`engine: ${(err as Error).message}`);
+    throw new UserError(`engine: ${(err as Error).message}`);
   }
   const { engine, description } = created;
   try {
@@ -102,178 +105,303 @@ interface LoopContext {
   log: (message: string) => void;
 }
 
+/** Where a session starts: step 0, or the run's newest checkpoint. */
+interface StartPoint {
+  step: number;
+  /** Training time of the earlier sessions. */
+  trainSeconds: number;
+  /** The metrics rows up to `step`. */
+  metrics: Metrics;
+}
+
+/** The log line of a resumed run (a sweep prints it too, for its workers' runs). */
+export function resumeMessage(id: string, step: number, steps: number): string {
+  return `run ${id}: resuming from the checkpoint at step ${step} of ${steps}`;
+}
+
+/**
+ * Loads the run's newest checkpoint that reads and verifies (weights and optimizer state) into the engine,
+ * setting newer bad ones aside, and keeps the metrics up to its step: the rows after it are recomputed
+ * identically. Without a checkpoint the run starts at step 0.
+ */
+function resumeFromCheckpoint(ctx: LoopContext): StartPoint {
+  const { store, id, engine, options, log } = ctx;
+  const metrics = store.readMetrics(id);
+  const ckpt = store.readNewestValidCheckpoint(id);
+  if (!ckpt) return { step: 0, trainSeconds: 0, metrics: { columns: [], rows: [] } };
+  for (const problem of ckpt.setAside) log(`run ${id}: ${problem}`);
+  const weights: NamedTensors = new Map();
+  const optimizerState: NamedTensors = new Map();
+  for (const [name, t] of ckpt.tensors) (Optimizer.isStateName(name) ? optimizerState : weights).set(name, t);
+  engine.writeWeights(weights);
+  engine.writeOptimizerState(optimizerState);
+  const step = ckpt.step;
+  log(resumeMessage(id, step, ctx.cfg.training.steps) + (ckpt.setAside.length ? ` (${displayPath(ckpt.file)})` : ""));
+  options.onResume?.(step);
+  return {
+    step,
+    trainSeconds: Number(ckpt.metadata.trainSeconds ?? 0),
+    metrics: { columns: metrics.columns, rows: metrics.rows.filter((r) => r.step <= step) },
+  };
+}
+
+/**
+ * Stops a run after its current step: on abort, on SIGINT/SIGTERM when the caller asks (handleSignals), or
+ * when the session has done its stopAfter steps. A second interrupt stops it at the next chance, without a
+ * checkpoint, by throwing Interrupted.
+ */
+class StopController {
+  /** End after this step, with a checkpoint. */
+  requested = false;
+  private atOnce = false;
+
+  private readonly interrupt = () => {
+    if (this.requested) {
+      this.say("second interrupt: exiting without a checkpoint");
+      this.atOnce = true;
+      return;
+    }
+    this.requested = true;
+    this.say(`run ${this.id}: stopping after this step (checkpoint, then exit); interrupt again to exit at once`);
+  };
+
+  constructor(
+    private readonly id: string,
+    private readonly options: Pick<TrainOptions, "signal" | "handleSignals">,
+    private readonly say: (message: string) => void,
+  ) {
+    if (options.handleSignals) {
+      process.on("SIGINT", this.interrupt);
+      process.on("SIGTERM", this.interrupt);
+    }
+    options.signal?.addEventListener("abort", this.interrupt);
+  }
+
+  /** Called after each wait, where a signal can arrive. */
+  throwIfInterruptedTwice(): void {
+    if (this.atOnce) throw new Interrupted("second interrupt: exiting without a checkpoint");
+  }
+
+  dispose(): void {
+    if (this.options.handleSignals) {
+      process.off("SIGINT", this.interrupt);
+      process.off("SIGTERM", this.interrupt);
+    }
+    this.options.signal?.removeEventListener("abort", this.interrupt);
+  }
+}
+
 async function runLoop(ctx: LoopContext): Promise<TrainResult> {
   const { cfg, store, id, state, dataset, dims, engine, options, log } = ctx;
-  const steps = cfg.training.steps;
   const seed = cfg.training.seed;
   engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed }, initParams(cfg.model, dims, seed));
-
-  // resume from the newest checkpoint; metrics after it are recomputed identically
-  let step = 0;
-  let trainSeconds = 0;
-  let metrics = store.readMetrics(id);
-  const checkpoints = store.checkpoints(id);
-  if (checkpoints.length > 0) {
-    const ckpt = store.readCheckpoint(id, "latest");
-    const weights: NamedTensors = new Map();
-    const optimizerState: NamedTensors = new Map();
-    for (const [name, t] of ckpt.tensors) (Optimizer.isStateName(name) ? optimizerState : weights).set(name, t);
-    engine.writeWeights(weights);
-    engine.writeOptimizerState(optimizerState);
-    step = ckpt.step;
-    trainSeconds = Number(ckpt.metadata.trainSeconds ?? 0);
-    metrics = { columns: metrics.columns, rows: metrics.rows.filter((r) => r.step <= step) };
-    log(`run ${id}: resuming from the checkpoint at step ${step} of ${steps}`);
-  } else {
-    metrics = { columns: [], rows: [] };
-  }
+  const start = resumeFromCheckpoint(ctx);
 
   const train = asBatch(dataset, dataset.train);
   const val = asBatch(dataset, dataset.val);
   const batchSize = resolveBatchSize(cfg.training.batchSize, train.size);
-  const sampler = new BatchSampler(train, batchSize, seed, dims.seqLen);
   state.status = "running";
   state.engine = engine.name;
   state.backend = engine.backend;
   log(
     `run ${id}: ${dataset.table.op.notation}${dataset.table.modulus ? ` mod ${dataset.table.modulus}` : ""}, ` +
-      `${train.size} train / ${val.size} val, batch ${batchSize}, ${steps} steps; ${ctx.description}`,
+      `${train.size} train / ${val.size} val, batch ${batchSize}, ${cfg.training.steps} steps; ${ctx.description}`,
   );
   log(`run ${id}: store ${displayPath(store.dir(id))}`);
 
-  const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, { label: `run ${id}`, out: log });
+  const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, {
+    label: `run ${id}`,
+    out: log,
+  });
   const say = (m: string) => (progress ? progress.log(m, log) : log(m));
-  let stopRequested = false;
-  const requestStop = () => {
-    if (stopRequested) {
-      say("second interrupt: exiting without a checkpoint");
-      process.exit(130);
-    }
-    stopRequested = true;
-    say(`run ${id}: stopping after this step (checkpoint, then exit); interrupt again to exit at once`);
-  };
-  if (options.handleSignals) {
-    process.on("SIGINT", requestStop);
-    process.on("SIGTERM", requestStop);
+  const stop = new StopController(id, options, say);
+  const session = new TrainingSession(
+    ctx,
+    start,
+    { train, val, sampler: new BatchSampler(train, batchSize, seed, dims.seqLen) },
+    progress,
+    say,
+    stop,
+  );
+  let stopReason: RunState["stopReason"] = null;
+  let summary: string | undefined;
+  try {
+    stopReason = await session.trainSteps();
+    summary = await session.finish(stopReason);
+  } finally {
+    // in a notebook cell the progress line becomes the summary; elsewhere the summary follows it
+    if (ownsProgress) progress?.done(summary);
+    stop.dispose();
   }
-  options.signal?.addEventListener("abort", requestStop);
+  if (!(ownsProgress && progress)) log(summary);
+  return { ...store.info(id), metrics: session.metrics, interrupted: stopReason === null };
+}
 
-  const sessionStart = Date.now();
-  const sessionStep0 = step;
-  let lastCheckpointTime = Date.now();
-  let saturationReported = false;
-  const checkpointEvery = options.checkpointEvery ?? 1000;
-  const checkpointSeconds = options.checkpointSeconds ?? 60;
-  const keep = options.keepCheckpoints ?? 2;
-  const elapsed = () => trainSeconds + (Date.now() - sessionStart) / 1000;
-  const snapshotAt = new Set(options.snapshotSteps ?? []);
+/** The examples a session trains on and evaluates on, and its batches. */
+interface SessionData {
+  train: Batch;
+  val: Batch;
+  sampler: BatchSampler;
+}
 
-  const checkpoint = (final: boolean) => {
+/** One session of training a run: from its start point to its budget, an early stop or a stop. */
+class TrainingSession {
+  step: number;
+  metrics: Metrics;
+  private readonly sessionStart = Date.now();
+  private readonly sessionStep0: number;
+  private lastCheckpointTime = Date.now();
+  private saturationReported = false;
+  private readonly snapshotAt: Set<number>;
+  /** The step this session means to end at: a session that stops early (stopAfter) shows it, so its ETA is right. */
+  private readonly target: number;
+
+  constructor(
+    private readonly ctx: LoopContext,
+    private readonly start: StartPoint,
+    private readonly data: SessionData,
+    private readonly progress: ProgressDisplay | null,
+    private readonly say: (message: string) => void,
+    private readonly stop: StopController,
+  ) {
+    this.step = start.step;
+    this.metrics = start.metrics;
+    this.sessionStep0 = start.step;
+    this.snapshotAt = new Set(ctx.options.snapshotSteps ?? []);
+    const { stopAfter } = ctx.options;
+    const steps = ctx.cfg.training.steps;
+    this.target = stopAfter === undefined ? steps : Math.min(steps, start.step + Math.max(1, stopAfter));
+  }
+
+  /** Trains until the budget, an early stop or a stop request; returns why it ended (null: stopped). */
+  async trainSteps(): Promise<RunState["stopReason"]> {
+    const { cfg, store, id, engine, options } = this.ctx;
+    const steps = cfg.training.steps;
+    const checkpointEvery = options.checkpointEvery ?? 1000;
+    const checkpointSeconds = options.checkpointSeconds ?? 60;
+    this.draw(true);
+    if (this.step === 0 && this.snapshotAt.has(0)) store.writeSnapshot(id, 0, engine.readWeights());
+    if (isEvalStep(cfg.training.eval, this.step, steps) && this.lastRow()?.step !== this.step) await this.evaluate();
+    if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) return "early-stop";
+    while (this.step < steps) {
+      engine.trainStep(this.data.sampler.at(this.step), this.step);
+      this.step++;
+      options.onStep?.(this.step);
+      if (this.snapshotAt.has(this.step)) store.writeSnapshot(id, this.step, engine.readWeights());
+      if (isEvalStep(cfg.training.eval, this.step, steps)) {
+        await this.evaluate();
+        if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) {
+          this.draw();
+          return "early-stop";
+        }
+      }
+      this.draw();
+      if (this.step >= steps) break;
+      if (options.stopAfter !== undefined && this.step - this.sessionStep0 >= options.stopAfter)
+        this.stop.requested = true;
+      if (this.stop.requested) return null;
+      if (this.step % checkpointEvery === 0 || Date.now() - this.lastCheckpointTime > checkpointSeconds * 1000) {
+        this.checkpoint(false);
+        this.saveState();
+      }
+      // let signals, timers and the notebook's event loop run
+      await new Promise((resolve) => setImmediate(resolve));
+      this.stop.throwIfInterruptedTwice();
+    }
+    return "budget";
+  }
+
+  /** Writes the session's last checkpoint and state; returns the run's summary line. */
+  async finish(stopReason: RunState["stopReason"]): Promise<string> {
+    const { id, state } = this.ctx;
+    const steps = this.ctx.cfg.training.steps;
+    if (stopReason !== null) {
+      // the last row must describe the final network even when the schedule skipped this step
+      if (this.lastRow()?.step !== this.step) await this.evaluate();
+      this.checkpoint(true);
+      state.status = "finished";
+      state.stopReason = stopReason;
+    } else {
+      this.checkpoint(false);
+      state.status = "stopped";
+    }
+    this.saveState();
+    this.draw(true);
+    const end =
+      state.status === "finished"
+        ? `finished (${stopReason}) at step ${this.step}`
+        : `stopped at step ${this.step} of ${steps}; run the same command again to resume`;
+    return (
+      `run ${id}: ${end}; first step with train acc ≥ 99%: ${state.firstTrain99 ?? "not reached"}, ` +
+      `val acc ≥ 99%: ${state.firstVal99 ?? "not reached"} (${formatDuration(state.trainSeconds)} of training)`
+    );
+  }
+
+  private lastRow(): MetricsRow | undefined {
+    return this.metrics.rows[this.metrics.rows.length - 1];
+  }
+
+  private elapsed(): number {
+    return this.start.trainSeconds + (Date.now() - this.sessionStart) / 1000;
+  }
+
+  private checkpoint(final: boolean): void {
+    const { store, id, engine, options } = this.ctx;
     const tensors: NamedTensors = new Map([...engine.readWeights(), ...engine.readOptimizerState()]);
-    store.writeCheckpoint(id, step, tensors, { trainSeconds: String(elapsed()), engine: engine.name, backend: engine.backend }, { final, keep });
-    lastCheckpointTime = Date.now();
-  };
-  const saveState = () => {
-    state.stepsDone = step;
-    state.trainSeconds = elapsed();
-    state.firstTrain99 = firstStepAtLeast(metrics.rows, "train_acc", ACC_99);
-    state.firstVal99 = firstStepAtLeast(metrics.rows, "val_acc", ACC_99);
+    const metadata = { trainSeconds: String(this.elapsed()), engine: engine.name, backend: engine.backend };
+    store.writeCheckpoint(id, this.step, tensors, metadata, { final, keep: options.keepCheckpoints ?? 2 });
+    this.lastCheckpointTime = Date.now();
+  }
+
+  private saveState(): void {
+    const { store, state } = this.ctx;
+    state.stepsDone = this.step;
+    state.trainSeconds = this.elapsed();
+    state.firstTrain99 = firstStepAtLeast(this.metrics.rows, "train_acc", ACC_99);
+    state.firstVal99 = firstStepAtLeast(this.metrics.rows, "val_acc", ACC_99);
     store.writeState(state);
-  };
-  const evaluate = async () => {
-    const row = metricsRow(engine, train, val, step, learningRate(cfg.optimizer, step), elapsed());
-    metrics.rows.push(row);
-    if (metrics.columns.length === 0) metrics.columns = Object.keys(row);
-    store.writeMetrics(id, metrics);
-    saveState();
-    if (row.train_saturated > 0 && !saturationReported) {
-      saturationReported = true;
-      say(
-        `run ${id}: softmax saturated at step ${step}: ${(100 * row.train_saturated).toFixed(1)}% of training ` +
+  }
+
+  private async evaluate(): Promise<void> {
+    const { cfg, store, id, engine, options } = this.ctx;
+    const row = metricsRow(
+      engine,
+      this.data.train,
+      this.data.val,
+      this.step,
+      learningRate(cfg.optimizer, this.step),
+      this.elapsed(),
+    );
+    this.metrics.rows.push(row);
+    if (this.metrics.columns.length === 0) this.metrics.columns = Object.keys(row);
+    store.writeMetrics(id, this.metrics);
+    this.saveState();
+    if (row.train_saturated > 0 && !this.saturationReported) {
+      this.saturationReported = true;
+      this.say(
+        `run ${id}: softmax saturated at step ${this.step}: ${(100 * row.train_saturated).toFixed(1)}% of training ` +
           `examples have float32 loss exactly 0 and give no gradient`,
       );
     }
-    await options.onEval?.(row, { id, steps });
-    return row;
-  };
-  // a session that stops early (stopAfter) shows its own end as the target, so its ETA is right
-  const target = options.stopAfter === undefined ? steps : Math.min(steps, sessionStep0 + Math.max(1, options.stopAfter));
-  const draw = (force = false) => {
-    if (!progress) return;
-    const last = metrics.rows[metrics.rows.length - 1];
-    const done = step - sessionStep0;
-    const state = {
-      step,
-      steps: target,
+    await options.onEval?.(row, { id, steps: cfg.training.steps });
+    this.stop.throwIfInterruptedTwice();
+  }
+
+  private draw(force = false): void {
+    if (!this.progress) return;
+    const last = this.lastRow();
+    const done = this.step - this.sessionStep0;
+    const line = {
+      step: this.step,
+      steps: this.target,
       trainLoss: last?.train_loss ?? NaN,
       trainAcc: last?.train_acc ?? NaN,
       valLoss: last?.val_loss ?? NaN,
       valAcc: last?.val_acc ?? NaN,
-      secondsPerStep: done > 0 ? (Date.now() - sessionStart) / 1000 / done : NaN,
+      secondsPerStep: done > 0 ? (Date.now() - this.sessionStart) / 1000 / done : NaN,
     };
-    progress.draw(formatProgress(state, progress.mode === "tty" ? 24 : 0), force);
-  };
-
-  let stopReason: RunState["stopReason"] = null;
-  let summary: string | undefined;
-  try {
-    draw(true);
-    if (step === 0 && snapshotAt.has(0)) store.writeSnapshot(id, 0, engine.readWeights());
-    if (isEvalStep(cfg.training.eval, step, steps) && metrics.rows[metrics.rows.length - 1]?.step !== step) await evaluate();
-    if (earlyStopReached(metrics.rows, step, cfg.training.earlyStopHold)) stopReason = "early-stop";
-    while (step < steps && stopReason === null) {
-      engine.trainStep(sampler.at(step), step);
-      step++;
-      options.onStep?.(step);
-      if (snapshotAt.has(step)) store.writeSnapshot(id, step, engine.readWeights());
-      if (isEvalStep(cfg.training.eval, step, steps)) {
-        await evaluate();
-        if (earlyStopReached(metrics.rows, step, cfg.training.earlyStopHold)) stopReason = "early-stop";
-      }
-      draw();
-      if (stopReason === null && step < steps) {
-        const sessionSteps = step - sessionStep0;
-        if (options.stopAfter !== undefined && sessionSteps >= options.stopAfter) stopRequested = true;
-        if (stopRequested) break;
-        if (step % checkpointEvery === 0 || Date.now() - lastCheckpointTime > checkpointSeconds * 1000) {
-          checkpoint(false);
-          saveState();
-        }
-        // let signals, timers and the notebook's event loop run
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-    }
-    if (stopReason === null && step >= steps) stopReason = "budget";
-    if (stopReason !== null) {
-      // the last row must describe the final network even when the schedule skipped this step
-      if (metrics.rows[metrics.rows.length - 1]?.step !== step) await evaluate();
-      checkpoint(true);
-      state.status = "finished";
-      state.stopReason = stopReason;
-    } else {
-      checkpoint(false);
-      state.status = "stopped";
-    }
-    saveState();
-    draw(true);
-    const end =
-      state.status === "finished"
-        ? `finished (${stopReason}) at step ${step}`
-        : `stopped at step ${step} of ${steps}; run the same command again to resume`;
-    summary =
-      `run ${id}: ${end}; first step with train acc ≥ 99%: ${state.firstTrain99 ?? "not reached"}, ` +
-      `val acc ≥ 99%: ${state.firstVal99 ?? "not reached"} (${formatDuration(state.trainSeconds)} of training)`;
-  } finally {
-    // in a notebook cell the progress line becomes the summary; elsewhere the summary follows it
-    if (ownsProgress) progress?.done(summary);
-    if (options.handleSignals) {
-      process.off("SIGINT", requestStop);
-      process.off("SIGTERM", requestStop);
-    }
-    options.signal?.removeEventListener("abort", requestStop);
+    this.progress.draw(formatProgress(line, this.progress.mode === "tty" ? 24 : 0), force);
   }
-  if (!(ownsProgress && progress)) log(summary);
-  return { ...store.info(id), metrics, interrupted: state.status !== "finished" };
 }
 
 function asBatch(dataset: Dataset, ex: Examples): Batch {
@@ -281,7 +409,14 @@ function asBatch(dataset: Dataset, ex: Examples): Batch {
 }
 
 /** One row of metrics.csv. */
-function metricsRow(engine: Engine, train: Batch, val: Batch, step: number, lr: number, wallSeconds: number): MetricsRow {
+function metricsRow(
+  engine: Engine,
+  train: Batch,
+  val: Batch,
+  step: number,
+  lr: number,
+  wallSeconds: number,
+): MetricsRow {
   const tr = engine.evaluate(train);
   const va = engine.evaluate(val);
   const norms: Record<string, number> = {};
@@ -305,7 +440,7 @@ function metricsRow(engine: Engine, train: Batch, val: Batch, step: number, lr: 
   };
 }
 
-export function firstStepAtLeast(rows: MetricsRow[], column: string, threshold: number): number | null {
+function firstStepAtLeast(rows: MetricsRow[], column: string, threshold: number): number | null {
   for (const r of rows) if (r[column] >= threshold) return r.step;
   return null;
 }

@@ -1,14 +1,15 @@
 // The fast CPU engine: the models' forward and backward passes in TypeScript (transformer.ts, mlp.ts),
 // their hot kernels native (node-gyp addon) or TypeScript where the addon did not build.
 
-import { BaseEngine, countCorrect, ForwardChunk } from "../base";
-import { Batch, EngineSetup, GradientResult, dropoutMasks } from "../engine";
-import { noisyWeights, Optimizer } from "../../training/optimizer";
+import { BaseEngine, countCorrect, ForwardPass } from "../base";
+import { Batch, EngineSetup, GradientResult, dropoutMasks, noisyWeights } from "../engine";
+import { Optimizer } from "../../optim/optimizer";
 import { NamedTensors } from "../../util/tensors";
 import { FastMlp } from "./mlp";
 import { KernelChoice, Kernels } from "./kernels";
 import { loadKernels } from "./load-kernels";
-import { FastTransformer, Weights } from "./transformer";
+import { FastTransformer } from "./transformer";
+import { Weights } from "./weights";
 
 export class FastEngine extends BaseEngine {
   readonly name = "fast";
@@ -25,12 +26,13 @@ export class FastEngine extends BaseEngine {
 
   static create(choice: KernelChoice = "auto", threads?: number): FastEngine {
     const { kernels, note } = loadKernels(choice, threads);
-    if (threads !== undefined) kernels.setThreads(threads);
     return new FastEngine(kernels, note);
   }
 
   get backend(): string {
-    return this.kernels.kind === "native" ? `native, ${this.kernels.threads()} thread${this.kernels.threads() > 1 ? "s" : ""}` : "typescript";
+    return this.kernels.kind === "native"
+      ? `native, ${this.kernels.threads()} thread${this.kernels.threads() > 1 ? "s" : ""}`
+      : "typescript";
   }
 
   /** The optimizer's Adam loop runs as a kernel: native when the addon is loaded (bitwise the same result). */
@@ -39,7 +41,10 @@ export class FastEngine extends BaseEngine {
   }
 
   protected prepare(setup: EngineSetup): void {
-    this.model = setup.model.kind === "mlp" ? new FastMlp(this.kernels, setup.model, setup.dims) : new FastTransformer(this.kernels, setup.model, setup.dims);
+    this.model =
+      setup.model.kind === "mlp"
+        ? new FastMlp(this.kernels, setup.model, setup.dims)
+        : new FastTransformer(this.kernels, setup.model, setup.dims);
     this.gradBuffers = new Map([...this.weights].map(([name, t]) => [name, new Float32Array(t.data.length)]));
   }
 
@@ -50,10 +55,18 @@ export class FastEngine extends BaseEngine {
   gradients(batch: Batch, step: number): GradientResult {
     const { setup } = this.ready();
     const cfg = setup.optimizer;
-    const forwardWeights = cfg.weightNoise > 0 ? noisyWeights(this.weights, cfg.weightNoise, setup.seed, step) : this.weights;
+    const forwardWeights =
+      cfg.weightNoise > 0 ? noisyWeights(this.weights, cfg.weightNoise, setup.seed, step) : this.weights;
     const masks = dropoutMasks(setup.model, setup.dims, batch.size, setup.seed, step);
     for (const g of this.gradBuffers.values()) g.fill(0);
-    const { logits, losses } = this.model!.run(FastEngine.data(forwardWeights), batch.inputs, batch.targets, batch.size, masks, this.gradBuffers);
+    const { logits, losses } = this.model!.run(
+      FastEngine.data(forwardWeights),
+      batch.inputs,
+      batch.targets,
+      batch.size,
+      masks,
+      this.gradBuffers,
+    );
     let loss = 0;
     for (let i = 0; i < batch.size; i++) loss += losses[i];
     return {
@@ -63,7 +76,7 @@ export class FastEngine extends BaseEngine {
     };
   }
 
-  protected forward(set: Batch, start: number, size: number): ForwardChunk {
+  protected forward(set: Batch, start: number, size: number): ForwardPass {
     const seqLen = this.ready().setup.dims.seqLen;
     return this.model!.run(
       FastEngine.data(this.weights),

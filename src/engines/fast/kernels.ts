@@ -30,18 +30,48 @@ export interface Kernels {
    * when transA. op(B) is k×n: B is stored k×n, or n×k when transB. k = 0 gives C = 0 (C unchanged
    * when accumulating). C must not overlap A or B.
    */
-  matmul(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate: boolean): void;
+  matmul(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    accumulate: boolean,
+  ): void;
 
   /**
    * out = (x − mean)/√(var + 1e-5)·weight + bias per row of x [rows×width]; saves mean and rstd [rows].
    * var is the population variance (÷ width); rstd = 1/√(var + 1e-5).
    */
-  layerNormForward(x: Float32Array, weight: Float32Array, bias: Float32Array, rows: number, width: number, out: Float32Array, mean: Float32Array, rstd: Float32Array): void;
+  layerNormForward(
+    x: Float32Array,
+    weight: Float32Array,
+    bias: Float32Array,
+    rows: number,
+    width: number,
+    out: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+  ): void;
   /**
    * Accumulates dx [rows×width], dweight and dbias [width] from dout, given the forward's x, mean, rstd
    * (the saved float32 values are the ones used).
    */
-  layerNormBackward(dout: Float32Array, x: Float32Array, weight: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, width: number, dx: Float32Array, dweight: Float32Array, dbias: Float32Array): void;
+  layerNormBackward(
+    dout: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    rows: number,
+    width: number,
+    dx: Float32Array,
+    dweight: Float32Array,
+    dbias: Float32Array,
+  ): void;
 
   /**
    * Causal multi-head attention for short sequences. q [batch×tq×(heads·headDim)] holds the queries of
@@ -51,9 +81,36 @@ export interface Kernels {
    * [batch×tq×(heads·headDim)]. Requires queryOffset + tq ≤ tk (an Error otherwise), so every query sees
    * at least key 0; keys beyond the last query position are masked like any other future key.
    */
-  attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, batch: number, tq: number, tk: number, heads: number, headDim: number, queryOffset: number, att: Float32Array, out: Float32Array): void;
+  attentionForward(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    batch: number,
+    tq: number,
+    tk: number,
+    heads: number,
+    headDim: number,
+    queryOffset: number,
+    att: Float32Array,
+    out: Float32Array,
+  ): void;
   /** Accumulates dq, dk, dv (shapes of q, k, v) from dout (shape of out), given the forward's q, k, v, att. */
-  attentionBackward(dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, att: Float32Array, batch: number, tq: number, tk: number, heads: number, headDim: number, queryOffset: number, dq: Float32Array, dk: Float32Array, dv: Float32Array): void;
+  attentionBackward(
+    dout: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    att: Float32Array,
+    batch: number,
+    tq: number,
+    tk: number,
+    heads: number,
+    headDim: number,
+    queryOffset: number,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+  ): void;
 
   /**
    * Per row of logits [rows×classes]: losses[r] = −log softmax(logits[r])[targets[r]] (stable: max
@@ -61,7 +118,15 @@ export interface Kernels {
    * (softmax(logits[r]) − onehot(targets[r]))·scale (written, not accumulated). `scale` applies to
    * dlogits only (losses are per row, unscaled). Every target must lie in 0..classes−1 (an Error otherwise).
    */
-  softmaxCrossEntropy(logits: Float32Array, targets: Int32Array, rows: number, classes: number, losses: Float32Array, dlogits: Float32Array | null, scale: number): void;
+  softmaxCrossEntropy(
+    logits: Float32Array,
+    targets: Int32Array,
+    rows: number,
+    classes: number,
+    losses: Float32Array,
+    dlogits: Float32Array | null,
+    scale: number,
+  ): void;
 
   /** out = act(x), elementwise over n values. relu(x) = x > 0 ? x : 0, and NaN stays NaN. */
   activationForward(kind: "relu" | "gelu", x: Float32Array, out: Float32Array, n: number): void;
@@ -80,7 +145,23 @@ export interface Kernels {
    * element by element in double precision in exactly the order of ts-kernels.ts (each float32 store
    * rounds), so native and TypeScript give identical bits.
    */
-  adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, init: Float32Array | null, noise: Float32Array | null, n: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, weightDecay: number, decoupled: boolean): void;
+  adamUpdate(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    init: Float32Array | null,
+    noise: Float32Array | null,
+    n: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    bc1: number,
+    bc2: number,
+    weightDecay: number,
+    decoupled: boolean,
+  ): void;
 }
 
 /** Which kernels the fast engine uses: native when the addon loads (auto), or one forced. */

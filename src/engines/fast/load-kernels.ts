@@ -2,6 +2,7 @@
 // into build/Release/grok_kernels.node) when it loads, else the TypeScript kernels.
 
 import * as path from "node:path";
+import { errorLine } from "../../util/errors";
 import { Kernels } from "./kernels";
 import { tsKernels } from "./ts-kernels";
 
@@ -18,20 +19,27 @@ interface NativeAddon extends Omit<Kernels, "kind"> {
 let cached: { kernels: Kernels; isa: string } | null = null;
 let loadError: string | null = null;
 
-function errorText(err: unknown): string {
-  const msg = err instanceof Error ? err.message : String(err);
-  return msg.split("\n")[0];
-}
-
 /** The native kernels, loaded once; null (with the reason remembered) when the addon does not load. */
 function loadNative(): { kernels: Kernels; isa: string } | null {
   if (cached) return cached;
   if (loadError !== null) return null;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
     const addon = require(NATIVE_ADDON_PATH) as NativeAddon;
-    const names = ["threads", "setThreads", "matmul", "layerNormForward", "layerNormBackward", "attentionForward", "attentionBackward", "softmaxCrossEntropy", "activationForward", "activationBackward", "adamUpdate"] as const;
-    for (const name of names) if (typeof addon[name] !== "function") throw new Error(`the addon has no ${name}() (stale build?)`);
+    const names = [
+      "threads",
+      "setThreads",
+      "matmul",
+      "layerNormForward",
+      "layerNormBackward",
+      "attentionForward",
+      "attentionBackward",
+      "softmaxCrossEntropy",
+      "activationForward",
+      "activationBackward",
+      "adamUpdate",
+    ] as const;
+    for (const name of names)
+      if (typeof addon[name] !== "function") throw new Error(`the addon has no ${name}() (stale build?)`);
     const kernels: Kernels = {
       kind: "native",
       threads: addon.threads,
@@ -50,7 +58,10 @@ function loadNative(): { kernels: Kernels; isa: string } | null {
     return cached;
   } catch (err) {
     const code = (err as { code?: string }).code;
-    loadError = code === "MODULE_NOT_FOUND" ? `${path.relative(process.cwd(), NATIVE_ADDON_PATH) || NATIVE_ADDON_PATH} not found` : errorText(err);
+    loadError =
+      code === "MODULE_NOT_FOUND"
+        ? `${path.relative(process.cwd(), NATIVE_ADDON_PATH) || NATIVE_ADDON_PATH} not found`
+        : errorLine(err);
     return null;
   }
 }
@@ -62,11 +73,14 @@ export function nativeKernelsAvailable(): boolean {
 
 /**
  * The kernels to use, and a one-line note saying which and why. "auto": native when the addon loads, else
- * TypeScript; "native": the addon or an Error saying how to build it; "typescript": always TypeScript.
+ * TypeScript; "native": the addon or an Error saying how to build it; "typescript": always TypeScript. The
+ * name is checked by engineChoices (engines/index.ts).
  */
-export function loadKernels(choice: "auto" | "native" | "typescript" = "auto", threads?: number): { kernels: Kernels; note: string } {
+export function loadKernels(
+  choice: "auto" | "native" | "typescript" = "auto",
+  threads?: number,
+): { kernels: Kernels; note: string } {
   if (choice === "typescript") return { kernels: tsKernels, note: "TypeScript kernels (requested)" };
-  if (choice !== "auto" && choice !== "native") throw new Error(`loadKernels: unknown choice "${choice as string}" (auto, native or typescript)`);
   const native = loadNative();
   if (native) {
     if (threads !== undefined) native.kernels.setThreads(threads);
@@ -74,6 +88,8 @@ export function loadKernels(choice: "auto" | "native" | "typescript" = "auto", t
     return { kernels: native.kernels, note: `native kernels (${native.isa}, ${n} thread${n === 1 ? "" : "s"})` };
   }
   if (choice === "native")
-    throw new Error(`native kernels are not available (${loadError}); build them with \`npm run build:native\` (needs a C++17 compiler, make and python3)`);
+    throw new Error(
+      `native kernels are not available (${loadError}); build them with \`npm run build:native\` (needs a C++17 compiler, make and python3)`,
+    );
   return { kernels: tsKernels, note: `native kernels not built (${loadError}); using TypeScript kernels` };
 }

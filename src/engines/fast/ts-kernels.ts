@@ -5,7 +5,7 @@
 // Scratch buffers are module-level and grow on demand, so the hot loops allocate nothing.
 
 import { Kernels } from "./kernels";
-import { adamUpdate as referenceAdamUpdate } from "../../training/optimizer";
+import { adamUpdate as referenceAdamUpdate } from "../../optim/optimizer";
 
 // ---------------------------------------------------------------------------------------------------
 // validation (cheap, once per call): a wrong size would otherwise read undefined → NaN, or drop writes
@@ -17,52 +17,63 @@ function fail(kernel: string, problem: string): never {
 function checkDims(kernel: string, dims: Record<string, number>): void {
   for (const name in dims) {
     const v = dims[name];
-    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) fail(kernel, `${name} must be a non-negative integer (got ${v})`);
+    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff)
+      fail(kernel, `${name} must be a non-negative integer (got ${v})`);
   }
 }
 
 /** A Float32Array (an Int32Array when `int`) of at least `need` elements. */
 function checkLen(kernel: string, name: string, arr: Float32Array | Int32Array, need: number, int = false): void {
-  if (int ? !(arr instanceof Int32Array) : !(arr instanceof Float32Array)) fail(kernel, `${name} must be ${int ? "an Int32Array" : "a Float32Array"}`);
+  if (int ? !(arr instanceof Int32Array) : !(arr instanceof Float32Array))
+    fail(kernel, `${name} must be ${int ? "an Int32Array" : "a Float32Array"}`);
   if (arr.length < need) fail(kernel, `${name} has ${arr.length} elements, needs at least ${need}`);
 }
 
 // ---------------------------------------------------------------------------------------------------
-// scratch
+// scratch: one buffer per role, grown on demand and never shrunk
 
-let scratchA = new Float32Array(0);
-let scratchB = new Float32Array(0);
-let scratch64a = new Float64Array(0);
-let scratch64b = new Float64Array(0);
-let scratch64c = new Float64Array(0);
+class Scratch<T extends Float32Array | Float64Array> {
+  private buffer: T;
 
-function f32A(n: number): Float32Array {
-  if (scratchA.length < n) scratchA = new Float32Array(Math.max(n, scratchA.length * 2));
-  return scratchA;
+  constructor(private readonly create: (n: number) => T) {
+    this.buffer = create(0);
+  }
+
+  /** At least n elements; their contents are whatever the last user left. */
+  take(n: number): T {
+    if (this.buffer.length < n) this.buffer = this.create(Math.max(n, 2 * this.buffer.length));
+    return this.buffer;
+  }
 }
-function f32B(n: number): Float32Array {
-  if (scratchB.length < n) scratchB = new Float32Array(Math.max(n, scratchB.length * 2));
-  return scratchB;
-}
-function f64a(n: number): Float64Array {
-  if (scratch64a.length < n) scratch64a = new Float64Array(Math.max(n, 64));
-  return scratch64a;
-}
-function f64b(n: number): Float64Array {
-  if (scratch64b.length < n) scratch64b = new Float64Array(Math.max(n, 64));
-  return scratch64b;
-}
-function f64c(n: number): Float64Array {
-  if (scratch64c.length < n) scratch64c = new Float64Array(Math.max(n, 64));
-  return scratch64c;
-}
+
+const float32 = (n: number) => new Float32Array(n);
+const float64 = (n: number) => new Float64Array(n);
+const matmulRowsOfA = new Scratch(float32); // [m × k] op(A) by rows
+const matmulColumnsOfB = new Scratch(float32); // [n × k] op(B) by columns
+const layerNormDWeight = new Scratch(float64); // [width]
+const layerNormDBias = new Scratch(float64); // [width]
+const attentionScores = new Scratch(float64); // [tk] one query's scores, then probabilities
+const attentionOut = new Scratch(float64); // [headDim] one query's output
+const attentionDScores = new Scratch(float64); // [tk] one query's score gradients
+const attentionDKeys = new Scratch(float64); // [tk × headDim] one (sequence, head)'s key gradients
+const attentionDValues = new Scratch(float64); // [tk × headDim] its value gradients
 
 // ---------------------------------------------------------------------------------------------------
 // matmul: op(A) as rows (m×k, contiguous) times op(B) as columns (n×k, contiguous), 2×4 register tiles of
 // double dot products. Operands not already in that layout are transposed into scratch first (O(mk + kn),
 // small next to the O(mnk) product).
 
-function matmul(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate: boolean): void {
+function matmul(
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  a: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  accumulate: boolean,
+): void {
   checkDims("matmul", { m, n, k });
   checkLen("matmul", "a", a, m * k);
   checkLen("matmul", "b", b, k * n);
@@ -75,7 +86,7 @@ function matmul(transA: boolean, transB: boolean, m: number, n: number, k: numbe
   // rows of op(A): A itself, or Aᵀ (A stored k×m)
   let ar = a;
   if (transA) {
-    ar = f32A(m * k);
+    ar = matmulRowsOfA.take(m * k);
     for (let p = 0; p < k; p++) {
       const src = p * m;
       for (let i = 0; i < m; i++) ar[i * k + p] = a[src + i];
@@ -84,7 +95,7 @@ function matmul(transA: boolean, transB: boolean, m: number, n: number, k: numbe
   // columns of op(B): B itself when transB (stored n×k), else Bᵀ (B stored k×n)
   let bc = b;
   if (!transB) {
-    bc = f32B(n * k);
+    bc = matmulColumnsOfB.take(n * k);
     for (let p = 0; p < k; p++) {
       const src = p * n;
       for (let j = 0; j < n; j++) bc[j * k + p] = b[src + j];
@@ -102,7 +113,14 @@ function matmul(transA: boolean, transB: boolean, m: number, n: number, k: numbe
       const b1 = b0 + k;
       const b2 = b1 + k;
       const b3 = b2 + k;
-      let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+      let s00 = 0,
+        s01 = 0,
+        s02 = 0,
+        s03 = 0,
+        s10 = 0,
+        s11 = 0,
+        s12 = 0,
+        s13 = 0;
       for (let p = 0; p < k; p++) {
         const x0 = ar[a0 + p];
         const x1 = ar[a1 + p];
@@ -120,22 +138,41 @@ function matmul(transA: boolean, transB: boolean, m: number, n: number, k: numbe
         s13 += x1 * y;
       }
       if (accumulate) {
-        c[c0 + j] += s00; c[c0 + j + 1] += s01; c[c0 + j + 2] += s02; c[c0 + j + 3] += s03;
-        c[c1 + j] += s10; c[c1 + j + 1] += s11; c[c1 + j + 2] += s12; c[c1 + j + 3] += s13;
+        c[c0 + j] += s00;
+        c[c0 + j + 1] += s01;
+        c[c0 + j + 2] += s02;
+        c[c0 + j + 3] += s03;
+        c[c1 + j] += s10;
+        c[c1 + j + 1] += s11;
+        c[c1 + j + 2] += s12;
+        c[c1 + j + 3] += s13;
       } else {
-        c[c0 + j] = s00; c[c0 + j + 1] = s01; c[c0 + j + 2] = s02; c[c0 + j + 3] = s03;
-        c[c1 + j] = s10; c[c1 + j + 1] = s11; c[c1 + j + 2] = s12; c[c1 + j + 3] = s13;
+        c[c0 + j] = s00;
+        c[c0 + j + 1] = s01;
+        c[c0 + j + 2] = s02;
+        c[c0 + j + 3] = s03;
+        c[c1 + j] = s10;
+        c[c1 + j + 1] = s11;
+        c[c1 + j + 2] = s12;
+        c[c1 + j + 3] = s13;
       }
     }
     for (let j = n4; j < n; j++) {
       const b0 = j * k;
-      let s0 = 0, s1 = 0;
+      let s0 = 0,
+        s1 = 0;
       for (let p = 0; p < k; p++) {
         const y = bc[b0 + p];
         s0 += ar[a0 + p] * y;
         s1 += ar[a1 + p] * y;
       }
-      if (accumulate) { c[c0 + j] += s0; c[c1 + j] += s1; } else { c[c0 + j] = s0; c[c1 + j] = s1; }
+      if (accumulate) {
+        c[c0 + j] += s0;
+        c[c1 + j] += s1;
+      } else {
+        c[c0 + j] = s0;
+        c[c1 + j] = s1;
+      }
     }
   }
   if (m2 < m) {
@@ -145,7 +182,8 @@ function matmul(transA: boolean, transB: boolean, m: number, n: number, k: numbe
       const b0 = j * k;
       let s = 0;
       for (let p = 0; p < k; p++) s += ar[a0 + p] * bc[b0 + p];
-      if (accumulate) c[c0 + j] += s; else c[c0 + j] = s;
+      if (accumulate) c[c0 + j] += s;
+      else c[c0 + j] = s;
     }
   }
 }
@@ -155,7 +193,16 @@ function matmul(transA: boolean, transB: boolean, m: number, n: number, k: numbe
 
 const LN_EPS = 1e-5;
 
-function layerNormForward(x: Float32Array, weight: Float32Array, bias: Float32Array, rows: number, width: number, out: Float32Array, mean: Float32Array, rstd: Float32Array): void {
+function layerNormForward(
+  x: Float32Array,
+  weight: Float32Array,
+  bias: Float32Array,
+  rows: number,
+  width: number,
+  out: Float32Array,
+  mean: Float32Array,
+  rstd: Float32Array,
+): void {
   const K = "layerNormForward";
   checkDims(K, { rows, width });
   checkLen(K, "x", x, rows * width);
@@ -182,7 +229,18 @@ function layerNormForward(x: Float32Array, weight: Float32Array, bias: Float32Ar
   }
 }
 
-function layerNormBackward(dout: Float32Array, x: Float32Array, weight: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, width: number, dx: Float32Array, dweight: Float32Array, dbias: Float32Array): void {
+function layerNormBackward(
+  dout: Float32Array,
+  x: Float32Array,
+  weight: Float32Array,
+  mean: Float32Array,
+  rstd: Float32Array,
+  rows: number,
+  width: number,
+  dx: Float32Array,
+  dweight: Float32Array,
+  dbias: Float32Array,
+): void {
   const K = "layerNormBackward";
   checkDims(K, { rows, width });
   checkLen(K, "dout", dout, rows * width);
@@ -194,8 +252,8 @@ function layerNormBackward(dout: Float32Array, x: Float32Array, weight: Float32A
   checkLen(K, "dweight", dweight, width);
   checkLen(K, "dbias", dbias, width);
   if (width === 0) return;
-  const dw = f64a(width);
-  const db = f64b(width);
+  const dw = layerNormDWeight.take(width);
+  const db = layerNormDBias.take(width);
   dw.fill(0, 0, width);
   db.fill(0, 0, width);
   for (let r = 0; r < rows; r++) {
@@ -229,12 +287,32 @@ function layerNormBackward(dout: Float32Array, x: Float32Array, weight: Float32A
 // ---------------------------------------------------------------------------------------------------
 // attention (double precision inside; one (sequence, head) at a time)
 
-function checkAttention(K: string, batch: number, tq: number, tk: number, heads: number, headDim: number, queryOffset: number): void {
+function checkAttention(
+  K: string,
+  batch: number,
+  tq: number,
+  tk: number,
+  heads: number,
+  headDim: number,
+  queryOffset: number,
+): void {
   checkDims(K, { batch, tq, tk, heads, headDim, queryOffset });
   if (queryOffset + tq > tk) fail(K, `queryOffset + tq (${queryOffset} + ${tq}) must not exceed tk (${tk})`);
 }
 
-function attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, batch: number, tq: number, tk: number, heads: number, headDim: number, queryOffset: number, att: Float32Array, out: Float32Array): void {
+function attentionForward(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  batch: number,
+  tq: number,
+  tk: number,
+  heads: number,
+  headDim: number,
+  queryOffset: number,
+  att: Float32Array,
+  out: Float32Array,
+): void {
   const K = "attentionForward";
   checkAttention(K, batch, tq, tk, heads, headDim, queryOffset);
   const D = heads * headDim;
@@ -244,8 +322,8 @@ function attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, bat
   checkLen(K, "att", att, batch * heads * tq * tk);
   checkLen(K, "out", out, batch * tq * D);
   const scale = 1 / Math.sqrt(headDim);
-  const p = f64a(tk);
-  const acc = f64b(headDim);
+  const p = attentionScores.take(tk);
+  const acc = attentionOut.take(headDim);
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < tq; i++) {
@@ -281,7 +359,22 @@ function attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, bat
   }
 }
 
-function attentionBackward(dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, att: Float32Array, batch: number, tq: number, tk: number, heads: number, headDim: number, queryOffset: number, dq: Float32Array, dk: Float32Array, dv: Float32Array): void {
+function attentionBackward(
+  dout: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  att: Float32Array,
+  batch: number,
+  tq: number,
+  tk: number,
+  heads: number,
+  headDim: number,
+  queryOffset: number,
+  dq: Float32Array,
+  dk: Float32Array,
+  dv: Float32Array,
+): void {
   const K = "attentionBackward";
   checkAttention(K, batch, tq, tk, heads, headDim, queryOffset);
   const D = heads * headDim;
@@ -294,9 +387,9 @@ function attentionBackward(dout: Float32Array, q: Float32Array, k: Float32Array,
   checkLen(K, "dk", dk, batch * tk * D);
   checkLen(K, "dv", dv, batch * tk * D);
   const scale = 1 / Math.sqrt(headDim);
-  const ds = f64a(tk);
-  const dkAcc = f64b(tk * headDim);
-  const dvAcc = f64c(tk * headDim);
+  const ds = attentionDScores.take(tk);
+  const dkAcc = attentionDKeys.take(tk * headDim);
+  const dvAcc = attentionDValues.take(tk * headDim);
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
       dkAcc.fill(0, 0, tk * headDim);
@@ -346,7 +439,15 @@ function attentionBackward(dout: Float32Array, q: Float32Array, k: Float32Array,
 // ---------------------------------------------------------------------------------------------------
 // softmax cross-entropy (double precision)
 
-function softmaxCrossEntropy(logits: Float32Array, targets: Int32Array, rows: number, classes: number, losses: Float32Array, dlogits: Float32Array | null, scale: number): void {
+function softmaxCrossEntropy(
+  logits: Float32Array,
+  targets: Int32Array,
+  rows: number,
+  classes: number,
+  losses: Float32Array,
+  dlogits: Float32Array | null,
+  scale: number,
+): void {
   const K = "softmaxCrossEntropy";
   checkDims(K, { rows, classes });
   checkLen(K, "logits", logits, rows * classes);
@@ -427,7 +528,13 @@ function activationForward(kind: "relu" | "gelu", x: Float32Array, out: Float32A
   }
 }
 
-function activationBackward(kind: "relu" | "gelu", dout: Float32Array, x: Float32Array, dx: Float32Array, n: number): void {
+function activationBackward(
+  kind: "relu" | "gelu",
+  dout: Float32Array,
+  x: Float32Array,
+  dx: Float32Array,
+  n: number,
+): void {
   checkAct("activationBackward", kind, n, { dout, x, dx });
   if (kind === "relu") {
     for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dout[i] : 0;
@@ -439,8 +546,24 @@ function activationBackward(kind: "relu" | "gelu", dout: Float32Array, x: Float3
   }
 }
 
-// Adam / AdamW: the optimizer's own loop (training/optimizer.ts), which the native kernel reproduces bit for bit
-function adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, init: Float32Array | null, noise: Float32Array | null, n: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, weightDecay: number, decoupled: boolean): void {
+// Adam / AdamW: the optimizer's own loop (optim/optimizer.ts), which the native kernel reproduces bit for bit
+function adamUpdate(
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  init: Float32Array | null,
+  noise: Float32Array | null,
+  n: number,
+  lr: number,
+  beta1: number,
+  beta2: number,
+  eps: number,
+  bc1: number,
+  bc2: number,
+  weightDecay: number,
+  decoupled: boolean,
+): void {
   const K = "adamUpdate";
   checkDims(K, { n });
   checkLen(K, "p", p, n);

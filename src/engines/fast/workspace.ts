@@ -1,4 +1,8 @@
 // Scratch buffers reused from step to step, so a training step allocates (almost) nothing.
+//
+// Each buffer is named by its role (e.g. "block0.suffix.queries"), never by its size: two roles under one
+// name would share memory. A model's next pass writes the same buffers again, so what it returned from
+// them (logits, losses) is overwritten then.
 
 export class Workspace {
   private readonly buffers = new Map<string, Float32Array>();

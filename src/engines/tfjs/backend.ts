@@ -2,6 +2,7 @@
 // packages are optional peer dependencies: installing never needs them, and where one is present it is used.
 
 import type * as TF from "@tensorflow/tfjs";
+import { errorLine } from "../../util/errors";
 
 export type Tf = typeof TF;
 
@@ -20,12 +21,10 @@ let loaded: LoadedTfjs | null = null;
 
 /**
  * Loads TensorFlow.js once per process on the chosen backend. A process holds one backend: asking for a
- * different one later is an error rather than a silent switch.
+ * different one later is an error rather than a silent switch. The name is checked by engineChoices
+ * (engines/index.ts).
  */
 export async function loadTfjs(choice: TfjsBackendChoice = "auto"): Promise<LoadedTfjs> {
-  if (!TFJS_BACKENDS.includes(choice)) {
-    throw new Error(`unknown tfjs backend "${choice}"; choose one of ${TFJS_BACKENDS.join(", ")}`);
-  }
   if (loaded) {
     if (choice !== "auto" && choice !== loaded.backend) {
       throw new Error(`this process already runs tfjs on ${loaded.backend}; cannot switch to ${choice}`);
@@ -33,14 +32,17 @@ export async function loadTfjs(choice: TfjsBackendChoice = "auto"): Promise<Load
     return loaded;
   }
   const failures: string[] = [];
-  const order: Exclude<TfjsBackendChoice, "auto">[] = choice === "auto" ? ["node-gpu", "node", "wasm", "cpu"] : [choice];
+  const order: Exclude<TfjsBackendChoice, "auto">[] =
+    choice === "auto" ? ["node-gpu", "node", "wasm", "cpu"] : [choice];
   for (const backend of order) {
     try {
       loaded = await tryBackend(backend);
       if (failures.length) loaded.note += ` (not available: ${failures.join("; ")})`;
       return loaded;
     } catch (err) {
-      failures.push(`${backend}: ${firstLine(err)}`);
+      failures.push(
+        `${backend}: ${(err as { code?: string }).code === "MODULE_NOT_FOUND" ? "not installed" : errorLine(err)}`,
+      );
     }
   }
   throw new Error(`no tfjs backend could start: ${failures.join("; ")}`);
@@ -49,7 +51,6 @@ export async function loadTfjs(choice: TfjsBackendChoice = "auto"): Promise<Load
 async function tryBackend(backend: Exclude<TfjsBackendChoice, "auto">): Promise<LoadedTfjs> {
   if (backend === "node-gpu" || backend === "node") {
     const pkg = backend === "node-gpu" ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node";
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const tf = require(pkg) as Tf;
     // danfojs-node's npm override installs the pure-JS tfjs under the name @tensorflow/tfjs-node, so a
     // successful require is not proof: the native package registers the "tensorflow" backend.
@@ -60,7 +61,6 @@ async function tryBackend(backend: Exclude<TfjsBackendChoice, "auto">): Promise<
     await tf.ready();
     return { tf, backend, note: `${pkg} (libtensorflow)` };
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const tf = require("@tensorflow/tfjs") as Tf;
   if (backend === "wasm") {
     require("@tensorflow/tfjs-backend-wasm");
@@ -72,10 +72,4 @@ async function tryBackend(backend: Exclude<TfjsBackendChoice, "auto">): Promise<
   if (!(await tf.setBackend("cpu"))) throw new Error("the cpu backend failed to start");
   await tf.ready();
   return { tf, backend, note: "pure JavaScript cpu backend (slow)" };
-}
-
-function firstLine(err: unknown): string {
-  if ((err as { code?: string }).code === "MODULE_NOT_FOUND") return "not installed";
-  const msg = err instanceof Error ? err.message : String(err);
-  return msg.split("\n")[0];
 }

@@ -1,9 +1,8 @@
 // The TensorFlow.js engine: forward and gradients in tfjs, the update by the shared optimizer.
 
 import type * as TF from "@tensorflow/tfjs";
-import { BaseEngine, countCorrect, ForwardChunk } from "../base";
-import { Batch, EngineSetup, GradientResult, dropoutMasks } from "../engine";
-import { noisyWeights } from "../../training/optimizer";
+import { BaseEngine, countCorrect, ForwardPass } from "../base";
+import { Batch, EngineSetup, GradientResult, dropoutMasks, noisyWeights } from "../engine";
 import { NamedTensors } from "../../util/tensors";
 import { LoadedTfjs, TfjsBackendChoice, loadTfjs } from "./backend";
 import { Params, TfjsModel } from "./model";
@@ -40,7 +39,11 @@ export class TfjsEngine extends BaseEngine {
 
   private inputsTensor(set: Batch, start = 0, size = set.size): TF.Tensor2D {
     const seqLen = this.ready().setup.dims.seqLen;
-    return this.loaded.tf.tensor2d(set.inputs.subarray(start * seqLen, (start + size) * seqLen), [size, seqLen], "int32");
+    return this.loaded.tf.tensor2d(
+      set.inputs.subarray(start * seqLen, (start + size) * seqLen),
+      [size, seqLen],
+      "int32",
+    );
   }
 
   gradients(batch: Batch, step: number): GradientResult {
@@ -48,7 +51,8 @@ export class TfjsEngine extends BaseEngine {
     const model = this.model!;
     const tf = this.loaded.tf;
     const cfg = setup.optimizer;
-    const forwardWeights = cfg.weightNoise > 0 ? noisyWeights(this.weights, cfg.weightNoise, setup.seed, step) : this.weights;
+    const forwardWeights =
+      cfg.weightNoise > 0 ? noisyWeights(this.weights, cfg.weightNoise, setup.seed, step) : this.weights;
     const maskData = dropoutMasks(setup.model, setup.dims, batch.size, setup.seed, step);
     const width = setup.model.kind === "mlp" ? setup.model.hidden : setup.model.width;
     let logitsKept: TF.Tensor2D | null = null;
@@ -69,12 +73,13 @@ export class TfjsEngine extends BaseEngine {
     const gradArrays = new Map<string, Float32Array>();
     this.names.forEach((n, i) => gradArrays.set(n, grads[i].dataSync() as Float32Array));
     const lossValue = loss.dataSync()[0];
-    const accuracy = countCorrect(logitsKept!.dataSync() as Float32Array, batch.targets, setup.dims.numSymbols) / batch.size;
+    const accuracy =
+      countCorrect(logitsKept!.dataSync() as Float32Array, batch.targets, setup.dims.numSymbols) / batch.size;
     tf.dispose([loss, ...grads, logitsKept!]);
     return { loss: lossValue, accuracy, grads: gradArrays };
   }
 
-  protected forward(set: Batch, start: number, size: number): ForwardChunk {
+  protected forward(set: Batch, start: number, size: number): ForwardPass {
     const { setup } = this.ready();
     const tf = this.loaded.tf;
     const [logits, losses] = tf.tidy(() => {
@@ -97,7 +102,12 @@ export class TfjsEngine extends BaseEngine {
 }
 
 /** −log softmax(logits)[target] per example, via logSoftmax (stable for any logit scale). */
-function perExampleCrossEntropy(tf: LoadedTfjs["tf"], logits: TF.Tensor2D, targets: TF.Tensor1D, classes: number): TF.Tensor1D {
+function perExampleCrossEntropy(
+  tf: LoadedTfjs["tf"],
+  logits: TF.Tensor2D,
+  targets: TF.Tensor1D,
+  classes: number,
+): TF.Tensor1D {
   const logp = tf.logSoftmax(logits);
   return tf.neg(tf.sum(tf.mul(logp, tf.oneHot(targets, classes)), 1)) as TF.Tensor1D;
 }

@@ -113,7 +113,10 @@ export class TfjsModel {
     const rows = batch * t;
     const positions = this.positions ?? (p["embed.pos"] as TF.Tensor2D);
     // the residual stream, [batch·t, d] (row = example·t + position)
-    let x = tf.reshape(tf.add(tf.reshape(this.embed(p, inputs, this.dims.vocabSize), [batch, t, d]), positions), [rows, d]) as TF.Tensor2D;
+    let x = tf.reshape(tf.add(tf.reshape(this.embed(p, inputs, this.dims.vocabSize), [batch, t, d]), positions), [
+      rows,
+      d,
+    ]) as TF.Tensor2D;
 
     // Attention of every position (queryRows = batch·t) or of the last position only (queryRows = batch):
     // the last layer needs nothing else, since only the answer position is scored.
@@ -171,7 +174,10 @@ export class TfjsModel {
     // the operands are positions 0 (x) and 2 (y) of x ∘ y =
     const xy = tf.gather(inputs, [0, 2], 1) as TF.Tensor2D;
     const emb = tf.reshape(this.embed(p, xy, this.dims.numSymbols), [batch, 2 * cfg.width]) as TF.Tensor2D;
-    let hidden = this.activation(cfg.activation, tf.add(this.linear(emb, p["mlp.w1"] as TF.Tensor2D), p["mlp.b1"])) as TF.Tensor2D;
+    let hidden = this.activation(
+      cfg.activation,
+      tf.add(this.linear(emb, p["mlp.w1"] as TF.Tensor2D), p["mlp.b1"]),
+    ) as TF.Tensor2D;
     if (masks.length) hidden = tf.mul(hidden, masks[0]) as TF.Tensor2D;
     return tf.add(this.linear(hidden, p["head.weight"] as TF.Tensor2D), p["head.bias"]) as TF.Tensor2D;
   }

@@ -4,7 +4,8 @@
 import { DatasetConfig, defaultBatchSize } from "../data/dataset";
 import { findOperation } from "../data/operations";
 import { DEFAULT_MLP, ModelConfig, PAPER_TRANSFORMER, validateModelConfig } from "../model/config";
-import { OptimizerConfig, PAPER_OPTIMIZER, validateOptimizerConfig } from "./optimizer";
+import { UserError } from "../util/errors";
+import { OptimizerConfig, PAPER_OPTIMIZER, validateOptimizerConfig } from "../optim/optimizer";
 
 export interface EvalSchedule {
   /** Evaluate after every one of the first `denseUntil` steps. */
@@ -34,7 +35,7 @@ export interface RunConfig {
   training: TrainingConfig;
 }
 
-export const DEFAULT_EVAL: EvalSchedule = { denseUntil: 10, perDecade: 40, every: 0 };
+const DEFAULT_EVAL: EvalSchedule = { denseUntil: 10, perDecade: 40, every: 0 };
 
 /** The paper's default experiment (Appendix A.1.2) on x/y mod 97 with half the table for training. */
 export function paperConfig(): RunConfig {
@@ -47,18 +48,22 @@ export function paperConfig(): RunConfig {
 }
 
 /** The defaults of a model kind, so `--model mlp` gives a complete MLP configuration. */
-export function defaultModel(kind: ModelConfig["kind"]): ModelConfig {
+function defaultModel(kind: ModelConfig["kind"]): ModelConfig {
   if (kind === "mlp") return { ...DEFAULT_MLP };
   if (kind === "transformer") return { ...PAPER_TRANSFORMER };
   throw new Error(`model: kind must be transformer or mlp (got ${kind})`);
 }
 
-export class ConfigError extends Error {}
-
 /** A value in a config field (sweep specs and variants set fields by path). */
 export type FieldValue = string | number | boolean | null | Record<string, unknown>;
 
-const SECTIONS = ["data", "model", "optimizer", "training"];
+/** The sections of a RunConfig, in the order messages list them. */
+const SECTIONS = ["data", "model", "optimizer", "training"] as const;
+export type ConfigSection = (typeof SECTIONS)[number];
+
+function isSection(name: string): name is ConfigSection {
+  return (SECTIONS as readonly string[]).includes(name);
+}
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -70,8 +75,10 @@ export function isObject(v: unknown): v is Record<string, unknown> {
  */
 export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown, where: string): RunConfig {
   const parts = fieldPath.split(".");
-  if (parts.length < 2 || !SECTIONS.includes(parts[0])) {
-    throw new ConfigError(`${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`);
+  if (parts.length < 2 || !isSection(parts[0])) {
+    throw new UserError(
+      `${where}: "${fieldPath}" is not a config field (write section.field, sections: ${SECTIONS.join(", ")})`,
+    );
   }
   const [section, field, ...rest] = parts;
   if (section === "model" && field === "kind") return mergeConfig(cfg, { model: { kind: value } }, where);
@@ -82,11 +89,13 @@ export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown
     const key = keys[i];
     // grokfast is the one optional field (null when off)
     if (!(key in target) && !(section === "optimizer" && key === "grokfast")) {
-      throw new ConfigError(`${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`);
+      throw new UserError(
+        `${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`,
+      );
     }
     if (i === keys.length - 1) target[key] = structuredClone(value);
     else {
-      if (!isObject(target[key])) throw new ConfigError(`${where}: "${fieldPath}": ${key} has no fields`);
+      if (!isObject(target[key])) throw new UserError(`${where}: "${fieldPath}": ${key} has no fields`);
       target = target[key] as Record<string, unknown>;
     }
   }
@@ -104,10 +113,11 @@ export function withChanges(cfg: RunConfig, changes: Record<string, FieldValue>,
 export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, source: string): RunConfig {
   const out = structuredClone(base);
   for (const [section, value] of Object.entries(partial)) {
-    if (!["data", "model", "optimizer", "training"].includes(section)) {
-      throw new ConfigError(`${source}: unknown section "${section}" (known: data, model, optimizer, training)`);
+    if (!isSection(section)) {
+      throw new UserError(`${source}: unknown section "${section}" (known: ${SECTIONS.join(", ")})`);
     }
-    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new ConfigError(`${source}: ${section} must be an object`);
+    if (typeof value !== "object" || value === null || Array.isArray(value))
+      throw new UserError(`${source}: ${section} must be an object`);
     const target = out as unknown as Record<string, Record<string, unknown>>;
     const v = value as Record<string, unknown>;
     if (section === "model" && typeof v.kind === "string" && v.kind !== out.model.kind) {
@@ -124,17 +134,17 @@ export function mergeConfig(base: RunConfig, partial: Record<string, unknown>, s
 }
 
 /**
- * Checks every field and returns a normalized copy (the operation by its id), or throws a ConfigError
+ * Checks every field and returns a normalized copy (the operation by its id), or throws a UserError
  * naming the field. Nothing is created on disk before this passes.
  */
 export function normalizeConfig(cfg: RunConfig): RunConfig {
   try {
     const out: RunConfig = structuredClone(cfg);
-    for (const section of ["data", "model", "optimizer", "training"] as const) {
+    for (const section of SECTIONS) {
       if (typeof out[section] !== "object" || out[section] === null) throw new Error(`${section}: missing section`);
     }
     for (const key of Object.keys(out)) {
-      if (!["data", "model", "optimizer", "training"].includes(key)) throw new Error(`unknown section "${key}"`);
+      if (!isSection(key)) throw new Error(`unknown section "${key}"`);
     }
     // a misspelled field would otherwise be ignored silently and change nothing
     const reference = paperConfig();
@@ -150,7 +160,8 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
         if (!keys.includes(key)) throw new Error(`${section}: unknown field "${key}" (known: ${keys.join(", ")})`);
       }
       for (const key of keys) {
-        if (!(key in (out as unknown as Record<string, object>)[section])) throw new Error(`${section}: missing field "${key}"`);
+        if (!(key in (out as unknown as Record<string, object>)[section]))
+          throw new Error(`${section}: missing field "${key}"`);
       }
     }
     const op = findOperation(String(out.data.op));
@@ -162,27 +173,34 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
     if (!(out.data.trainFraction > 0 && out.data.trainFraction < 1)) {
       throw new Error(`data: trainFraction must be in (0, 1) (got ${out.data.trainFraction})`);
     }
-    for (const [name, v] of [["splitSeed", out.data.splitSeed], ["outliers", out.data.outliers]] as const) {
+    for (const [name, v] of [
+      ["splitSeed", out.data.splitSeed],
+      ["outliers", out.data.outliers],
+    ] as const) {
       if (!Number.isInteger(v) || v < 0) throw new Error(`data: ${name} must be an integer ≥ 0 (got ${v})`);
     }
     validateModelConfig(out.model);
     validateOptimizerConfig(out.optimizer);
     const t = out.training;
-    if (!Number.isInteger(t.seed) || t.seed < 0) throw new Error(`training: seed must be an integer ≥ 0 (got ${t.seed})`);
-    if (!Number.isInteger(t.steps) || t.steps < 1) throw new Error(`training: steps must be a positive integer (got ${t.steps})`);
+    if (!Number.isInteger(t.seed) || t.seed < 0)
+      throw new Error(`training: seed must be an integer ≥ 0 (got ${t.seed})`);
+    if (!Number.isInteger(t.steps) || t.steps < 1)
+      throw new Error(`training: steps must be a positive integer (got ${t.steps})`);
     if (!(t.batchSize === "paper" || t.batchSize === "full" || (Number.isInteger(t.batchSize) && t.batchSize > 0))) {
       throw new Error(`training: batchSize must be a positive integer, "paper" or "full" (got ${t.batchSize})`);
     }
     const e = t.eval;
-    if (!e || !Number.isInteger(e.denseUntil) || e.denseUntil < 0) throw new Error(`training: eval.denseUntil must be an integer ≥ 0`);
-    if (!Number.isInteger(e.perDecade) || e.perDecade < 0) throw new Error(`training: eval.perDecade must be an integer ≥ 0`);
+    if (!e || !Number.isInteger(e.denseUntil) || e.denseUntil < 0)
+      throw new Error(`training: eval.denseUntil must be an integer ≥ 0`);
+    if (!Number.isInteger(e.perDecade) || e.perDecade < 0)
+      throw new Error(`training: eval.perDecade must be an integer ≥ 0`);
     if (!Number.isInteger(e.every) || e.every < 0) throw new Error(`training: eval.every must be an integer ≥ 0`);
     if (t.earlyStopHold !== null && !(Number.isInteger(t.earlyStopHold) && t.earlyStopHold >= 0)) {
       throw new Error(`training: earlyStopHold must be an integer ≥ 0 or null (got ${t.earlyStopHold})`);
     }
     return out;
   } catch (err) {
-    throw new ConfigError(`invalid config: ${(err as Error).message}`);
+    throw new UserError(`invalid config: ${(err as Error).message}`);
   }
 }
 

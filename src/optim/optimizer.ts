@@ -54,12 +54,14 @@ export function validateOptimizerConfig(cfg: OptimizerConfig): void {
   };
   if (!["adamw", "adam", "sgd"].includes(cfg.kind)) fail(`kind must be adamw, adam or sgd (got ${cfg.kind})`);
   if (!(cfg.lr > 0 && Number.isFinite(cfg.lr))) fail(`lr must be a positive number (got ${cfg.lr})`);
-  if (!Number.isInteger(cfg.warmupSteps) || cfg.warmupSteps < 0) fail(`warmupSteps must be an integer ≥ 0 (got ${cfg.warmupSteps})`);
+  if (!Number.isInteger(cfg.warmupSteps) || cfg.warmupSteps < 0)
+    fail(`warmupSteps must be an integer ≥ 0 (got ${cfg.warmupSteps})`);
   if (!(cfg.beta1 >= 0 && cfg.beta1 < 1)) fail(`beta1 must be in [0, 1) (got ${cfg.beta1})`);
   if (!(cfg.beta2 >= 0 && cfg.beta2 < 1)) fail(`beta2 must be in [0, 1) (got ${cfg.beta2})`);
   if (!(cfg.eps > 0)) fail(`eps must be positive (got ${cfg.eps})`);
   if (!(cfg.momentum >= 0 && cfg.momentum < 1)) fail(`momentum must be in [0, 1) (got ${cfg.momentum})`);
-  if (!(cfg.weightDecay >= 0 && Number.isFinite(cfg.weightDecay))) fail(`weightDecay must be ≥ 0 (got ${cfg.weightDecay})`);
+  if (!(cfg.weightDecay >= 0 && Number.isFinite(cfg.weightDecay)))
+    fail(`weightDecay must be ≥ 0 (got ${cfg.weightDecay})`);
   if (!["zero", "init"].includes(cfg.decayToward)) fail(`decayToward must be zero or init (got ${cfg.decayToward})`);
   if (!(cfg.updateNoise >= 0)) fail(`updateNoise must be ≥ 0 (got ${cfg.updateNoise})`);
   if (!(cfg.weightNoise >= 0)) fail(`weightNoise must be ≥ 0 (got ${cfg.weightNoise})`);
@@ -77,11 +79,40 @@ export function validateOptimizerConfig(cfg: OptimizerConfig): void {
  * order, so a native kernel can match it bit for bit.
  */
 export type AdamUpdate = (
-  p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, init: Float32Array | null, noise: Float32Array | null,
-  n: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, weightDecay: number, decoupled: boolean,
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  init: Float32Array | null,
+  noise: Float32Array | null,
+  n: number,
+  lr: number,
+  beta1: number,
+  beta2: number,
+  eps: number,
+  bc1: number,
+  bc2: number,
+  weightDecay: number,
+  decoupled: boolean,
 ) => void;
 
-export const adamUpdate: AdamUpdate = (p, g, m, v, init, noise, n, lr, beta1, beta2, eps, bc1, bc2, weightDecay, decoupled) => {
+export const adamUpdate: AdamUpdate = (
+  p,
+  g,
+  m,
+  v,
+  init,
+  noise,
+  n,
+  lr,
+  beta1,
+  beta2,
+  eps,
+  bc1,
+  bc2,
+  weightDecay,
+  decoupled,
+) => {
   const sqrtBc2 = Math.sqrt(bc2);
   const stepSize = lr / bc1;
   for (let i = 0; i < n; i++) {
@@ -172,7 +203,23 @@ export class Optimizer {
         noiseValues = new Float32Array(p.length);
         for (let i = 0; i < p.length; i++) noiseValues[i] = cfg.updateNoise * noise.normal();
       }
-      this.adam(p, g, m, v, init ?? null, noiseValues, p.length, lr, cfg.beta1, cfg.beta2, cfg.eps, bc1, bc2, wd, cfg.kind === "adamw");
+      this.adam(
+        p,
+        g,
+        m,
+        v,
+        init ?? null,
+        noiseValues,
+        p.length,
+        lr,
+        cfg.beta1,
+        cfg.beta2,
+        cfg.eps,
+        bc1,
+        bc2,
+        wd,
+        cfg.kind === "adamw",
+      );
     }
   }
 
@@ -181,7 +228,10 @@ export class Optimizer {
     const out: NamedTensors = new Map();
     for (const [slot, perParam] of this.slots) {
       for (const [name, data] of perParam) {
-        out.set(`${SLOT_PREFIX}${slot}.${name}`, { shape: [...weights.get(name)!.shape], data: new Float32Array(data) });
+        out.set(`${SLOT_PREFIX}${slot}.${name}`, {
+          shape: [...weights.get(name)!.shape],
+          data: new Float32Array(data),
+        });
       }
     }
     return out;
@@ -194,7 +244,8 @@ export class Optimizer {
         const key = `${SLOT_PREFIX}${slot}.${name}`;
         const saved = state.get(key);
         if (!saved) throw new Error(`optimizer state is missing ${key}`);
-        if (saved.data.length !== data.length) throw new Error(`optimizer state ${key} has ${saved.data.length} values, expected ${data.length}`);
+        if (saved.data.length !== data.length)
+          throw new Error(`optimizer state ${key} has ${saved.data.length} values, expected ${data.length}`);
         data.set(saved.data);
       }
     }
@@ -203,17 +254,4 @@ export class Optimizer {
   static isStateName(name: string): boolean {
     return name.startsWith(SLOT_PREFIX);
   }
-}
-
-/** Weights plus Gaussian noise for one forward/backward pass (the paper's "Gaussian weight noise"). */
-export function noisyWeights(weights: NamedTensors, sigma: number, seed: number, step: number): NamedTensors {
-  const out: NamedTensors = new Map();
-  let index = 0;
-  for (const [name, t] of weights) {
-    const rng = Rng.for(seed, Stream.weightNoise, step, index++);
-    const data = new Float32Array(t.data.length);
-    for (let i = 0; i < data.length; i++) data[i] = t.data[i] + sigma * rng.normal();
-    out.set(name, { shape: t.shape, data });
-  }
-  return out;
 }

@@ -1,0 +1,102 @@
+// Milliseconds per training step of the paper's model (x/y mod 97, half the table) on one engine.
+
+import { encodeInputs, makeDataset, modelDims } from "../data/dataset";
+import { createEngine, EngineChoice } from "../engines/index";
+import type { KernelChoice } from "../engines/fast/kernels";
+import { TfjsBackendChoice } from "../engines/tfjs/backend";
+import { initParams } from "../model/config";
+import { BatchSampler } from "../training/batches";
+import { paperConfig, resolveBatchSize } from "../config/run-config";
+
+export interface MsPerStep {
+  mean: number;
+  median: number;
+  min: number;
+}
+
+export interface BenchResult {
+  engine: string;
+  backend: string;
+  batchSize: number;
+  steps: number;
+  warmup: number;
+  msPerStep: MsPerStep;
+}
+
+/**
+ * Whether to time another step when timing for about `seconds`: until the budget is spent, and at least 3
+ * steps, or 2 when the first one took over half the budget.
+ */
+export function wantAnotherStep(timesMs: readonly number[], seconds: number): boolean {
+  const budgetMs = seconds * 1000;
+  const spent = timesMs.reduce((a, b) => a + b, 0);
+  const minSteps = timesMs.length > 0 && timesMs[0] > budgetMs / 2 ? 2 : 3;
+  return timesMs.length < minSteps || (spent < budgetMs && timesMs.length < 10000);
+}
+
+function summarize(times: number[]): MsPerStep {
+  const sorted = [...times].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  return { mean: sorted.reduce((a, b) => a + b, 0) / sorted.length, median, min: sorted[0] };
+}
+
+/**
+ * Times training steps of the paper's model after untimed warmup steps. `steps: "auto"` times steps for about
+ * `seconds` (default 8; see wantAnotherStep); then `warmup` is at most 2 and at least 1, and a first step that
+ * takes over half the budget is the only warmup step.
+ */
+export async function benchmarkEngine(opts: {
+  engine?: EngineChoice;
+  backend?: TfjsBackendChoice;
+  kernels?: KernelChoice;
+  threads?: number;
+  batchSize: number | "paper" | "full";
+  steps: number | "auto";
+  warmup: number;
+  seconds?: number;
+}): Promise<BenchResult> {
+  const cfg = paperConfig();
+  const ds = makeDataset(cfg.data);
+  const dims = modelDims(ds);
+  const { engine } = await createEngine({
+    engine: opts.engine,
+    backend: opts.backend,
+    kernels: opts.kernels,
+    threads: opts.threads,
+  });
+  try {
+    engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed: 0 }, initParams(cfg.model, dims, 0));
+    const train = { size: ds.train.size, inputs: encodeInputs(ds, ds.train), targets: ds.train.answer };
+    const batchSize = resolveBatchSize(opts.batchSize, train.size);
+    const sampler = new BatchSampler(train, batchSize, 0, dims.seqLen);
+    const seconds = opts.seconds ?? 8;
+    let step = 0;
+    const timeStep = (): number => {
+      const batch = sampler.at(step);
+      const t0 = process.hrtime.bigint();
+      engine.trainStep(batch, step);
+      step++;
+      return Number(process.hrtime.bigint() - t0) / 1e6;
+    };
+
+    let warmup = 0;
+    const times: number[] = [];
+    if (opts.steps === "auto") {
+      const first = timeStep();
+      warmup = 1;
+      if (opts.warmup >= 2 && first <= (seconds * 1000) / 2) {
+        timeStep();
+        warmup = 2;
+      }
+      while (wantAnotherStep(times, seconds)) times.push(timeStep());
+    } else {
+      for (; warmup < opts.warmup; warmup++) timeStep();
+      for (let i = 0; i < opts.steps; i++) times.push(timeStep());
+    }
+    const steps = times.length;
+    return { engine: engine.name, backend: engine.backend, batchSize, steps, warmup, msPerStep: summarize(times) };
+  } finally {
+    engine.dispose();
+  }
+}
