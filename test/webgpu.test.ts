@@ -12,6 +12,9 @@ import { after, test, TestContext } from "node:test";
 import { tsKernels } from "../src/engines/fast/ts-kernels";
 import { formatAdapter, openWebGpu, WebGpu } from "../src/engines/webgpu/device";
 import { GpuContext } from "../src/engines/webgpu/kernels/dispatch";
+import { adamUpdate } from "../src/engines/webgpu/kernels/adam";
+import { softmaxCrossEntropy } from "../src/engines/webgpu/kernels/cross-entropy";
+import { layerNormBackward, layerNormForward } from "../src/engines/webgpu/kernels/layer-norm";
 import { matmul } from "../src/engines/webgpu/kernels/matmul";
 import { Rng } from "../src/util/rng";
 
@@ -112,3 +115,212 @@ for (const transA of [false, true])
           }
         },
       );
+
+// ---------------------------------------------------------------------------------------------------
+// layer norm
+
+const LAYER_NORM_SHAPES: [number, number][] = [
+  [1, 1], // one element: variance 0, so rstd = 1/√eps
+  [37, 128], // the paper model's width: two values per thread
+  [5, 200], // a width that is no multiple of the 64 threads per row
+];
+
+gpuTest("layerNormForward matches TypeScript (out, mean, rstd)", async (gpu) => {
+  for (const [rows, width] of LAYER_NORM_SHAPES) {
+    // an offset and a scale per row, so mean and variance are not all near 0 and 1
+    const x = uniform(rows * width).map((v, i) => 3 * v * (1 + (i % 7)) + Math.floor(i / width));
+    const weight = uniform(width, 0.5, 1.5);
+    const bias = uniform(width);
+    const expected = {
+      out: new Float32Array(rows * width),
+      mean: new Float32Array(rows),
+      rstd: new Float32Array(rows),
+    };
+    tsKernels.layerNormForward(x, weight, bias, rows, width, expected.out, expected.mean, expected.rstd);
+    const [out, mean, rstd] = [gpu.array("f32", rows * width), gpu.array("f32", rows), gpu.array("f32", rows)];
+    const rec = gpu.record();
+    layerNormForward(
+      rec,
+      gpu.array("f32", x),
+      gpu.array("f32", weight),
+      gpu.array("f32", bias),
+      rows,
+      width,
+      out,
+      mean,
+      rstd,
+    );
+    await rec.submit();
+    assertAgrees(await gpu.readFloats(out), expected.out, `out ${rows}×${width}`);
+    assertAgrees(await gpu.readFloats(mean), expected.mean, `mean ${rows}×${width}`);
+    assertAgrees(await gpu.readFloats(rstd), expected.rstd, `rstd ${rows}×${width}`);
+  }
+});
+
+gpuTest("layerNormBackward matches TypeScript (dx, dweight, dbias accumulated)", async (gpu) => {
+  for (const [rows, width] of LAYER_NORM_SHAPES) {
+    const x = uniform(rows * width, -2, 2);
+    const weight = uniform(width, 0.5, 1.5);
+    const bias = uniform(width);
+    const [mean, rstd] = [new Float32Array(rows), new Float32Array(rows)];
+    tsKernels.layerNormForward(x, weight, bias, rows, width, new Float32Array(rows * width), mean, rstd);
+    const dout = uniform(rows * width);
+    // the kernels accumulate: start from nonzero gradients
+    const start = { dx: uniform(rows * width), dweight: uniform(width), dbias: uniform(width) };
+    const expected = {
+      dx: Float32Array.from(start.dx),
+      dweight: Float32Array.from(start.dweight),
+      dbias: Float32Array.from(start.dbias),
+    };
+    tsKernels.layerNormBackward(
+      dout,
+      x,
+      weight,
+      mean,
+      rstd,
+      rows,
+      width,
+      expected.dx,
+      expected.dweight,
+      expected.dbias,
+    );
+    const dx = gpu.array("f32", start.dx);
+    const dweight = gpu.array("f32", start.dweight);
+    const dbias = gpu.array("f32", start.dbias);
+    const rec = gpu.record();
+    const up = (a: Float32Array) => gpu.array("f32", a);
+    layerNormBackward(rec, up(dout), up(x), up(weight), up(mean), up(rstd), rows, width, dx, dweight, dbias);
+    await rec.submit();
+    assertAgrees(await gpu.readFloats(dx), expected.dx, `dx ${rows}×${width}`);
+    assertAgrees(await gpu.readFloats(dweight), expected.dweight, `dweight ${rows}×${width}`);
+    assertAgrees(await gpu.readFloats(dbias), expected.dbias, `dbias ${rows}×${width}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// softmax cross-entropy
+
+gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits when asked)", async (gpu) => {
+  for (const [rows, classes] of [
+    [1, 1],
+    [50, 97], // the paper's modulus: more classes than threads per row
+    [7, 3],
+  ]) {
+    const logits = uniform(rows * classes, -8, 8);
+    const targets = Int32Array.from({ length: rows }, () => rng.int(classes));
+    const scale = 1 / rows;
+    const expected = { losses: new Float32Array(rows), dlogits: new Float32Array(rows * classes) };
+    tsKernels.softmaxCrossEntropy(logits, targets, rows, classes, expected.losses, expected.dlogits, scale);
+    for (const withGradient of [true, false]) {
+      const losses = gpu.array("f32", rows);
+      const dlogits = gpu.array("f32", rows * classes);
+      const rec = gpu.record();
+      const gpuLogits = gpu.array("f32", logits);
+      softmaxCrossEntropy(
+        rec,
+        gpuLogits,
+        gpu.array("i32", targets),
+        rows,
+        classes,
+        losses,
+        withGradient ? dlogits : null,
+        scale,
+      );
+      await rec.submit();
+      assertAgrees(await gpu.readFloats(losses), expected.losses, `losses ${rows}×${classes}`);
+      if (withGradient) assertAgrees(await gpu.readFloats(dlogits), expected.dlogits, `dlogits ${rows}×${classes}`);
+      else
+        assert.ok(
+          (await gpu.readFloats(dlogits)).every((v) => v === 0),
+          "dlogits untouched when not asked",
+        );
+    }
+  }
+});
+
+gpuTest("softmaxCrossEntropy gives a NaN loss for a target outside the classes", async (gpu) => {
+  const losses = gpu.array("f32", 3);
+  const rec = gpu.record();
+  const targets = gpu.array("i32", Int32Array.from([0, 5, -1]));
+  softmaxCrossEntropy(rec, gpu.array("f32", uniform(3 * 5)), targets, 3, 5, losses, null, 1);
+  await rec.submit();
+  const got = await gpu.readFloats(losses);
+  assert.ok(Number.isFinite(got[0]), "a valid row keeps its loss");
+  assert.ok(Number.isNaN(got[1]) && Number.isNaN(got[2]), `out-of-range targets: ${got[1]}, ${got[2]}`);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Adam / AdamW
+
+const ADAM_VARIANTS: { name: string; weightDecay: number; decoupled: boolean; towardInit: boolean; noise: boolean }[] =
+  [
+    { name: "AdamW toward 0", weightDecay: 1, decoupled: true, towardInit: false, noise: false },
+    { name: "AdamW toward the initial weights", weightDecay: 0.5, decoupled: true, towardInit: true, noise: false },
+    { name: "Adam with L2", weightDecay: 0.1, decoupled: false, towardInit: false, noise: false },
+    { name: "Adam, no decay, update noise", weightDecay: 0, decoupled: true, towardInit: false, noise: true },
+  ];
+
+for (const variant of ADAM_VARIANTS)
+  gpuTest(`adamUpdate matches TypeScript over 3 steps: ${variant.name}`, async (gpu) => {
+    const n = 1000; // no multiple of the 256 threads per workgroup
+    const [lr, beta1, beta2, eps] = [1e-2, 0.9, 0.98, 1e-8];
+    const init = uniform(n);
+    const ref = { p: Float32Array.from(init), m: new Float32Array(n), v: new Float32Array(n) };
+    const p = gpu.array("f32", init);
+    const m = gpu.array("f32", n);
+    const v = gpu.array("f32", n);
+    const gpuInit = variant.towardInit ? gpu.array("f32", init) : null;
+    for (let step = 1; step <= 3; step++) {
+      const g = uniform(n);
+      const noise = variant.noise ? rng.fillNormal(new Float32Array(n), 0.1) : null;
+      const [bc1, bc2] = [1 - beta1 ** step, 1 - beta2 ** step];
+      const before = Float32Array.from(ref.p);
+      tsKernels.adamUpdate(
+        ref.p,
+        g,
+        ref.m,
+        ref.v,
+        variant.towardInit ? init : null,
+        noise,
+        n,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        bc1,
+        bc2,
+        variant.weightDecay,
+        variant.decoupled,
+      );
+      const rec = gpu.record();
+      const gpuNoise = noise ? gpu.array("f32", noise) : null;
+      adamUpdate(
+        rec,
+        p,
+        gpu.array("f32", g),
+        m,
+        v,
+        gpuInit,
+        gpuNoise,
+        n,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        bc1,
+        bc2,
+        variant.weightDecay,
+        variant.decoupled,
+      );
+      await rec.submit();
+      const got = await gpu.readFloats(p);
+      // the step itself, not just p (a step is ~lr next to |p| ~ 1, so comparing p alone would hide it)
+      const delta = (after: Float32Array) => after.map((x, i) => x - before[i]);
+      assertAgrees(delta(got), delta(ref.p), `step ${step}: p − p_before`);
+      assertAgrees(got, ref.p, `step ${step}: p`);
+      assertAgrees(await gpu.readFloats(m), ref.m, `step ${step}: m`);
+      assertAgrees(await gpu.readFloats(v), ref.v, `step ${step}: v`);
+      // both sides now continue from the GPU's p, so rounding differences do not compound
+      ref.p.set(got);
+    }
+  });

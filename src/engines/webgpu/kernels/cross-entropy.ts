@@ -1,0 +1,81 @@
+// Softmax cross-entropy (the kernel contract's softmaxCrossEntropy): per row of logits [rows×classes],
+// losses[r] = −log softmax(logits[r])[targets[r]], and when asked dlogits[r] = (softmax − onehot)·scale
+// (written, not accumulated). One workgroup per row; the maximum is subtracted before exp, as in the
+// TypeScript kernel.
+//
+// The TypeScript kernel throws on a target outside 0..classes−1. Here targets live on the GPU and are not
+// checked on the CPU at every step, so such a row gets a NaN loss (and NaN gradients): a bad target shows
+// up in the loss, never as a plausible number.
+
+import { checkArray, checkSizes, GpuArray, gridFor, Recorder, WORKGROUP_INDEX_WGSL } from "./dispatch";
+import { ROW_REDUCE_WGSL, ROW_THREADS } from "./reduce";
+
+export const SOFTMAX_CROSS_ENTROPY_WGSL = /* wgsl */ `
+struct Params { rows: u32, classes: u32, withGradient: u32, scale: f32, invalid: f32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> losses: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
+${WORKGROUP_INDEX_WGSL}
+${ROW_REDUCE_WGSL}
+
+@compute @workgroup_size(${ROW_THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32) {
+  let row = workgroupIndex(wid, groups);
+  if (row >= P.rows) { return; } // the same for the whole workgroup
+  let o = row * P.classes;
+  var m = -3.0e38;
+  for (var j = lane; j < P.classes; j += ROW_THREADS) { m = max(m, logits[o + j]); }
+  let rowMaximum = rowMax(lane, m);
+  var s = 0.0;
+  for (var j = lane; j < P.classes; j += ROW_THREADS) { s += exp(logits[o + j] - rowMaximum); }
+  let sum = rowSum(lane, s);
+  let t = targets[row];
+  let valid = t >= 0 && u32(t) < P.classes;
+  // NaN for a bad target: it comes from the CPU, as WGSL has no NaN constant (and may fold computed ones)
+  let nan = P.invalid;
+  if (lane == 0u) {
+    if (valid) { losses[row] = log(sum) - (logits[o + u32(t)] - rowMaximum); } else { losses[row] = nan; }
+  }
+  if (P.withGradient == 1u) {
+    for (var j = lane; j < P.classes; j += ROW_THREADS) {
+      var p = exp(logits[o + j] - rowMaximum) / sum;
+      if (valid && j == u32(t)) { p -= 1.0; }
+      dlogits[o + j] = select(nan, p * P.scale, valid);
+    }
+  }
+}`;
+
+/** Records the losses (and dlogits when given) of logits [rows×classes] against targets [rows] (i32). */
+export function softmaxCrossEntropy(
+  rec: Recorder,
+  logits: GpuArray,
+  targets: GpuArray,
+  rows: number,
+  classes: number,
+  losses: GpuArray,
+  dlogits: GpuArray | null,
+  scale: number,
+): void {
+  const K = "softmaxCrossEntropy";
+  checkSizes(K, { rows, classes });
+  checkArray(K, "logits", logits, rows * classes);
+  checkArray(K, "targets", targets, rows, "i32");
+  checkArray(K, "losses", losses, rows);
+  if (dlogits) checkArray(K, "dlogits", dlogits, rows * classes);
+  if (rows === 0) return;
+  rec.dispatch(
+    rec.gpu.pipeline("softmaxCrossEntropy", SOFTMAX_CROSS_ENTROPY_WGSL),
+    [
+      ["u32", rows],
+      ["u32", classes],
+      ["u32", dlogits ? 1 : 0],
+      ["f32", scale],
+      ["f32", NaN],
+    ],
+    [logits, targets, losses, dlogits ?? rec.gpu.absent()],
+    gridFor(rows),
+  );
+}
