@@ -12,6 +12,7 @@ import { after, test, TestContext } from "node:test";
 import { tsKernels } from "../src/engines/fast/ts-kernels";
 import { formatAdapter, openWebGpu, WebGpu } from "../src/engines/webgpu/device";
 import { GpuContext } from "../src/engines/webgpu/kernels/dispatch";
+import { activationBackward, activationForward } from "../src/engines/webgpu/kernels/activations";
 import { adamUpdate } from "../src/engines/webgpu/kernels/adam";
 import { softmaxCrossEntropy } from "../src/engines/webgpu/kernels/cross-entropy";
 import { layerNormBackward, layerNormForward } from "../src/engines/webgpu/kernels/layer-norm";
@@ -322,5 +323,40 @@ for (const variant of ADAM_VARIANTS)
       assertAgrees(await gpu.readFloats(v), ref.v, `step ${step}: v`);
       // both sides now continue from the GPU's p, so rounding differences do not compound
       ref.p.set(got);
+    }
+  });
+
+// ---------------------------------------------------------------------------------------------------
+// activations
+
+for (const kind of ["relu", "gelu"] as const)
+  gpuTest(`activation ${kind} forward and backward match TypeScript`, async (gpu) => {
+    const n = 1000; // no multiple of the 256 threads per workgroup
+    // both tails of GELU (x·Φ(x) is tiny but nonzero far left) and exact zeros for ReLU's kink
+    const x = uniform(n, -12, 12);
+    x[0] = 0;
+    x[1] = -0;
+    const dout = uniform(n);
+    const expected = { out: new Float32Array(n), dx: new Float32Array(n) };
+    tsKernels.activationForward(kind, x, expected.out, n);
+    tsKernels.activationBackward(kind, dout, x, expected.dx, n);
+    const out = gpu.array("f32", n);
+    const dx = gpu.array("f32", n);
+    const gpuX = gpu.array("f32", x);
+    const rec = gpu.record();
+    activationForward(rec, kind, gpuX, out, n);
+    activationBackward(rec, kind, gpu.array("f32", dout), gpuX, dx, n);
+    await rec.submit();
+    assertAgrees(await gpu.readFloats(out), expected.out, `${kind} out`);
+    assertAgrees(await gpu.readFloats(dx), expected.dx, `${kind} dx`);
+    if (kind === "gelu") {
+      // normwise error is dominated by the large values: check the small ones element by element too
+      const got = await gpu.readFloats(out);
+      for (let i = 0; i < n; i++)
+        if (Math.abs(x[i]) < 4)
+          assert.ok(
+            Math.abs(got[i] - expected.out[i]) <= 1e-4 * Math.max(Math.abs(expected.out[i]), 1e-3),
+            `gelu(${x[i]}): ${got[i]} vs ${expected.out[i]}`,
+          );
     }
   });
