@@ -14,6 +14,7 @@ import { formatAdapter, openWebGpu, WebGpu } from "../src/engines/webgpu/device"
 import { GpuContext } from "../src/engines/webgpu/kernels/dispatch";
 import { activationBackward, activationForward } from "../src/engines/webgpu/kernels/activations";
 import { adamUpdate } from "../src/engines/webgpu/kernels/adam";
+import { attentionBackward, attentionForward } from "../src/engines/webgpu/kernels/attention";
 import { softmaxCrossEntropy } from "../src/engines/webgpu/kernels/cross-entropy";
 import { layerNormBackward, layerNormForward } from "../src/engines/webgpu/kernels/layer-norm";
 import { matmul } from "../src/engines/webgpu/kernels/matmul";
@@ -65,6 +66,16 @@ function assertAgrees(actual: ArrayLike<number>, expected: ArrayLike<number>, wh
   assert.ok(err <= tol, `${what}: normwise relative error ${err.toExponential(2)} > ${tol}`);
 }
 
+/**
+ * For kernels that accumulate into a nonzero start: the increment (result − start) must agree, so that a
+ * small wrong contribution cannot hide behind a large start value.
+ */
+function assertIncrementAgrees(actual: Float32Array, expected: Float32Array, start: Float32Array, what: string): void {
+  const increment = (a: Float32Array) => Float64Array.from(a, (x, i) => x - start[i]);
+  assertAgrees(increment(actual), increment(expected), `${what} (increment)`);
+  assertAgrees(actual, expected, what);
+}
+
 test("the error measure catches a wrong element and NaN", () => {
   const ref = Float32Array.from([1, -2, 0.5, 0]);
   assert.equal(normwiseError(ref, ref), 0);
@@ -112,7 +123,12 @@ for (const transA of [false, true])
             const rec = gpu.record();
             matmul(rec, transA, transB, m, n, k, gpu.array("f32", a), gpu.array("f32", b), c, accumulate);
             await rec.submit();
-            assertAgrees(await gpu.readFloats(c), expected, `${m}×${n}×${k}`);
+            assertIncrementAgrees(
+              await gpu.readFloats(c),
+              expected,
+              accumulate ? c0 : new Float32Array(m * n),
+              `${m}×${n}×${k}`,
+            );
           }
         },
       );
@@ -192,9 +208,9 @@ gpuTest("layerNormBackward matches TypeScript (dx, dweight, dbias accumulated)",
     const up = (a: Float32Array) => gpu.array("f32", a);
     layerNormBackward(rec, up(dout), up(x), up(weight), up(mean), up(rstd), rows, width, dx, dweight, dbias);
     await rec.submit();
-    assertAgrees(await gpu.readFloats(dx), expected.dx, `dx ${rows}×${width}`);
-    assertAgrees(await gpu.readFloats(dweight), expected.dweight, `dweight ${rows}×${width}`);
-    assertAgrees(await gpu.readFloats(dbias), expected.dbias, `dbias ${rows}×${width}`);
+    assertIncrementAgrees(await gpu.readFloats(dx), expected.dx, start.dx, `dx ${rows}×${width}`);
+    assertIncrementAgrees(await gpu.readFloats(dweight), expected.dweight, start.dweight, `dweight ${rows}×${width}`);
+    assertIncrementAgrees(await gpu.readFloats(dbias), expected.dbias, start.dbias, `dbias ${rows}×${width}`);
   }
 });
 
@@ -360,3 +376,69 @@ for (const kind of ["relu", "gelu"] as const)
           );
     }
   });
+
+// ---------------------------------------------------------------------------------------------------
+// attention
+
+/** [batch, tq, tk, heads, headDim, queryOffset] */
+const ATTENTION_SHAPES: [number, number, number, number, number, number][] = [
+  [3, 4, 4, 4, 32, 0], // the paper model: 4 positions, 4 heads of 32
+  [5, 1, 4, 4, 32, 3], // the last layer's shortcut: only the answer position queries
+  [2, 2, 5, 3, 5, 1], // keys beyond the last query are masked too
+];
+
+gpuTest("attentionForward and attentionBackward match TypeScript (att, out; dq, dk, dv accumulated)", async (gpu) => {
+  for (const [batch, tq, tk, heads, headDim, queryOffset] of ATTENTION_SHAPES) {
+    const shape = `${batch}×${tq}/${tk}×${heads}×${headDim}+${queryOffset}`;
+    const D = heads * headDim;
+    const q = uniform(batch * tq * D, -2, 2);
+    const k = uniform(batch * tk * D, -2, 2);
+    const v = uniform(batch * tk * D);
+    const dout = uniform(batch * tq * D);
+    const start = { dq: uniform(batch * tq * D), dk: uniform(batch * tk * D), dv: uniform(batch * tk * D) };
+    const ref = {
+      att: new Float32Array(batch * heads * tq * tk),
+      out: new Float32Array(batch * tq * D),
+      dq: Float32Array.from(start.dq),
+      dk: Float32Array.from(start.dk),
+      dv: Float32Array.from(start.dv),
+    };
+    tsKernels.attentionForward(q, k, v, batch, tq, tk, heads, headDim, queryOffset, ref.att, ref.out);
+    tsKernels.attentionBackward(
+      dout,
+      q,
+      k,
+      v,
+      ref.att,
+      batch,
+      tq,
+      tk,
+      heads,
+      headDim,
+      queryOffset,
+      ref.dq,
+      ref.dk,
+      ref.dv,
+    );
+    const up = (a: Float32Array) => gpu.array("f32", a);
+    const [gq, gk, gv] = [up(q), up(k), up(v)];
+    const att = gpu.array("f32", ref.att.length);
+    const out = gpu.array("f32", ref.out.length);
+    const [dq, dk, dv] = [up(start.dq), up(start.dk), up(start.dv)];
+    // forward and backward in one recording: the backward reads the forward's att on the GPU
+    const rec = gpu.record();
+    attentionForward(rec, gq, gk, gv, batch, tq, tk, heads, headDim, queryOffset, att, out);
+    attentionBackward(rec, up(dout), gq, gk, gv, att, batch, tq, tk, heads, headDim, queryOffset, dq, dk, dv);
+    await rec.submit();
+    const gotAtt = await gpu.readFloats(att);
+    assertAgrees(gotAtt, ref.att, `att ${shape}`);
+    assert.ok(
+      gotAtt.every((p, i) => (ref.att[i] === 0 ? p === 0 : true)),
+      `att ${shape}: masked entries exactly 0`,
+    );
+    assertAgrees(await gpu.readFloats(out), ref.out, `out ${shape}`);
+    assertIncrementAgrees(await gpu.readFloats(dq), ref.dq, start.dq, `dq ${shape}`);
+    assertIncrementAgrees(await gpu.readFloats(dk), ref.dk, start.dk, `dk ${shape}`);
+    assertIncrementAgrees(await gpu.readFloats(dv), ref.dv, start.dv, `dv ${shape}`);
+  }
+});

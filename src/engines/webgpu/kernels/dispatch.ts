@@ -40,6 +40,7 @@ export class GpuContext {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   /** A 1-element array bound where a kernel's optional input is absent (WebGPU binds every slot). */
   private placeholder: GpuArray | null = null;
+  private readonly scratchArrays = new Map<string, GpuArray>();
 
   constructor(readonly device: GPUDevice) {}
 
@@ -102,6 +103,19 @@ export class GpuContext {
   async readFloats(source: GpuArray): Promise<Float32Array> {
     if (source.type !== "f32") throw new Error("GpuContext.readFloats: an i32 array");
     return (await this.read(source)) as Float32Array;
+  }
+
+  /**
+   * A kernel's working array, by name, with at least `length` elements (contents undefined). Grown by
+   * replacing it; a replaced array stays alive for dispatches already recorded with it.
+   */
+  scratch(name: string, length: number): GpuArray {
+    let array = this.scratchArrays.get(name);
+    if (!array || array.length < length) {
+      array = this.array("f32", Math.max(length, 2 * (array?.length ?? 0)));
+      this.scratchArrays.set(name, array);
+    }
+    return array;
   }
 
   /** The array bound for an absent optional input. */
