@@ -442,3 +442,25 @@ gpuTest("attentionForward and attentionBackward match TypeScript (att, out; dq, 
     assertIncrementAgrees(await gpu.readFloats(dv), ref.dv, start.dv, `dv ${shape}`);
   }
 });
+
+gpuTest("activations work in place (out = x; dx = dout; dx = x), as the contract allows", async (gpu) => {
+  const n = 300;
+  for (const kind of ["relu", "gelu"] as const) {
+    const x = uniform(n, -4, 4);
+    const dout = uniform(n);
+    const expected = { out: new Float32Array(n), dx: new Float32Array(n) };
+    tsKernels.activationForward(kind, x, expected.out, n);
+    tsKernels.activationBackward(kind, dout, x, expected.dx, n);
+    const inPlace = gpu.array("f32", x);
+    const gradIntoDout = gpu.array("f32", dout);
+    const gradIntoX = gpu.array("f32", x);
+    const rec = gpu.record();
+    activationForward(rec, kind, inPlace, inPlace, n);
+    activationBackward(rec, kind, gradIntoDout, gpu.array("f32", x), gradIntoDout, n);
+    activationBackward(rec, kind, gpu.array("f32", dout), gradIntoX, gradIntoX, n);
+    await rec.submit();
+    assertAgrees(await gpu.readFloats(inPlace), expected.out, `${kind} out = x`);
+    assertAgrees(await gpu.readFloats(gradIntoDout), expected.dx, `${kind} dx = dout`);
+    assertAgrees(await gpu.readFloats(gradIntoX), expected.dx, `${kind} dx = x`);
+  }
+});

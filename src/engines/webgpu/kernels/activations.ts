@@ -49,37 +49,62 @@ fn flatIndex(id: vec3<u32>, groups: vec3<u32>) -> u32 {
   return id.x + id.y * groups.x * ${THREADS}u;
 }`;
 
-export const ACTIVATION_FORWARD_WGSL = /* wgsl */ `
+/**
+ * WGSL bindings for an elementwise kernel whose inputs may be its output array (the contract lets the
+ * activations work in place, and WebGPU forbids binding one buffer both read-only and writable): each
+ * input gets a loader load_<name>(i), reading its own binding or the output's. Bindings are numbered from
+ * 1: the inputs that are not the output, in order, then the output.
+ */
+function elementwiseBindings(inputs: { name: string; isOutput: boolean }[], output: string): string {
+  const lines: string[] = [];
+  let binding = 1;
+  for (const { name, isOutput } of inputs) {
+    if (!isOutput) lines.push(`@group(0) @binding(${binding++}) var<storage, read> ${name}: array<f32>;`);
+    lines.push(`fn load_${name}(i: u32) -> f32 { return ${isOutput ? output : name}[i]; }`);
+  }
+  lines.push(`@group(0) @binding(${binding}) var<storage, read_write> ${output}: array<f32>;`);
+  return lines.join("\n");
+}
+
+export function activationForwardWgsl(inPlace: boolean): string {
+  return /* wgsl */ `
 ${ACTIVATION_COMMON_WGSL}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${elementwiseBindings([{ name: "x", isOutput: inPlace }], "out")}
 
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let i = flatIndex(id, groups);
   if (i >= P.n) { return; }
-  let xi = x[i];
+  let xi = load_x(i);
   if (P.kind == 0u) { out[i] = select(xi, 0.0, xi <= 0.0); } else { out[i] = xi * normalCdf(xi); }
 }`;
+}
 
-export const ACTIVATION_BACKWARD_WGSL = /* wgsl */ `
+export function activationBackwardWgsl(doutIsDx: boolean, xIsDx: boolean): string {
+  return /* wgsl */ `
 ${ACTIVATION_COMMON_WGSL}
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+${elementwiseBindings(
+  [
+    { name: "dout", isOutput: doutIsDx },
+    { name: "x", isOutput: xIsDx },
+  ],
+  "dx",
+)}
 
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let i = flatIndex(id, groups);
   if (i >= P.n) { return; }
-  let xi = x[i];
+  let xi = load_x(i);
+  let g = load_dout(i);
   if (P.kind == 0u) {
-    dx[i] = select(0.0, dout[i], xi > 0.0);
+    dx[i] = select(0.0, g, xi > 0.0);
   } else {
     // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-    dx[i] = dout[i] * (normalCdf(xi) + xi * 0.3989422804014327 * exp(-0.5 * xi * xi));
+    dx[i] = g * (normalCdf(xi) + xi * 0.3989422804014327 * exp(-0.5 * xi * xi));
   }
 }`;
+}
 
 function checkKind(K: string, kind: string): void {
   if (kind !== "relu" && kind !== "gelu") throw new Error(`${K}: unknown activation "${kind}" (relu or gelu)`);
@@ -93,20 +118,19 @@ export function activationForward(rec: Recorder, kind: "relu" | "gelu", x: GpuAr
   checkArray(K, "x", x, n);
   checkArray(K, "out", out, n);
   if (n === 0) return;
-  // WebGPU does not allow one buffer bound both read-only and writable in a dispatch
-  if (x === out) throw new Error(`${K}: in place is not supported on the GPU (x is out)`);
+  const inPlace = x === out;
   rec.dispatch(
-    rec.gpu.pipeline("activationForward", ACTIVATION_FORWARD_WGSL),
+    rec.gpu.pipeline(`activationForward${inPlace ? "InPlace" : ""}`, activationForwardWgsl(inPlace)),
     [
       ["u32", n],
       ["u32", KINDS[kind]],
     ],
-    [x, out],
+    inPlace ? [out] : [x, out],
     gridFor(Math.ceil(n / THREADS)),
   );
 }
 
-/** Records dx = dout·act'(x) over n values (written, not accumulated). */
+/** Records dx = dout·act'(x) over n values (written, not accumulated; dx may be dout or x). */
 export function activationBackward(
   rec: Recorder,
   kind: "relu" | "gelu",
@@ -122,14 +146,19 @@ export function activationBackward(
   checkArray(K, "x", x, n);
   checkArray(K, "dx", dx, n);
   if (n === 0) return;
-  if (dx === dout || dx === x) throw new Error(`${K}: in place is not supported on the GPU (dx is an input)`);
+  const [doutIsDx, xIsDx] = [dout === dx, x === dx];
+  // an input that is also another input (dout = x ≠ dx) is bound once per name: both read-only, allowed
+  const inputs = [doutIsDx ? null : dout, xIsDx ? null : x].filter((a): a is GpuArray => a !== null);
   rec.dispatch(
-    rec.gpu.pipeline("activationBackward", ACTIVATION_BACKWARD_WGSL),
+    rec.gpu.pipeline(
+      `activationBackward${doutIsDx ? "DoutIsDx" : ""}${xIsDx ? "XIsDx" : ""}`,
+      activationBackwardWgsl(doutIsDx, xIsDx),
+    ),
     [
       ["u32", n],
       ["u32", KINDS[kind]],
     ],
-    [dout, x, dx],
+    [...inputs, dx],
     gridFor(Math.ceil(n / THREADS)),
   );
 }
