@@ -18,7 +18,11 @@ import { attentionBackward, attentionForward } from "../src/engines/webgpu/kerne
 import { softmaxCrossEntropy } from "../src/engines/webgpu/kernels/cross-entropy";
 import { layerNormBackward, layerNormForward } from "../src/engines/webgpu/kernels/layer-norm";
 import { matmul } from "../src/engines/webgpu/kernels/matmul";
-import { Rng } from "../src/util/rng";
+import { biasAdd, columnSum, multiply, residualAdd } from "../src/engines/webgpu/kernels/elementwise";
+import { gatherRows, scatterAddRows } from "../src/engines/webgpu/kernels/rows";
+import { grokfastFilter, sgdUpdate } from "../src/engines/webgpu/kernels/sgd";
+import { Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
+import { Rng, Stream } from "../src/util/rng";
 
 const requireWebGpu = process.env.GROK_REQUIRE_WEBGPU === "1";
 const opening = openWebGpu();
@@ -464,3 +468,185 @@ gpuTest("activations work in place (out = x; dx = dout; dx = x), as the contract
     assertAgrees(await gpu.readFloats(gradIntoX), expected.dx, `${kind} dx = x`);
   }
 });
+
+// ---------------------------------------------------------------------------------------------------
+// the model sequence's own steps (rows.ts, elementwise.ts), against plain loops
+
+gpuTest("gatherRows and scatterAddRows: embeddings, row selection and their gradients", async (gpu) => {
+  const tableRows = 7;
+  const width = 5;
+  const rows = 40;
+  const table = uniform(tableRows * width);
+  // every table row but 3 is used; 5 repeatedly, so the scatter sums many rows into one
+  const index = Int32Array.from({ length: rows }, (_, r) => (r % 3 === 0 ? 5 : [0, 1, 2, 4, 6][r % 5]));
+  const start = uniform(rows * width);
+  const src = uniform(rows * width);
+  const tableStart = uniform(tableRows * width);
+  const expected = {
+    gathered: new Float32Array(rows * width),
+    accumulated: Float32Array.from(start),
+    table: Float32Array.from(tableStart),
+  };
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < width; c++) {
+      expected.gathered[r * width + c] = table[index[r] * width + c];
+      expected.accumulated[r * width + c] += table[index[r] * width + c];
+      expected.table[index[r] * width + c] += src[r * width + c];
+    }
+  const gIndex = gpu.array("i32", index);
+  const gTable = gpu.array("f32", table);
+  const gathered = gpu.array("f32", rows * width);
+  const accumulated = gpu.array("f32", start);
+  const scattered = gpu.array("f32", tableStart);
+  const rec = gpu.record();
+  gatherRows(rec, gTable, gIndex, rows, width, gathered, false);
+  gatherRows(rec, gTable, gIndex, rows, width, accumulated, true);
+  scatterAddRows(rec, gpu.array("f32", src), gIndex, rows, width, tableRows, scattered);
+  await rec.submit();
+  assert.deepEqual(await gpu.readFloats(gathered), expected.gathered, "a gather copies exactly");
+  assertIncrementAgrees(await gpu.readFloats(accumulated), expected.accumulated, start, "gather accumulated");
+  const gotTable = await gpu.readFloats(scattered);
+  assertIncrementAgrees(gotTable, expected.table, tableStart, "scatter-add");
+  assert.deepEqual(
+    gotTable.subarray(3 * width, 4 * width),
+    tableStart.subarray(3 * width, 4 * width),
+    "row 3 untouched",
+  );
+  assert.throws(
+    () => gatherRows(gpu.record(), gTable, gpu.array("f32", rows), rows, width, gathered, false),
+    /gatherRows: index must be an i32 array/,
+  );
+});
+
+gpuTest("residualAdd, multiply, biasAdd and columnSum match plain loops", async (gpu) => {
+  const rows = 9;
+  const width = 300; // more than one workgroup of columns
+  const n = rows * width;
+  const x = uniform(n);
+  const y = uniform(n);
+  const mask = Float32Array.from({ length: n }, (_, i) => (i % 4 === 0 ? 0 : 1 / 0.75));
+  const bias = uniform(width);
+  const sumStart = uniform(width);
+  const expected = {
+    masked: Float32Array.from(x, (xi, i) => xi + y[i] * mask[i]),
+    plain: Float32Array.from(x, (xi, i) => xi + y[i]),
+    product: Float32Array.from(x, (xi, i) => xi * mask[i]),
+    biased: Float32Array.from(x, (xi, i) => xi + bias[i % width]),
+    sums: Float32Array.from(sumStart),
+  };
+  for (let r = 0; r < rows; r++) for (let c = 0; c < width; c++) expected.sums[c] += x[r * width + c];
+  const [gx, gy, gMask] = [gpu.array("f32", x), gpu.array("f32", y), gpu.array("f32", mask)];
+  const masked = gpu.array("f32", n);
+  const plain = gpu.array("f32", n);
+  const product = gpu.array("f32", n);
+  const biased = gpu.array("f32", x);
+  const sums = gpu.array("f32", sumStart);
+  const rec = gpu.record();
+  residualAdd(rec, gx, gy, gMask, n, masked);
+  residualAdd(rec, gx, gy, null, n, plain);
+  multiply(rec, gx, gMask, n, product);
+  biasAdd(rec, biased, gpu.array("f32", bias), rows, width);
+  columnSum(rec, gx, rows, width, sums);
+  await rec.submit();
+  // a single f32 operation rounds as Math.fround of the exact result; with the mask there are two roundings
+  // (or one fused multiply-add), so those agree to f32 rounding only
+  assertAgrees(await gpu.readFloats(masked), expected.masked, "residual with a dropout mask", 1e-6);
+  assert.deepEqual(await gpu.readFloats(plain), expected.plain, "residual without a mask");
+  assertAgrees(await gpu.readFloats(product), expected.product, "mask product", 1e-6);
+  assert.deepEqual(await gpu.readFloats(biased), expected.biased, "bias added in place");
+  assertIncrementAgrees(await gpu.readFloats(sums), expected.sums, sumStart, "column sums");
+  assert.throws(() => residualAdd(gpu.record(), gx, gy, null, n, gx), /residualAdd: the output must not be an input/);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// SGD and Grokfast (sgd.ts), against optim/optimizer.ts itself: three updates of one tensor
+
+const SGD_VARIANTS: { name: string; cfg: Partial<OptimizerConfig> }[] = [
+  { name: "SGD, plain", cfg: { kind: "sgd", lr: 0.1, weightDecay: 0 } },
+  { name: "SGD, momentum, L2 toward 0", cfg: { kind: "sgd", lr: 0.1, momentum: 0.9, weightDecay: 0.5 } },
+  {
+    name: "SGD, momentum, L2 toward init, update noise",
+    cfg: { kind: "sgd", lr: 0.05, momentum: 0.8, weightDecay: 0.3, decayToward: "init", updateNoise: 0.2 },
+  },
+  { name: "SGD with Grokfast", cfg: { kind: "sgd", lr: 0.1, momentum: 0.5, grokfast: { alpha: 0.9, lambda: 2 } } },
+  { name: "AdamW with Grokfast (the filter alone)", cfg: { kind: "adamw", grokfast: { alpha: 0.8, lambda: 5 } } },
+];
+
+for (const variant of SGD_VARIANTS) {
+  gpuTest(`${variant.name} matches the optimizer over 3 steps`, async (gpu) => {
+    const cfg: OptimizerConfig = { ...PAPER_OPTIMIZER, warmupSteps: 0, ...variant.cfg };
+    const n = 1000;
+    const seed = 11;
+    const p0 = uniform(n);
+    const weights = new Map([["w", { shape: [n], data: Float32Array.from(p0) }]]);
+    const optimizer = new Optimizer(cfg, seed, weights);
+    const p = gpu.array("f32", p0);
+    const init = gpu.array("f32", p0);
+    const buf = gpu.array("f32", n);
+    const ema = gpu.array("f32", n);
+    const m = gpu.array("f32", n);
+    const v = gpu.array("f32", n);
+    const g = gpu.array("f32", n);
+    const grads: Float32Array[] = [];
+    for (let step = 0; step < 3; step++) {
+      const grad = uniform(n);
+      grads.push(grad);
+      gpu.write(g, grad);
+      const rec = gpu.record();
+      if (cfg.grokfast) grokfastFilter(rec, g, ema, n, cfg.grokfast.alpha, cfg.grokfast.lambda);
+      if (cfg.kind === "sgd") {
+        let noise: Float32Array | null = null;
+        if (cfg.updateNoise > 0) {
+          const rng = Rng.for(seed, Stream.updateNoise, step);
+          noise = Float32Array.from({ length: n }, () => cfg.updateNoise * rng.normal());
+        }
+        sgdUpdate(
+          rec,
+          p,
+          g,
+          cfg.momentum > 0 ? buf : null,
+          cfg.decayToward === "init" ? init : null,
+          noise ? gpu.array("f32", noise) : null,
+          n,
+          cfg.lr,
+          cfg.momentum,
+          cfg.weightDecay,
+        );
+      } else {
+        const t = step + 1;
+        adamUpdate(
+          rec,
+          p,
+          g,
+          m,
+          v,
+          null,
+          null,
+          n,
+          cfg.lr,
+          cfg.beta1,
+          cfg.beta2,
+          cfg.eps,
+          1 - cfg.beta1 ** t,
+          1 - cfg.beta2 ** t,
+          cfg.weightDecay,
+          true,
+        );
+      }
+      await rec.submit();
+      optimizer.update(weights, new Map([["w", Float32Array.from(grad)]]), step);
+    }
+    const expected = weights.get("w")!.data;
+    const moved = Float64Array.from(expected, (x, i) => x - p0[i]);
+    const got = await gpu.readFloats(p);
+    assertAgrees(
+      Float64Array.from(got, (x, i) => x - p0[i]),
+      moved,
+      `${variant.name}: the weights' change`,
+    );
+    const state = optimizer.state(weights);
+    if (cfg.grokfast) assertAgrees(await gpu.readFloats(ema), state.get("optim.ema.w")!.data, "Grokfast EMA");
+    if (cfg.kind === "sgd" && cfg.momentum > 0)
+      assertAgrees(await gpu.readFloats(buf), state.get("optim.buf.w")!.data, "momentum buffer");
+  });
+}

@@ -1,0 +1,122 @@
+// Row movement by an index array, one thread per (row, column) or (table row, column): the pieces of the
+// model sequence that are not in the kernel contract because the fast engine writes them as TypeScript
+// loops (token and position embeddings and their gradients, the answer rows of the last layer, the
+// prefix/suffix join of keys and values).
+//
+// Scatter-adds go without atomics (WGSL has none for f32): each output element is owned by one thread,
+// which walks the index array in order, so the sums are deterministic and summed in the same order as the
+// TypeScript loops (ascending source row).
+
+import { checkArray, checkSizes, GpuArray, gridFor, Recorder } from "./dispatch";
+
+const THREADS = 256;
+
+const INDEX_WGSL = /* wgsl */ `
+fn flatIndex(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+  return id.x + id.y * groups.x * ${THREADS}u;
+}`;
+
+export const GATHER_ROWS_WGSL = /* wgsl */ `
+struct Params { rows: u32, width: u32, accumulate: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> table: array<f32>;
+@group(0) @binding(2) var<storage, read> index: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+${INDEX_WGSL}
+
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let i = flatIndex(id, groups);
+  if (i >= P.rows * P.width) { return; }
+  let r = i / P.width;
+  let c = i % P.width;
+  let value = table[u32(index[r]) * P.width + c];
+  if (P.accumulate == 1u) { out[i] += value; } else { out[i] = value; }
+}`;
+
+export const SCATTER_ADD_ROWS_WGSL = /* wgsl */ `
+struct Params { rows: u32, width: u32, tableRows: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read> index: array<i32>;
+@group(0) @binding(3) var<storage, read_write> table: array<f32>;
+${INDEX_WGSL}
+
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let i = flatIndex(id, groups);
+  if (i >= P.tableRows * P.width) { return; }
+  let v = i32(i / P.width);
+  let c = i % P.width;
+  var sum = table[i];
+  for (var r = 0u; r < P.rows; r++) {
+    if (index[r] == v) { sum += src[r * P.width + c]; }
+  }
+  table[i] = sum;
+}`;
+
+/**
+ * out[r] = table[index[r]] for each row r < rows (out += … when `accumulate`): rows of width values.
+ * Embeddings (table = token or position embedding, index = the tokens or positions) and row selection
+ * (table = an activation, index = the rows kept). Every index must lie in 0 … tableRows−1: the caller
+ * builds the index arrays on the CPU, where that is checked (an index outside reads past the table).
+ */
+export function gatherRows(
+  rec: Recorder,
+  table: GpuArray,
+  index: GpuArray,
+  rows: number,
+  width: number,
+  out: GpuArray,
+  accumulate: boolean,
+): void {
+  const K = "gatherRows";
+  checkSizes(K, { rows, width });
+  checkArray(K, "index", index, rows, "i32");
+  checkArray(K, "out", out, rows * width);
+  if (table === out) throw new Error(`${K}: out must not be the table`);
+  if (rows * width === 0) return;
+  rec.dispatch(
+    rec.gpu.pipeline(K, GATHER_ROWS_WGSL),
+    [
+      ["u32", rows],
+      ["u32", width],
+      ["u32", accumulate ? 1 : 0],
+    ],
+    [table, index, out],
+    gridFor(Math.ceil((rows * width) / THREADS)),
+  );
+}
+
+/**
+ * table[v] += Σ src[r] over the rows r < rows with index[r] = v, for every table row v < tableRows: the
+ * backward of gatherRows (embedding gradients; a selection's gradient back into its source rows).
+ * Indexes outside 0 … tableRows−1 add nowhere.
+ */
+export function scatterAddRows(
+  rec: Recorder,
+  src: GpuArray,
+  index: GpuArray,
+  rows: number,
+  width: number,
+  tableRows: number,
+  table: GpuArray,
+): void {
+  const K = "scatterAddRows";
+  checkSizes(K, { rows, width, tableRows });
+  checkArray(K, "src", src, rows * width);
+  checkArray(K, "index", index, rows, "i32");
+  checkArray(K, "table", table, tableRows * width);
+  if (src === table) throw new Error(`${K}: table must not be src`);
+  if (tableRows * width === 0 || rows === 0) return;
+  rec.dispatch(
+    rec.gpu.pipeline(K, SCATTER_ADD_ROWS_WGSL),
+    [
+      ["u32", rows],
+      ["u32", width],
+      ["u32", tableRows],
+    ],
+    [src, index, table],
+    gridFor(Math.ceil((tableRows * width) / THREADS)),
+  );
+}
