@@ -18,7 +18,7 @@ import { attentionBackward, attentionForward } from "../src/engines/webgpu/kerne
 import { softmaxCrossEntropy } from "../src/engines/webgpu/kernels/cross-entropy";
 import { layerNormBackward, layerNormForward } from "../src/engines/webgpu/kernels/layer-norm";
 import { matmul } from "../src/engines/webgpu/kernels/matmul";
-import { biasAdd, columnSum, multiply, residualAdd } from "../src/engines/webgpu/kernels/elementwise";
+import { addInto, biasAdd, columnSum, multiply, residualAdd } from "../src/engines/webgpu/kernels/elementwise";
 import { gatherRows, scatterAddRows } from "../src/engines/webgpu/kernels/rows";
 import { grokfastFilter, sgdUpdate } from "../src/engines/webgpu/kernels/sgd";
 import { Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
@@ -499,12 +499,23 @@ gpuTest("gatherRows and scatterAddRows: embeddings, row selection and their grad
   const accumulated = gpu.array("f32", start);
   const scattered = gpu.array("f32", tableStart);
   const rec = gpu.record();
-  gatherRows(rec, gTable, gIndex, rows, width, gathered, false);
-  gatherRows(rec, gTable, gIndex, rows, width, accumulated, true);
+  gatherRows(rec, gTable, gIndex, rows, width, gathered, null, false);
+  gatherRows(rec, gTable, gIndex, rows, width, accumulated, null, true);
   scatterAddRows(rec, gpu.array("f32", src), gIndex, rows, width, tableRows, scattered);
   await rec.submit();
   assert.deepEqual(await gpu.readFloats(gathered), expected.gathered, "a gather copies exactly");
   assertIncrementAgrees(await gpu.readFloats(accumulated), expected.accumulated, start, "gather accumulated");
+  // rows placed among others: row r of the table's rows `index` goes to out row outRows[r]
+  const outRows = Int32Array.from({ length: rows }, (_, r) => rows - 1 - r);
+  const placedStart = uniform(rows * width);
+  const expectedPlaced = Float32Array.from(placedStart);
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < width; c++) expectedPlaced[outRows[r] * width + c] += table[index[r] * width + c];
+  const placed = gpu.array("f32", placedStart);
+  const rec2 = gpu.record();
+  gatherRows(rec2, gTable, gIndex, rows, width, placed, gpu.array("i32", outRows), true);
+  await rec2.submit();
+  assertIncrementAgrees(await gpu.readFloats(placed), expectedPlaced, placedStart, "gather into outRows");
   const gotTable = await gpu.readFloats(scattered);
   assertIncrementAgrees(gotTable, expected.table, tableStart, "scatter-add");
   assert.deepEqual(
@@ -513,12 +524,12 @@ gpuTest("gatherRows and scatterAddRows: embeddings, row selection and their grad
     "row 3 untouched",
   );
   assert.throws(
-    () => gatherRows(gpu.record(), gTable, gpu.array("f32", rows), rows, width, gathered, false),
+    () => gatherRows(gpu.record(), gTable, gpu.array("f32", rows), rows, width, gathered, null, false),
     /gatherRows: index must be an i32 array/,
   );
 });
 
-gpuTest("residualAdd, multiply, biasAdd and columnSum match plain loops", async (gpu) => {
+gpuTest("residualAdd, addInto, multiply, biasAdd and columnSum match plain loops", async (gpu) => {
   const rows = 9;
   const width = 300; // more than one workgroup of columns
   const n = rows * width;
@@ -541,7 +552,9 @@ gpuTest("residualAdd, multiply, biasAdd and columnSum match plain loops", async 
   const product = gpu.array("f32", n);
   const biased = gpu.array("f32", x);
   const sums = gpu.array("f32", sumStart);
+  const added = gpu.array("f32", y);
   const rec = gpu.record();
+  addInto(rec, gx, n, added);
   residualAdd(rec, gx, gy, gMask, n, masked);
   residualAdd(rec, gx, gy, null, n, plain);
   multiply(rec, gx, gMask, n, product);
@@ -552,6 +565,7 @@ gpuTest("residualAdd, multiply, biasAdd and columnSum match plain loops", async 
   // (or one fused multiply-add), so those agree to f32 rounding only
   assertAgrees(await gpu.readFloats(masked), expected.masked, "residual with a dropout mask", 1e-6);
   assert.deepEqual(await gpu.readFloats(plain), expected.plain, "residual without a mask");
+  assert.deepEqual(await gpu.readFloats(added), expected.plain, "addInto");
   assertAgrees(await gpu.readFloats(product), expected.product, "mask product", 1e-6);
   assert.deepEqual(await gpu.readFloats(biased), expected.biased, "bias added in place");
   assertIncrementAgrees(await gpu.readFloats(sums), expected.sums, sumStart, "column sums");

@@ -1,20 +1,22 @@
-// The fast CPU engine: the models' forward and backward passes in TypeScript (transformer.ts, mlp.ts),
-// their hot kernels native (node-gyp addon) or TypeScript where the addon did not build.
+// The fast CPU engine: the models' forward and backward passes (the shared sequences of ../shared, on this
+// engine's kernel set, model-kernels.ts), their hot kernels native (node-gyp addon) or TypeScript where the
+// addon did not build.
 
 import { BaseEngine, countCorrect, ForwardPass } from "../base";
 import { Batch, EngineSetup, GradientResult, dropoutMasks, noisyWeights } from "../engine";
 import { Optimizer } from "../../optim/optimizer";
 import { NamedTensors } from "../../util/tensors";
-import { FastMlp } from "./mlp";
+import { Mlp } from "../shared/mlp";
+import { ModelSequence, NamedArrays } from "../shared/model-kernels";
+import { Transformer } from "../shared/transformer";
 import { KernelChoice, Kernels } from "./kernels";
 import { loadKernels } from "./load-kernels";
-import { FastTransformer } from "./transformer";
-import { Weights } from "./weights";
+import { CpuModelKernels } from "./model-kernels";
 
 export class FastEngine extends BaseEngine {
   readonly name = "fast";
-  private model: FastTransformer | FastMlp | null = null;
-  private gradBuffers: Weights = new Map();
+  private model: ModelSequence<Float32Array> | null = null;
+  private gradBuffers: NamedArrays<Float32Array> = new Map();
 
   private constructor(
     private readonly kernels: Kernels,
@@ -41,14 +43,15 @@ export class FastEngine extends BaseEngine {
   }
 
   protected prepare(setup: EngineSetup): void {
+    const kernels = new CpuModelKernels(this.kernels);
     this.model =
       setup.model.kind === "mlp"
-        ? new FastMlp(this.kernels, setup.model, setup.dims)
-        : new FastTransformer(this.kernels, setup.model, setup.dims);
+        ? new Mlp(kernels, setup.model, setup.dims)
+        : new Transformer(kernels, setup.model, setup.dims);
     this.gradBuffers = new Map([...this.weights].map(([name, t]) => [name, new Float32Array(t.data.length)]));
   }
 
-  private static data(weights: NamedTensors): Weights {
+  private static data(weights: NamedTensors): NamedArrays<Float32Array> {
     return new Map([...weights].map(([name, t]) => [name, t.data]));
   }
 

@@ -180,6 +180,19 @@ export class Recorder {
     pass.end();
   }
 
+  /** Records a copy of the first n elements of src into dst (in order with the kernel calls). */
+  copy(src: GpuArray, dst: GpuArray, n: number): void {
+    checkSizes("copy", { n });
+    checkArray("copy", "src", src, n, src.type);
+    checkArray("copy", "dst", dst, n, src.type);
+    if (n > 0) this.encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, 4 * n);
+  }
+
+  /** Records zeroing the whole array (in order with the kernel calls). */
+  clear(array: GpuArray): void {
+    if (array.length > 0) this.encoder.clearBuffer(array.buffer, 0, 4 * array.length);
+  }
+
   /** Submits everything recorded; rejects with the first validation or out-of-memory error. */
   async submit(): Promise<void> {
     const device = this.gpu.device;

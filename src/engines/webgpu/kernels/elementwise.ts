@@ -30,6 +30,20 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
   out[i] = x[i] + yi;
 }`;
 
+export const ADD_INTO_WGSL = /* wgsl */ `
+struct Params { n: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${INDEX_WGSL}
+
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let i = flatIndex(id, groups);
+  if (i >= P.n) { return; }
+  out[i] += x[i];
+}`;
+
 export const MULTIPLY_WGSL = /* wgsl */ `
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -108,6 +122,17 @@ export function residualAdd(
     [x, y, mask ?? rec.gpu.absent(), out],
     gridFor(Math.ceil(n / THREADS)),
   );
+}
+
+/** out += x over n values (a residual's gradient into its input's). */
+export function addInto(rec: Recorder, x: GpuArray, n: number, out: GpuArray): void {
+  const K = "addInto";
+  checkSizes(K, { n });
+  checkArray(K, "x", x, n);
+  checkArray(K, "out", out, n);
+  distinct(K, out, [x]);
+  if (n === 0) return;
+  rec.dispatch(rec.gpu.pipeline(K, ADD_INTO_WGSL), [["u32", n]], [x, out], gridFor(Math.ceil(n / THREADS)));
 }
 
 /** out = x ⊙ mask over n values: dropout in the backward pass. */

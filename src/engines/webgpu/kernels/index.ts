@@ -6,7 +6,7 @@
 
 export { activationBackward, activationForward } from "./activations";
 export { adamUpdate } from "./adam";
-export { biasAdd, columnSum, multiply, residualAdd } from "./elementwise";
+export { addInto, biasAdd, columnSum, multiply, residualAdd } from "./elementwise";
 export { attentionBackward, attentionForward } from "./attention";
 export { softmaxCrossEntropy } from "./cross-entropy";
 export { GpuArray, GpuContext, Recorder } from "./dispatch";

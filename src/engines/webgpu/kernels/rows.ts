@@ -17,11 +17,12 @@ fn flatIndex(id: vec3<u32>, groups: vec3<u32>) -> u32 {
 }`;
 
 export const GATHER_ROWS_WGSL = /* wgsl */ `
-struct Params { rows: u32, width: u32, accumulate: u32 }
+struct Params { rows: u32, width: u32, accumulate: u32, withOutRows: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> table: array<f32>;
 @group(0) @binding(2) var<storage, read> index: array<i32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> outRows: array<i32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
 ${INDEX_WGSL}
 
 @compute @workgroup_size(${THREADS})
@@ -31,7 +32,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
   let r = i / P.width;
   let c = i % P.width;
   let value = table[u32(index[r]) * P.width + c];
-  if (P.accumulate == 1u) { out[i] += value; } else { out[i] = value; }
+  var o = i;
+  if (P.withOutRows == 1u) { o = u32(outRows[r]) * P.width + c; }
+  if (P.accumulate == 1u) { out[o] += value; } else { out[o] = value; }
 }`;
 
 export const SCATTER_ADD_ROWS_WGSL = /* wgsl */ `
@@ -56,10 +59,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
 }`;
 
 /**
- * out[r] = table[index[r]] for each row r < rows (out += … when `accumulate`): rows of width values.
- * Embeddings (table = token or position embedding, index = the tokens or positions) and row selection
- * (table = an activation, index = the rows kept). Every index must lie in 0 … tableRows−1: the caller
- * builds the index arrays on the CPU, where that is checked (an index outside reads past the table).
+ * out[r] = table[index[r]] for each row r < rows (out += … when `accumulate`): rows of width values; with
+ * `outRows`, row r goes to out[outRows[r]] instead (outRows distinct). Embeddings (table = token or position
+ * embedding, index = the tokens or positions), row selection (table = an activation, index = the rows
+ * kept), and placing rows among others (the keys and values of prefix and suffix, side by side). Indexes
+ * must lie inside the table and out: the caller builds them on the CPU from the batch.
  */
 export function gatherRows(
   rec: Recorder,
@@ -68,12 +72,14 @@ export function gatherRows(
   rows: number,
   width: number,
   out: GpuArray,
+  outRows: GpuArray | null,
   accumulate: boolean,
 ): void {
   const K = "gatherRows";
   checkSizes(K, { rows, width });
   checkArray(K, "index", index, rows, "i32");
-  checkArray(K, "out", out, rows * width);
+  if (outRows) checkArray(K, "outRows", outRows, rows, "i32");
+  else checkArray(K, "out", out, rows * width);
   if (table === out) throw new Error(`${K}: out must not be the table`);
   if (rows * width === 0) return;
   rec.dispatch(
@@ -82,8 +88,9 @@ export function gatherRows(
       ["u32", rows],
       ["u32", width],
       ["u32", accumulate ? 1 : 0],
+      ["u32", outRows ? 1 : 0],
     ],
-    [table, index, out],
+    [table, index, outRows ?? rec.gpu.scratch("gatherRows.noOutRows", 1), out],
     gridFor(Math.ceil((rows * width) / THREADS)),
   );
 }

@@ -1,6 +1,9 @@
-// The transformer's forward and backward passes on the fast engine's kernels, in the style of llm.c: one
-// function per stage (embedding, block, head), each forward beside its backward, and the activations the
-// backward pass needs in records of plain buffers.
+// The transformer's forward and backward passes, in the style of llm.c: one function per stage (embedding,
+// block, head), each forward beside its backward, and the activations the backward pass needs in records
+// of plain buffers. The sequence is written once over a ModelKernels set (model-kernels.ts): the fast
+// engine runs it on Float32Arrays (each call computes), the webgpu engine on GPU arrays (each call is
+// recorded, and the step runs when the engine submits it). Index arrays are built here on the CPU from the
+// batch's tokens and handed to the kernel set (kernels.indices), which uploads them where it must.
 //
 // Only the work the loss needs is done, exactly:
 // - Positions 0 and 1 (x and the operation token) see nothing after them, so their residual stream depends
@@ -14,63 +17,79 @@
 // (example e, position 2+t) → e·2+t. Weights are stored [in, out] (y = x·W), as everywhere in the project.
 // Shapes: d = width, f = FFN width, n = numSymbols, R = a stream's rows, Q = its query rows.
 //
-// Every buffer lives in the workspace under its role (block, stream, tensor), so the next call to run()
+// Every buffer is the kernel set's buffer for its role (block, stream, tensor), so the next call to run()
 // overwrites all of them, the logits and losses it returned included.
 
 import { ModelDims, TransformerConfig, ffnWidth, sinusoidalPositions } from "../../model/config";
-import type { ForwardPass } from "../base";
-import { Kernels } from "./kernels";
-import { tensor, Weights } from "./weights";
-import { Workspace } from "./workspace";
+import { ModelKernels, ModelOutput, ModelSequence, named, NamedArrays } from "./model-kernels";
 
-interface LayerNormWeights {
-  weight: Float32Array; // [d]
-  bias: Float32Array; // [d]
+interface LayerNormWeights<A> {
+  weight: A; // [d]
+  bias: A; // [d]
 }
 
 /** One block's weights, or their gradients (the same record over the gradient buffers). */
-interface BlockWeights {
-  wq: Float32Array; // [d × d]
-  wk: Float32Array; // [d × d]
-  wv: Float32Array; // [d × d]
-  wo: Float32Array; // [d × d]
-  ln1: LayerNormWeights;
-  w1: Float32Array; // [d × f]
-  w2: Float32Array; // [f × d]
-  ln2: LayerNormWeights;
+interface BlockWeights<A> {
+  wq: A; // [d × d]
+  wk: A; // [d × d]
+  wv: A; // [d × d]
+  wo: A; // [d × d]
+  ln1: LayerNormWeights<A>;
+  w1: A; // [d × f]
+  w2: A; // [f × d]
+  ln2: LayerNormWeights<A>;
 }
 
 /** The model's weights, or their gradients, resolved by name once per pass. */
-interface ModelWeights {
-  tokenEmbedding: Float32Array; // [vocab × d]
-  /** [4 × d]; null when positions are sinusoidal (fixed, not a weight). */
-  positionEmbedding: Float32Array | null;
-  blocks: BlockWeights[];
+interface ModelWeights<A> {
+  tokenEmbedding: A; // [vocab × d]
+  /** [4 × d]: learned, or the fixed sinusoidal table (then it has no gradient). */
+  positionEmbedding: A;
+  /** False when positions are sinusoidal (not a weight). */
+  learnedPositions: boolean;
+  blocks: BlockWeights<A>[];
   /** The final layer norm (pre-LN; null post-LN). */
-  finalLn: LayerNormWeights | null;
-  head: Float32Array; // [d × n]
+  finalLn: LayerNormWeights<A> | null;
+  head: A; // [d × n]
 }
 
 /** One stream of a batch: two consecutive positions per sequence, a row each. */
-interface Stream {
+interface Stream<I> {
   name: "prefix" | "suffix";
   /** R: two per sequence. */
   rows: number;
   /** [R] the token each row embeds. */
-  tokens: Int32Array;
+  tokens: I;
+  /** [R] each row's position: firstPosition + r % 2. */
+  positions: I;
   /** Row r sits at position firstPosition + r % 2. */
   firstPosition: number;
 }
 
 /** A batch as two streams: the prefixes (tokens 0–1), shared by examples where they can be, and the suffixes (tokens 2–3). */
-interface BatchStreams {
+interface BatchStreams<I> {
   size: number;
   /** U, the number of distinct prefixes. */
   prefixCount: number;
-  /** [size] each example's prefix. */
-  prefixOf: Int32Array;
-  prefix: Stream; // U·2 rows
-  suffix: Stream; // size·2 rows
+  prefix: Stream<I>; // U·2 rows
+  suffix: Stream<I>; // size·2 rows
+  /** Where the rows of the joined keys/values [size × 4] come from and go to (see joinForward). */
+  join: JoinIndex<I>;
+}
+
+/**
+ * The joined keys and values [size × 4 × d] of every example: rows e·4+t, t < 2 from prefix row
+ * prefixOf[e]·2+t, t ≥ 2 from suffix row e·2+t−2.
+ */
+interface JoinIndex<I> {
+  /** [size·2] for row e·2+t of the list: the prefix row (prefixOf[e]·2+t) and the joined row (e·4+t). */
+  prefixRows: I;
+  prefixTargets: I;
+  /** [size·2] the identity on the suffix rows, and their joined rows e·4+2+t. */
+  suffixRows: I;
+  suffixTargets: I;
+  /** [size·4] each joined row's prefix row, or −1 (positions 2–3): the prefix's gradient sums. */
+  joinedToPrefix: I;
 }
 
 /**
@@ -85,9 +104,9 @@ interface AttentionShape {
 }
 
 /** Keys and values (or their gradients), [sequences × tk × d] each. */
-interface KeyValues {
-  keys: Float32Array;
-  values: Float32Array;
+interface KeyValues<A> {
+  keys: A;
+  values: A;
 }
 
 /**
@@ -95,74 +114,73 @@ interface KeyValues {
  * past attention: every row, except in the last block (the suffix's answer rows, and no row of the prefix,
  * which only gives keys and values there). "= y": in that norm the buffer is y itself.
  */
-interface StreamActivations {
-  /** Workspace key of this block's stream, e.g. "block0.prefix". */
+interface StreamActivations<A, I> {
+  /** Role prefix of this block's stream, e.g. "block0.prefix". */
   name: string;
   rows: number; // R
   queryCount: number; // Q
-  /** [Q] each query row's row in the stream; null: every row, in order (Q = R). */
-  queryRows: Int32Array | null;
+  /** [Q] each query row's row in the stream, and 0 … Q−1; null: every row, in order (Q = R). */
+  queryRows: { rows: I; identity: I } | null;
   attention: AttentionShape;
-  x: Float32Array; // [R × d] the block's input (the residual stream)
-  a: Float32Array; // [R × d] input of the q/k/v projections: LN1(x) pre-LN; = x post-LN
-  ln1Mean: Float32Array; // [R] pre-LN (LN1 of x); [Q] post-LN (LN1 of r1)
-  ln1Rstd: Float32Array; // likewise
-  keys: Float32Array; // [R × d] a·Wk
-  values: Float32Array; // [R × d] a·Wv
-  aq: Float32Array; // [Q × d] a at the query rows (= a when queryRows is null)
-  xq: Float32Array; // [Q × d] x at the query rows (= x when queryRows is null)
-  queries: Float32Array; // [Q × d] aq·Wq
-  att: Float32Array; // [sequences × heads × tq × tk] attention probabilities
-  ao: Float32Array; // [Q × d] attention output, heads side by side
-  mask1: Float32Array | null; // [Q × d] dropout mask on ao·Wo; null: no dropout
-  r1: Float32Array; // [Q × d] xq + dropout(ao·Wo)
-  x1: Float32Array; // [Q × d] the attention sublayer's output: LN1(r1) post-LN; = r1 pre-LN
-  ln2Mean: Float32Array; // [Q] LN2 of r2 (post-LN) or of x1 (pre-LN)
-  ln2Rstd: Float32Array; // likewise
-  ffnIn: Float32Array; // [Q × d] input of the FFN: LN2(x1) pre-LN; = x1 post-LN
-  h: Float32Array; // [Q × f] ffnIn·W1
-  ha: Float32Array; // [Q × f] activation(h)
-  mask2: Float32Array | null; // [Q × d] dropout mask on ha·W2; null: no dropout
-  r2: Float32Array; // [Q × d] x1 + dropout(ha·W2)
-  out: Float32Array; // [Q × d] the block's output: LN2(r2) post-LN; = r2 pre-LN
+  x: A; // [R × d] the block's input (the residual stream)
+  a: A; // [R × d] input of the q/k/v projections: LN1(x) pre-LN; = x post-LN
+  ln1Mean: A; // [R] pre-LN (LN1 of x); [Q] post-LN (LN1 of r1)
+  ln1Rstd: A; // likewise
+  keys: A; // [R × d] a·Wk
+  values: A; // [R × d] a·Wv
+  aq: A; // [Q × d] a at the query rows (= a when queryRows is null)
+  xq: A; // [Q × d] x at the query rows (= x when queryRows is null)
+  queries: A; // [Q × d] aq·Wq
+  att: A; // [sequences × heads × tq × tk] attention probabilities
+  ao: A; // [Q × d] attention output, heads side by side
+  mask1: A | null; // [Q × d] dropout mask on ao·Wo; null: no dropout
+  r1: A; // [Q × d] xq + dropout(ao·Wo)
+  x1: A; // [Q × d] the attention sublayer's output: LN1(r1) post-LN; = r1 pre-LN
+  ln2Mean: A; // [Q] LN2 of r2 (post-LN) or of x1 (pre-LN)
+  ln2Rstd: A; // likewise
+  ffnIn: A; // [Q × d] input of the FFN: LN2(x1) pre-LN; = x1 post-LN
+  h: A; // [Q × f] ffnIn·W1
+  ha: A; // [Q × f] activation(h)
+  mask2: A | null; // [Q × d] dropout mask on ha·W2; null: no dropout
+  r2: A; // [Q × d] x1 + dropout(ha·W2)
+  out: A; // [Q × d] the block's output: LN2(r2) post-LN; = r2 pre-LN
 }
 
 /** One block's activations: its two streams, and the keys and values every example attends to. */
-interface BlockActivations {
-  prefix: StreamActivations;
-  suffix: StreamActivations;
+interface BlockActivations<A, I> {
+  prefix: StreamActivations<A, I>;
+  suffix: StreamActivations<A, I>;
   /** [size × 4 × d] each: an example's prefix's keys/values (positions 0–1), then its own (2–3). */
-  joined: KeyValues;
+  joined: KeyValues<A>;
 }
 
 /** The output head's activations, at the answer position of every example. */
-interface HeadActivations {
+interface HeadActivations<A> {
   size: number;
-  x: Float32Array; // [size × d] the last block's output
-  normed: Float32Array; // [size × d] final LN(x) pre-LN; = x post-LN
-  lnMean: Float32Array; // [size] the final LN's statistics (pre-LN)
-  lnRstd: Float32Array; // [size]
-  logits: Float32Array; // [size × n] normed·Whead
-  losses: Float32Array; // [size] cross-entropy per example
+  x: A; // [size × d] the last block's output
+  normed: A; // [size × d] final LN(x) pre-LN; = x post-LN
+  lnMean: A; // [size] the final LN's statistics (pre-LN)
+  lnRstd: A; // [size]
+  logits: A; // [size × n] normed·Whead
+  losses: A; // [size] cross-entropy per example
 }
 
-export class FastTransformer {
+export class Transformer<A, I> implements ModelSequence<A> {
   private readonly d: number;
   private readonly f: number;
   private readonly n: number;
   private readonly heads: number;
   private readonly headDim: number;
-  /** Added in place of a position embedding when positions are sinusoidal. */
+  /** Used in place of a position embedding when positions are sinusoidal. */
   private readonly sinusoidal: Float32Array;
-  private readonly ws = new Workspace();
 
   constructor(
-    private readonly kernels: Kernels,
+    private readonly kernels: ModelKernels<A, I>,
     private readonly cfg: TransformerConfig,
     private readonly dims: ModelDims,
   ) {
     if (dims.seqLen !== 4)
-      throw new Error(`the fast transformer handles sequences of 4 tokens (x ∘ y =), not ${dims.seqLen}`);
+      throw new Error(`the transformer handles sequences of 4 tokens (x ∘ y =), not ${dims.seqLen}`);
     this.d = cfg.width;
     this.f = ffnWidth(cfg);
     this.n = dims.numSymbols;
@@ -177,31 +195,31 @@ export class FastTransformer {
    * (empty: no dropout). The logits and losses returned are overwritten by the next call.
    */
   run(
-    w: Weights,
+    w: NamedArrays<A>,
     inputs: Int32Array,
     targets: Int32Array,
     size: number,
     masks: Float32Array[],
-    grads: Weights | null,
-  ): ForwardPass {
+    grads: NamedArrays<A> | null,
+  ): ModelOutput<A> {
     const weights = this.resolve(w);
     const batch = this.streams(inputs, size, masks.length === 0);
     let prefix = this.embeddingForward(batch.prefix, weights);
     let suffix = this.embeddingForward(batch.suffix, weights);
-    const blocks: BlockActivations[] = [];
+    const blocks: BlockActivations<A, I>[] = [];
     for (let l = 0; l < this.cfg.layers; l++) {
       const block = this.blockForward(l, weights.blocks[l], prefix, suffix, batch, masks);
       blocks.push(block);
       prefix = block.prefix.out;
       suffix = block.suffix.out;
     }
-    const dlogits = grads ? this.ws.get("head.dlogits", size * this.n) : null;
-    const head = this.headForward(suffix, weights, targets, size, dlogits);
+    const dlogits = grads ? this.kernels.buffer("head.dlogits", size * this.n) : null;
+    const head = this.headForward(suffix, weights, this.kernels.indices("head.targets", targets), size, dlogits);
     if (!grads || !dlogits) return { logits: head.logits, losses: head.losses };
 
     const gradients = this.resolve(grads);
     let dSuffix = this.headBackward(head, dlogits, weights, gradients);
-    let dPrefix: Float32Array = new Float32Array(0); // the last block's prefix has no output rows
+    let dPrefix = this.kernels.buffer("prefix.dOutEmpty", 0); // the last block's prefix has no output rows
     for (let l = this.cfg.layers - 1; l >= 0; l--) {
       [dPrefix, dSuffix] = this.blockBackward(
         l,
@@ -219,10 +237,10 @@ export class FastTransformer {
   }
 
   /** The weights (or gradient buffers) by role. */
-  private resolve(tensors: Weights): ModelWeights {
-    const get = (name: string) => tensor(tensors, name);
+  private resolve(tensors: NamedArrays<A>): ModelWeights<A> {
+    const get = (name: string) => named(tensors, name);
     const layerNorm = (name: string) => ({ weight: get(`${name}.weight`), bias: get(`${name}.bias`) });
-    const blocks: BlockWeights[] = [];
+    const blocks: BlockWeights<A>[] = [];
     for (let l = 0; l < this.cfg.layers; l++) {
       const block = `blocks.${l}`;
       blocks.push({
@@ -236,9 +254,11 @@ export class FastTransformer {
         ln2: layerNorm(`${block}.ln2`),
       });
     }
+    const learnedPositions = this.cfg.positions === "learned";
     return {
       tokenEmbedding: get("embed.token"),
-      positionEmbedding: this.cfg.positions === "learned" ? get("embed.pos") : null,
+      positionEmbedding: learnedPositions ? get("embed.pos") : this.kernels.upload("embed.sinusoidal", this.sinusoidal),
+      learnedPositions,
       blocks,
       finalLn: this.cfg.norm === "pre" ? layerNorm("final.ln") : null,
       head: get("head.weight"),
@@ -246,7 +266,7 @@ export class FastTransformer {
   }
 
   /** Groups the examples by prefix (tokens 0 and 1); with `share` false (dropout), each keeps its own. */
-  private streams(inputs: Int32Array, size: number, share: boolean): BatchStreams {
+  private streams(inputs: Int32Array, size: number, share: boolean): BatchStreams<I> {
     const prefixOf = new Int32Array(size);
     const prefixTokens = new Int32Array(size * 2);
     const suffixTokens = new Int32Array(size * 2);
@@ -265,12 +285,41 @@ export class FastTransformer {
       suffixTokens[e * 2] = inputs[e * 4 + 2];
       suffixTokens[e * 2 + 1] = inputs[e * 4 + 3];
     }
+    const stream = (name: "prefix" | "suffix", tokens: Int32Array, firstPosition: number): Stream<I> => ({
+      name,
+      rows: tokens.length,
+      tokens: this.kernels.indices(`${name}.tokens`, tokens),
+      positions: this.kernels.indices(
+        `${name}.positions`,
+        Int32Array.from(tokens, (_, r) => firstPosition + (r % 2)),
+      ),
+      firstPosition,
+    });
+    const prefixRows = new Int32Array(size * 2);
+    const prefixTargets = new Int32Array(size * 2);
+    const suffixRows = new Int32Array(size * 2);
+    const suffixTargets = new Int32Array(size * 2);
+    const joinedToPrefix = new Int32Array(size * 4).fill(-1);
+    for (let e = 0; e < size; e++)
+      for (let t = 0; t < 2; t++) {
+        prefixRows[e * 2 + t] = prefixOf[e] * 2 + t;
+        prefixTargets[e * 2 + t] = e * 4 + t;
+        suffixRows[e * 2 + t] = e * 2 + t;
+        suffixTargets[e * 2 + t] = e * 4 + 2 + t;
+        joinedToPrefix[e * 4 + t] = prefixOf[e] * 2 + t;
+      }
     return {
       size,
       prefixCount: count,
-      prefixOf,
-      prefix: { name: "prefix", rows: count * 2, tokens: prefixTokens.subarray(0, count * 2), firstPosition: 0 },
-      suffix: { name: "suffix", rows: size * 2, tokens: suffixTokens, firstPosition: 2 },
+      prefix: stream("prefix", prefixTokens.subarray(0, count * 2), 0),
+      suffix: stream("suffix", suffixTokens, 2),
+      join: {
+        prefixRows: this.kernels.indices("join.prefixRows", prefixRows),
+        prefixTargets: this.kernels.indices("join.prefixTargets", prefixTargets),
+        suffixRows: this.kernels.indices("join.suffixRows", suffixRows),
+        suffixTargets: this.kernels.indices("join.suffixTargets", suffixTargets),
+        joinedToPrefix: this.kernels.indices("join.joinedToPrefix", joinedToPrefix),
+      },
     };
   }
 
@@ -278,32 +327,19 @@ export class FastTransformer {
   // embedding
 
   /** A stream's input [R × d]: each row's token embedding plus its position's. */
-  private embeddingForward(stream: Stream, w: ModelWeights): Float32Array {
-    const { d } = this;
-    const x = this.ws.get(`embedding.${stream.name}`, stream.rows * d);
-    const tokenEmbedding = w.tokenEmbedding;
-    const positionEmbedding = w.positionEmbedding ?? this.sinusoidal;
-    for (let r = 0; r < stream.rows; r++) {
-      const token = stream.tokens[r];
-      const position = stream.firstPosition + (r % 2);
-      for (let i = 0; i < d; i++) x[r * d + i] = tokenEmbedding[token * d + i] + positionEmbedding[position * d + i];
-    }
+  private embeddingForward(stream: Stream<I>, w: ModelWeights<A>): A {
+    const { d, kernels } = this;
+    const x = kernels.buffer(`embedding.${stream.name}`, stream.rows * d);
+    kernels.gatherRows(w.tokenEmbedding, stream.tokens, stream.rows, d, x, null, false);
+    kernels.gatherRows(w.positionEmbedding, stream.positions, stream.rows, d, x, null, true);
     return x;
   }
 
   /** Backward of embeddingForward: scatters dx [R × d] into the token (and learned position) embeddings' gradients. */
-  private embeddingBackward(stream: Stream, dx: Float32Array, g: ModelWeights): void {
-    const { d } = this;
-    const dTokenEmbedding = g.tokenEmbedding;
-    const dPositionEmbedding = g.positionEmbedding;
-    for (let r = 0; r < stream.rows; r++) {
-      const token = stream.tokens[r];
-      const position = stream.firstPosition + (r % 2);
-      for (let i = 0; i < d; i++) {
-        dTokenEmbedding[token * d + i] += dx[r * d + i];
-        if (dPositionEmbedding) dPositionEmbedding[position * d + i] += dx[r * d + i];
-      }
-    }
+  private embeddingBackward(stream: Stream<I>, dx: A, g: ModelWeights<A>): void {
+    const { d, kernels } = this;
+    kernels.scatterAddRows(dx, stream.tokens, stream.rows, d, this.dims.vocabSize, g.tokenEmbedding);
+    if (g.learnedPositions) kernels.scatterAddRows(dx, stream.positions, stream.rows, d, 4, g.positionEmbedding);
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -312,12 +348,12 @@ export class FastTransformer {
   /** Block l over both streams, from their inputs prefixIn [U·2 × d] and suffixIn [size·2 × d]. */
   private blockForward(
     l: number,
-    p: BlockWeights,
-    prefixIn: Float32Array,
-    suffixIn: Float32Array,
-    batch: BatchStreams,
+    p: BlockWeights<A>,
+    prefixIn: A,
+    suffixIn: A,
+    batch: BatchStreams<I>,
     masks: Float32Array[],
-  ): BlockActivations {
+  ): BlockActivations<A, I> {
     const last = l === this.cfg.layers - 1;
     const { size, prefixCount } = batch;
     // The prefix attends within itself (positions 0–1), the suffix to all four positions. The last block
@@ -376,27 +412,27 @@ export class FastTransformer {
    */
   private blockBackward(
     l: number,
-    p: BlockWeights,
-    g: BlockWeights,
-    block: BlockActivations,
-    batch: BatchStreams,
-    dPrefixOut: Float32Array,
-    dSuffixOut: Float32Array,
-  ): [Float32Array, Float32Array] {
-    const { d, ws } = this;
+    p: BlockWeights<A>,
+    g: BlockWeights<A>,
+    block: BlockActivations<A, I>,
+    batch: BatchStreams<I>,
+    dPrefixOut: A,
+    dSuffixOut: A,
+  ): [A, A] {
+    const { d, kernels } = this;
     const last = l === this.cfg.layers - 1;
     const { prefix, suffix } = block;
     const dJoined = {
-      keys: ws.zeros(`block${l}.dKeys`, batch.size * 4 * d),
-      values: ws.zeros(`block${l}.dValues`, batch.size * 4 * d),
+      keys: kernels.zeros(`block${l}.dKeys`, batch.size * 4 * d),
+      values: kernels.zeros(`block${l}.dValues`, batch.size * 4 * d),
     };
-    const dSuffixQueries = ws.zeros(`${suffix.name}.dQueries`, suffix.queryCount * d);
-    const dSuffixIn = ws.zeros(`${suffix.name}.dx`, suffix.rows * d);
+    const dSuffixQueries = kernels.zeros(`${suffix.name}.dQueries`, suffix.queryCount * d);
+    const dSuffixIn = kernels.zeros(`${suffix.name}.dx`, suffix.rows * d);
     const dSuffixX1 = this.ffnBackward(suffix, p, g, dSuffixOut);
     this.selfAttentionBackward(suffix, p, g, dSuffixX1, block.joined, dJoined, dSuffixQueries, dSuffixIn);
     const dKeyValues = this.joinBackward(l, batch, dJoined);
-    const dPrefixQueries = ws.zeros(`${prefix.name}.dQueries`, prefix.queryCount * d);
-    const dPrefixIn = ws.zeros(`${prefix.name}.dx`, prefix.rows * d);
+    const dPrefixQueries = kernels.zeros(`${prefix.name}.dQueries`, prefix.queryCount * d);
+    const dPrefixIn = kernels.zeros(`${prefix.name}.dx`, prefix.rows * d);
     if (!last) {
       // the prefix's own attention adds to the key and value gradients the suffix left
       const dPrefixX1 = this.ffnBackward(prefix, p, g, dPrefixOut);
@@ -419,18 +455,18 @@ export class FastTransformer {
   /** A stream's activation buffers in block l (see StreamActivations), with its rows of the dropout masks. */
   private streamActivations(
     l: number,
-    stream: Stream,
-    x: Float32Array,
+    stream: Stream<I>,
+    x: A,
     attention: AttentionShape,
     queryRows: Int32Array | null,
     masks: Float32Array[],
-  ): StreamActivations {
-    const { d, f } = this;
+  ): StreamActivations<A, I> {
+    const { d, f, kernels } = this;
     const name = `block${l}.${stream.name}`;
     const R = stream.rows;
     const Q = attention.sequences * attention.tq;
     const pre = this.cfg.norm === "pre";
-    const buffer = (role: string, size: number) => this.ws.get(`${name}.${role}`, size);
+    const buffer = (role: string, size: number) => kernels.buffer(`${name}.${role}`, size);
     const a = pre ? buffer("a", R * d) : x;
     const r1 = buffer("r1", Q * d);
     const x1 = pre ? r1 : buffer("x1", Q * d);
@@ -439,7 +475,15 @@ export class FastTransformer {
       name,
       rows: R,
       queryCount: Q,
-      queryRows,
+      queryRows: queryRows
+        ? {
+            rows: kernels.indices(`${name}.queryRows`, queryRows),
+            identity: kernels.indices(
+              `${name}.queryIdentity`,
+              Int32Array.from(queryRows, (_, r) => r),
+            ),
+          }
+        : null,
       attention,
       x,
       a,
@@ -470,93 +514,95 @@ export class FastTransformer {
   private maskRows(
     masks: Float32Array[],
     site: number,
-    stream: Stream,
+    stream: Stream<I>,
     queryRows: Int32Array | null,
     Q: number,
-    key: string,
-  ): Float32Array | null {
+    role: string,
+  ): A | null {
     if (masks.length === 0) return null;
     const { d } = this;
-    const rows = this.ws.get(key, Q * d);
+    const rows = new Float32Array(Q * d);
     for (let r = 0; r < Q; r++) {
       // stream row s is position firstPosition + s % 2 of sequence s >> 1, an example (dropout shares no prefix)
       const s = queryRows ? queryRows[r] : r;
       const from = ((s >> 1) * 4 + stream.firstPosition + (s % 2)) * d;
       rows.set(masks[site].subarray(from, from + d), r * d);
     }
-    return rows;
+    return this.kernels.upload(role, rows);
   }
 
   /** LN1 (pre-LN), then keys and values of every row and queries of the query rows. */
-  private qkvForward(s: StreamActivations, p: BlockWeights): void {
+  private qkvForward(s: StreamActivations<A, I>, p: BlockWeights<A>): void {
     const { d, kernels } = this;
     if (this.cfg.norm === "pre")
       kernels.layerNormForward(s.x, p.ln1.weight, p.ln1.bias, s.rows, d, s.a, s.ln1Mean, s.ln1Rstd);
     kernels.matmul(false, false, s.rows, d, d, s.a, p.wk, s.keys, false);
     kernels.matmul(false, false, s.rows, d, d, s.a, p.wv, s.values, false);
-    if (s.queryRows) gatherRows(s.a, s.queryRows, d, s.aq);
+    if (s.queryRows) kernels.gatherRows(s.a, s.queryRows.rows, s.queryCount, d, s.aq, null, false);
     kernels.matmul(false, false, s.queryCount, d, d, s.aq, p.wq, s.queries, false);
   }
 
   /** Backward of qkvForward: accumulates into dx [R × d] from dQueries [Q × d] and dKeyValues [R × d each]. */
   private qkvBackward(
-    s: StreamActivations,
-    p: BlockWeights,
-    g: BlockWeights,
-    dQueries: Float32Array,
-    dKeyValues: KeyValues,
-    dx: Float32Array,
+    s: StreamActivations<A, I>,
+    p: BlockWeights<A>,
+    g: BlockWeights<A>,
+    dQueries: A,
+    dKeyValues: KeyValues<A>,
+    dx: A,
   ): void {
     const { d, kernels } = this;
     const R = s.rows;
     const Q = s.queryCount;
     const pre = this.cfg.norm === "pre";
     // post-LN, a is x: its gradient goes straight into dx
-    const da = pre ? this.ws.zeros(`${s.name}.da`, R * d) : dx;
+    const da = pre ? kernels.zeros(`${s.name}.da`, R * d) : dx;
     kernels.matmul(false, true, R, d, d, dKeyValues.keys, p.wk, da, true);
     kernels.matmul(true, false, d, d, R, s.a, dKeyValues.keys, g.wk, true);
     kernels.matmul(false, true, R, d, d, dKeyValues.values, p.wv, da, true);
     kernels.matmul(true, false, d, d, R, s.a, dKeyValues.values, g.wv, true);
     kernels.matmul(true, false, d, d, Q, s.aq, dQueries, g.wq, true);
-    const daq = this.ws.zeros(`${s.name}.daq`, Q * d);
+    const daq = kernels.zeros(`${s.name}.daq`, Q * d);
     kernels.matmul(false, true, Q, d, d, dQueries, p.wq, daq, true);
-    addRows(daq, s.queryRows, Q, d, da);
+    this.addRows(daq, s.queryRows, Q, da);
     if (pre) kernels.layerNormBackward(da, s.x, p.ln1.weight, s.ln1Mean, s.ln1Rstd, R, d, dx, g.ln1.weight, g.ln1.bias);
   }
 
   /** Every example's keys and values at all four positions: its prefix's (0–1), then its own (2–3). */
-  private joinForward(l: number, batch: BatchStreams, prefix: StreamActivations, suffix: StreamActivations): KeyValues {
-    const { d } = this;
-    const keys = this.ws.get(`block${l}.keys`, batch.size * 4 * d);
-    const values = this.ws.get(`block${l}.values`, batch.size * 4 * d);
-    for (let e = 0; e < batch.size; e++) {
-      const u = batch.prefixOf[e];
-      keys.set(prefix.keys.subarray(u * 2 * d, (u * 2 + 2) * d), e * 4 * d);
-      values.set(prefix.values.subarray(u * 2 * d, (u * 2 + 2) * d), e * 4 * d);
-      keys.set(suffix.keys.subarray(e * 2 * d, (e * 2 + 2) * d), (e * 4 + 2) * d);
-      values.set(suffix.values.subarray(e * 2 * d, (e * 2 + 2) * d), (e * 4 + 2) * d);
-    }
+  private joinForward(
+    l: number,
+    batch: BatchStreams<I>,
+    prefix: StreamActivations<A, I>,
+    suffix: StreamActivations<A, I>,
+  ): KeyValues<A> {
+    const { d, kernels } = this;
+    const { join, size } = batch;
+    const keys = kernels.buffer(`block${l}.keys`, size * 4 * d);
+    const values = kernels.buffer(`block${l}.values`, size * 4 * d);
+    kernels.gatherRows(prefix.keys, join.prefixRows, size * 2, d, keys, join.prefixTargets, false);
+    kernels.gatherRows(prefix.values, join.prefixRows, size * 2, d, values, join.prefixTargets, false);
+    kernels.gatherRows(suffix.keys, join.suffixRows, size * 2, d, keys, join.suffixTargets, false);
+    kernels.gatherRows(suffix.values, join.suffixRows, size * 2, d, values, join.suffixTargets, false);
     return { keys, values };
   }
 
   /** Backward of joinForward: positions 0–1 summed into each example's prefix, 2–3 copied back to the example. */
-  private joinBackward(l: number, batch: BatchStreams, dJoined: KeyValues): { prefix: KeyValues; suffix: KeyValues } {
-    const { d, ws } = this;
-    const prefixSize = batch.prefixCount * 2 * d;
-    const dPrefixKeys = ws.zeros(`block${l}.prefix.dKeys`, prefixSize);
-    const dPrefixValues = ws.zeros(`block${l}.prefix.dValues`, prefixSize);
-    const dSuffixKeys = ws.get(`block${l}.suffix.dKeys`, batch.size * 2 * d);
-    const dSuffixValues = ws.get(`block${l}.suffix.dValues`, batch.size * 2 * d);
-    const { keys: dKeys, values: dValues } = dJoined;
-    for (let e = 0; e < batch.size; e++) {
-      const u = batch.prefixOf[e];
-      for (let i = 0; i < 2 * d; i++) {
-        dPrefixKeys[u * 2 * d + i] += dKeys[e * 4 * d + i];
-        dPrefixValues[u * 2 * d + i] += dValues[e * 4 * d + i];
-      }
-      dSuffixKeys.set(dKeys.subarray((e * 4 + 2) * d, (e * 4 + 4) * d), e * 2 * d);
-      dSuffixValues.set(dValues.subarray((e * 4 + 2) * d, (e * 4 + 4) * d), e * 2 * d);
-    }
+  private joinBackward(
+    l: number,
+    batch: BatchStreams<I>,
+    dJoined: KeyValues<A>,
+  ): { prefix: KeyValues<A>; suffix: KeyValues<A> } {
+    const { d, kernels } = this;
+    const { join, size } = batch;
+    const prefixRows = batch.prefixCount * 2;
+    const dPrefixKeys = kernels.zeros(`block${l}.prefix.dKeys`, prefixRows * d);
+    const dPrefixValues = kernels.zeros(`block${l}.prefix.dValues`, prefixRows * d);
+    const dSuffixKeys = kernels.buffer(`block${l}.suffix.dKeys`, size * 2 * d);
+    const dSuffixValues = kernels.buffer(`block${l}.suffix.dValues`, size * 2 * d);
+    kernels.scatterAddRows(dJoined.keys, join.joinedToPrefix, size * 4, d, prefixRows, dPrefixKeys);
+    kernels.scatterAddRows(dJoined.values, join.joinedToPrefix, size * 4, d, prefixRows, dPrefixValues);
+    kernels.gatherRows(dJoined.keys, join.suffixTargets, size * 2, d, dSuffixKeys, null, false);
+    kernels.gatherRows(dJoined.values, join.suffixTargets, size * 2, d, dSuffixValues, null, false);
     return {
       prefix: { keys: dPrefixKeys, values: dPrefixValues },
       suffix: { keys: dSuffixKeys, values: dSuffixValues },
@@ -564,7 +610,7 @@ export class FastTransformer {
   }
 
   /** Attention of the query rows over `attended`, output projection, dropout and residual; post-LN, then LN1. */
-  private selfAttentionForward(s: StreamActivations, p: BlockWeights, attended: KeyValues): void {
+  private selfAttentionForward(s: StreamActivations<A, I>, p: BlockWeights<A>, attended: KeyValues<A>): void {
     const { d, kernels } = this;
     const Q = s.queryCount;
     const { sequences, tq, tk, queryOffset } = s.attention;
@@ -581,11 +627,10 @@ export class FastTransformer {
       s.att,
       s.ao,
     );
-    const projected = this.ws.get(`${s.name}.projected`, Q * d);
+    const projected = kernels.buffer(`${s.name}.projected`, Q * d);
     kernels.matmul(false, false, Q, d, d, s.ao, p.wo, projected, false);
-    if (s.mask1) for (let i = 0; i < Q * d; i++) projected[i] *= s.mask1[i];
-    if (s.queryRows) gatherRows(s.x, s.queryRows, d, s.xq);
-    for (let i = 0; i < Q * d; i++) s.r1[i] = s.xq[i] + projected[i];
+    if (s.queryRows) kernels.gatherRows(s.x, s.queryRows.rows, Q, d, s.xq, null, false);
+    kernels.residualAdd(s.xq, projected, s.mask1, Q * d, s.r1);
     if (this.cfg.norm === "post")
       kernels.layerNormForward(s.r1, p.ln1.weight, p.ln1.bias, Q, d, s.x1, s.ln1Mean, s.ln1Rstd);
   }
@@ -595,26 +640,25 @@ export class FastTransformer {
    * [R × d] at the query rows, and the attention's into dAttended and dQueries [Q × d].
    */
   private selfAttentionBackward(
-    s: StreamActivations,
-    p: BlockWeights,
-    g: BlockWeights,
-    dx1: Float32Array,
-    attended: KeyValues,
-    dAttended: KeyValues,
-    dQueries: Float32Array,
-    dx: Float32Array,
+    s: StreamActivations<A, I>,
+    p: BlockWeights<A>,
+    g: BlockWeights<A>,
+    dx1: A,
+    attended: KeyValues<A>,
+    dAttended: KeyValues<A>,
+    dQueries: A,
+    dx: A,
   ): void {
-    const { d, ws, kernels } = this;
+    const { d, kernels } = this;
     const Q = s.queryCount;
     let dr1 = dx1;
     if (this.cfg.norm === "post") {
-      dr1 = ws.zeros(`${s.name}.dr1`, Q * d);
+      dr1 = kernels.zeros(`${s.name}.dr1`, Q * d);
       kernels.layerNormBackward(dx1, s.r1, p.ln1.weight, s.ln1Mean, s.ln1Rstd, Q, d, dr1, g.ln1.weight, g.ln1.bias);
     }
-    addRows(dr1, s.queryRows, Q, d, dx);
-    const dProjected = ws.get(`${s.name}.dProjected`, Q * d);
-    for (let i = 0; i < Q * d; i++) dProjected[i] = s.mask1 ? dr1[i] * s.mask1[i] : dr1[i];
-    const dao = ws.zeros(`${s.name}.dao`, Q * d);
+    this.addRows(dr1, s.queryRows, Q, dx);
+    const dProjected = this.dropoutBackward(dr1, s.mask1, Q * d, `${s.name}.dProjected`);
+    const dao = kernels.zeros(`${s.name}.dao`, Q * d);
     kernels.matmul(false, true, Q, d, d, dProjected, p.wo, dao, true);
     kernels.matmul(true, false, d, d, Q, s.ao, dProjected, g.wo, true);
     const { sequences, tq, tk, queryOffset } = s.attention;
@@ -637,70 +681,76 @@ export class FastTransformer {
   }
 
   /** The FFN of x1 (pre-LN: of LN2(x1)), dropout and residual; post-LN, then LN2. */
-  private ffnForward(s: StreamActivations, p: BlockWeights): void {
+  private ffnForward(s: StreamActivations<A, I>, p: BlockWeights<A>): void {
     const { d, f, kernels } = this;
     const Q = s.queryCount;
     const pre = this.cfg.norm === "pre";
     if (pre) kernels.layerNormForward(s.x1, p.ln2.weight, p.ln2.bias, Q, d, s.ffnIn, s.ln2Mean, s.ln2Rstd);
     kernels.matmul(false, false, Q, f, d, s.ffnIn, p.w1, s.h, false);
     kernels.activationForward(this.cfg.activation, s.h, s.ha, Q * f);
-    const ffnOut = this.ws.get(`${s.name}.ffnOut`, Q * d);
+    const ffnOut = kernels.buffer(`${s.name}.ffnOut`, Q * d);
     kernels.matmul(false, false, Q, d, f, s.ha, p.w2, ffnOut, false);
-    if (s.mask2) for (let i = 0; i < Q * d; i++) ffnOut[i] *= s.mask2[i];
-    for (let i = 0; i < Q * d; i++) s.r2[i] = s.x1[i] + ffnOut[i];
+    kernels.residualAdd(s.x1, ffnOut, s.mask2, Q * d, s.r2);
     if (!pre) kernels.layerNormForward(s.r2, p.ln2.weight, p.ln2.bias, Q, d, s.out, s.ln2Mean, s.ln2Rstd);
   }
 
   /** Backward of ffnForward, from dOut [Q × d] (the gradient of s.out); returns dx1 [Q × d]. */
-  private ffnBackward(s: StreamActivations, p: BlockWeights, g: BlockWeights, dOut: Float32Array): Float32Array {
-    const { d, f, ws, kernels } = this;
+  private ffnBackward(s: StreamActivations<A, I>, p: BlockWeights<A>, g: BlockWeights<A>, dOut: A): A {
+    const { d, f, kernels } = this;
     const Q = s.queryCount;
     const post = this.cfg.norm === "post";
     let dr2 = dOut;
     if (post) {
-      dr2 = ws.zeros(`${s.name}.dr2`, Q * d);
+      dr2 = kernels.zeros(`${s.name}.dr2`, Q * d);
       kernels.layerNormBackward(dOut, s.r2, p.ln2.weight, s.ln2Mean, s.ln2Rstd, Q, d, dr2, g.ln2.weight, g.ln2.bias);
     }
-    const dFfnOut = ws.get(`${s.name}.dFfnOut`, Q * d);
-    for (let i = 0; i < Q * d; i++) dFfnOut[i] = s.mask2 ? dr2[i] * s.mask2[i] : dr2[i];
-    const dha = ws.zeros(`${s.name}.dha`, Q * f);
+    const dFfnOut = this.dropoutBackward(dr2, s.mask2, Q * d, `${s.name}.dFfnOut`);
+    const dha = kernels.zeros(`${s.name}.dha`, Q * f);
     kernels.matmul(false, true, Q, f, d, dFfnOut, p.w2, dha, true);
     kernels.matmul(true, false, f, d, Q, s.ha, dFfnOut, g.w2, true);
-    const dh = ws.get(`${s.name}.dh`, Q * f);
+    const dh = kernels.buffer(`${s.name}.dh`, Q * f);
     kernels.activationBackward(this.cfg.activation, dha, s.h, dh, Q * f);
-    const dFfnIn = ws.zeros(`${s.name}.dFfnIn`, Q * d);
+    const dFfnIn = kernels.zeros(`${s.name}.dFfnIn`, Q * d);
     kernels.matmul(false, true, Q, d, f, dh, p.w1, dFfnIn, true);
     kernels.matmul(true, false, d, f, Q, s.ffnIn, dh, g.w1, true);
-    const dx1 = ws.get(`${s.name}.dx1`, Q * d);
+    const dx1 = kernels.buffer(`${s.name}.dx1`, Q * d);
     if (post) {
-      for (let i = 0; i < Q * d; i++) dx1[i] = dr2[i] + dFfnIn[i];
+      kernels.residualAdd(dr2, dFfnIn, null, Q * d, dx1);
     } else {
-      dx1.set(dr2);
+      kernels.copy(dr2, dx1, Q * d);
       kernels.layerNormBackward(dFfnIn, s.x1, p.ln2.weight, s.ln2Mean, s.ln2Rstd, Q, d, dx1, g.ln2.weight, g.ln2.bias);
     }
     return dx1;
+  }
+
+  /** The gradient through a dropout mask: dy ⊙ mask, or dy itself without dropout. */
+  private dropoutBackward(dy: A, mask: A | null, n: number, role: string): A {
+    if (!mask) return dy;
+    const dx = this.kernels.buffer(role, n);
+    this.kernels.multiply(dy, mask, n, dx);
+    return dx;
+  }
+
+  /** Adds src [count × d] into the stream rows the query rows came from (every row, in order, when null). */
+  private addRows(src: A, queryRows: { rows: I; identity: I } | null, count: number, dst: A): void {
+    if (queryRows) this.kernels.gatherRows(src, queryRows.identity, count, this.d, dst, queryRows.rows, true);
+    else this.kernels.addInto(src, count * this.d, dst);
   }
 
   // ---------------------------------------------------------------------------------------------------
   // head
 
   /** Final LN (pre-LN), logits and cross-entropy of x [size × d]; dlogits too, when given. */
-  private headForward(
-    x: Float32Array,
-    w: ModelWeights,
-    targets: Int32Array,
-    size: number,
-    dlogits: Float32Array | null,
-  ): HeadActivations {
-    const { d, n, ws, kernels } = this;
-    const head: HeadActivations = {
+  private headForward(x: A, w: ModelWeights<A>, targets: I, size: number, dlogits: A | null): HeadActivations<A> {
+    const { d, n, kernels } = this;
+    const head: HeadActivations<A> = {
       size,
       x,
-      normed: w.finalLn ? ws.get("head.normed", size * d) : x,
-      lnMean: ws.get("head.lnMean", size),
-      lnRstd: ws.get("head.lnRstd", size),
-      logits: ws.get("head.logits", size * n),
-      losses: ws.get("head.losses", size),
+      normed: w.finalLn ? kernels.buffer("head.normed", size * d) : x,
+      lnMean: kernels.buffer("head.lnMean", size),
+      lnRstd: kernels.buffer("head.lnRstd", size),
+      logits: kernels.buffer("head.logits", size * n),
+      losses: kernels.buffer("head.losses", size),
     };
     if (w.finalLn)
       kernels.layerNormForward(x, w.finalLn.weight, w.finalLn.bias, size, d, head.normed, head.lnMean, head.lnRstd);
@@ -710,14 +760,14 @@ export class FastTransformer {
   }
 
   /** Backward of headForward from dlogits [size × n]; returns the gradient of x [size × d]. */
-  private headBackward(head: HeadActivations, dlogits: Float32Array, w: ModelWeights, g: ModelWeights): Float32Array {
-    const { d, n, ws, kernels } = this;
+  private headBackward(head: HeadActivations<A>, dlogits: A, w: ModelWeights<A>, g: ModelWeights<A>): A {
+    const { d, n, kernels } = this;
     const { size } = head;
     kernels.matmul(true, false, d, n, size, head.normed, dlogits, g.head, true);
-    const dNormed = ws.zeros("head.dNormed", size * d);
+    const dNormed = kernels.zeros("head.dNormed", size * d);
     kernels.matmul(false, true, size, d, n, dlogits, w.head, dNormed, true);
     if (!w.finalLn || !g.finalLn) return dNormed;
-    const dx = ws.zeros("head.dx", size * d);
+    const dx = kernels.zeros("head.dx", size * d);
     kernels.layerNormBackward(
       dNormed,
       head.x,
@@ -739,17 +789,4 @@ function answerRows(size: number): Int32Array {
   const rows = new Int32Array(size);
   for (let e = 0; e < size; e++) rows[e] = e * 2 + 1;
   return rows;
-}
-
-/** dst [rows.length × width] = the given rows of src. */
-function gatherRows(src: Float32Array, rows: Int32Array, width: number, dst: Float32Array): void {
-  for (let r = 0; r < rows.length; r++) dst.set(src.subarray(rows[r] * width, rows[r] * width + width), r * width);
-}
-
-/** Adds src [count × width] into the given rows of dst (rows null: rows 0 … count−1). */
-function addRows(src: Float32Array, rows: Int32Array | null, count: number, width: number, dst: Float32Array): void {
-  for (let r = 0; r < count; r++) {
-    const to = (rows ? rows[r] : r) * width;
-    for (let i = 0; i < width; i++) dst[to + i] += src[r * width + i];
-  }
 }

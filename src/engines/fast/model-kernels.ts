@@ -1,0 +1,107 @@
+// The fast engine's kernel set for the shared model sequences: the hot kernels (native or TypeScript) and
+// the sequence's own steps as plain loops over Float32Arrays, buffers from a Workspace. CPU data needs no
+// upload: upload() and indices() hand the array itself to the sequence.
+//
+// Each loop stores to a Float32Array after every operation, so it rounds exactly where the inline loops it
+// replaced did: the fast engine's results are bit for bit what they were.
+
+import { ModelKernels } from "../shared/model-kernels";
+import { Kernels } from "./kernels";
+import { Workspace } from "./workspace";
+
+export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
+  readonly matmul: Kernels["matmul"];
+  readonly layerNormForward: Kernels["layerNormForward"];
+  readonly layerNormBackward: Kernels["layerNormBackward"];
+  readonly attentionForward: Kernels["attentionForward"];
+  readonly attentionBackward: Kernels["attentionBackward"];
+  readonly softmaxCrossEntropy: Kernels["softmaxCrossEntropy"];
+  readonly activationForward: Kernels["activationForward"];
+  readonly activationBackward: Kernels["activationBackward"];
+  private readonly ws = new Workspace();
+
+  constructor(kernels: Kernels) {
+    // the contract lets every kernel be called detached from its object
+    this.matmul = kernels.matmul;
+    this.layerNormForward = kernels.layerNormForward;
+    this.layerNormBackward = kernels.layerNormBackward;
+    this.attentionForward = kernels.attentionForward;
+    this.attentionBackward = kernels.attentionBackward;
+    this.softmaxCrossEntropy = kernels.softmaxCrossEntropy;
+    this.activationForward = kernels.activationForward;
+    this.activationBackward = kernels.activationBackward;
+  }
+
+  gatherRows(
+    table: Float32Array,
+    index: Int32Array,
+    rows: number,
+    width: number,
+    out: Float32Array,
+    outRows: Int32Array | null,
+    accumulate: boolean,
+  ): void {
+    for (let r = 0; r < rows; r++) {
+      const from = index[r] * width;
+      const to = (outRows ? outRows[r] : r) * width;
+      if (accumulate) for (let c = 0; c < width; c++) out[to + c] += table[from + c];
+      else out.set(table.subarray(from, from + width), to);
+    }
+  }
+
+  scatterAddRows(
+    src: Float32Array,
+    index: Int32Array,
+    rows: number,
+    width: number,
+    tableRows: number,
+    table: Float32Array,
+  ): void {
+    for (let r = 0; r < rows; r++) {
+      const v = index[r];
+      if (v < 0 || v >= tableRows) continue;
+      for (let c = 0; c < width; c++) table[v * width + c] += src[r * width + c];
+    }
+  }
+
+  residualAdd(x: Float32Array, y: Float32Array, mask: Float32Array | null, n: number, out: Float32Array): void {
+    if (mask) for (let i = 0; i < n; i++) out[i] = x[i] + Math.fround(y[i] * mask[i]);
+    else for (let i = 0; i < n; i++) out[i] = x[i] + y[i];
+  }
+
+  addInto(x: Float32Array, n: number, out: Float32Array): void {
+    for (let i = 0; i < n; i++) out[i] += x[i];
+  }
+
+  multiply(x: Float32Array, mask: Float32Array, n: number, out: Float32Array): void {
+    for (let i = 0; i < n; i++) out[i] = x[i] * mask[i];
+  }
+
+  biasAdd(x: Float32Array, bias: Float32Array, rows: number, width: number): void {
+    for (let r = 0; r < rows; r++) for (let c = 0; c < width; c++) x[r * width + c] += bias[c];
+  }
+
+  columnSum(x: Float32Array, rows: number, width: number, out: Float32Array): void {
+    for (let r = 0; r < rows; r++) for (let c = 0; c < width; c++) out[c] += x[r * width + c];
+  }
+
+  copy(src: Float32Array, dst: Float32Array, n: number): void {
+    dst.set(src.subarray(0, n));
+  }
+
+  buffer(role: string, n: number): Float32Array {
+    return this.ws.get(role, n);
+  }
+
+  zeros(role: string, n: number): Float32Array {
+    return this.ws.zeros(role, n);
+  }
+
+  upload(_role: string, data: Float32Array): Float32Array {
+    return data;
+  }
+
+  indices(_role: string, data: Int32Array): Int32Array {
+    return data;
+  }
+}

@@ -1,0 +1,139 @@
+// What the model sequences (transformer.ts, mlp.ts) run on: the kernel contract (fast/kernels.ts) over an
+// engine's own array type, the few steps the sequence needs besides it, and its buffers by role. One
+// sequence of kernel calls, two kernel sets: the fast engine's (fast/model-kernels.ts, Float32Array on the
+// CPU, where a call computes at once) and the webgpu engine's (webgpu/model-kernels.ts, arrays on the GPU,
+// where a call is recorded and runs when the engine submits the step).
+//
+// A is an array of f32, I an array of i32 indices. Every output must be a different array from every
+// input (the GPU cannot bind one buffer both read-only and writable), except where a method says so.
+
+/** The kernel contract's methods (see fast/kernels.ts for each one's meaning) over A and I, then the rest. */
+export interface ModelKernels<A, I> {
+  matmul(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    a: A,
+    b: A,
+    c: A,
+    accumulate: boolean,
+  ): void;
+  layerNormForward(x: A, weight: A, bias: A, rows: number, width: number, out: A, mean: A, rstd: A): void;
+  layerNormBackward(
+    dout: A,
+    x: A,
+    weight: A,
+    mean: A,
+    rstd: A,
+    rows: number,
+    width: number,
+    dx: A,
+    dweight: A,
+    dbias: A,
+  ): void;
+  attentionForward(
+    q: A,
+    k: A,
+    v: A,
+    batch: number,
+    tq: number,
+    tk: number,
+    heads: number,
+    headDim: number,
+    queryOffset: number,
+    att: A,
+    out: A,
+  ): void;
+  attentionBackward(
+    dout: A,
+    q: A,
+    k: A,
+    v: A,
+    att: A,
+    batch: number,
+    tq: number,
+    tk: number,
+    heads: number,
+    headDim: number,
+    queryOffset: number,
+    dq: A,
+    dk: A,
+    dv: A,
+  ): void;
+  activationForward(kind: "relu" | "gelu", x: A, out: A, n: number): void;
+  activationBackward(kind: "relu" | "gelu", dout: A, x: A, dx: A, n: number): void;
+  softmaxCrossEntropy(
+    logits: A,
+    targets: I,
+    rows: number,
+    classes: number,
+    losses: A,
+    dlogits: A | null,
+    scale: number,
+  ): void;
+
+  // ---- the sequence's own steps (the fast engine's former inline loops)
+
+  /**
+   * out[r] = table[index[r]] (out[r] += … when accumulate), rows of `width` values; with outRows, into
+   * out[outRows[r]] (distinct). Embeddings, row selection, rows placed among others.
+   */
+  gatherRows(table: A, index: I, rows: number, width: number, out: A, outRows: I | null, accumulate: boolean): void;
+  /** table[v] += Σ src[r] over rows r with index[r] = v, in ascending r (indexes outside 0 … tableRows−1 add nowhere). */
+  scatterAddRows(src: A, index: I, rows: number, width: number, tableRows: number, table: A): void;
+  /** out = x + f32(y ⊙ mask), or x + y without a mask: a residual after dropout. */
+  residualAdd(x: A, y: A, mask: A | null, n: number, out: A): void;
+  /** out += x. */
+  addInto(x: A, n: number, out: A): void;
+  /** out = x ⊙ mask. */
+  multiply(x: A, mask: A, n: number, out: A): void;
+  /** x[r, c] += bias[c], in place. */
+  biasAdd(x: A, bias: A, rows: number, width: number): void;
+  /** out[c] += x[r, c] for r = 0, 1, … (each sum rounded to f32 as it goes). */
+  columnSum(x: A, rows: number, width: number, out: A): void;
+  /** dst = src, the first n values. */
+  copy(src: A, dst: A, n: number): void;
+
+  // ---- buffers by role (a role's buffer is reused from pass to pass; see fast/workspace.ts)
+
+  /** The buffer of n floats for `role`, contents whatever its last user left. */
+  buffer(role: string, n: number): A;
+  /** The same, zeroed (for kernels that accumulate). */
+  zeros(role: string, n: number): A;
+  /** Values computed on the CPU (dropout masks, fixed positions) as an A, under `role`. */
+  upload(role: string, data: Float32Array): A;
+  /** Indices built on the CPU (tokens, rows) as an I, under `role`. */
+  indices(role: string, data: Int32Array): I;
+}
+
+/** An engine's weights (or gradients), by parameter name (model/config.paramSpecs). */
+export type NamedArrays<A> = Map<string, A>;
+
+/** The tensor called `name` (an Error when there is none). */
+export function named<A>(tensors: NamedArrays<A>, name: string): A {
+  const t = tensors.get(name);
+  if (!t) throw new Error(`model: no tensor ${name}`);
+  return t;
+}
+
+/** What a forward pass over `size` examples gives, in the engine's arrays; overwritten by the next pass. */
+export interface ModelOutput<A> {
+  /** [size × numSymbols] */
+  logits: A;
+  /** [size] per-example cross-entropy. */
+  losses: A;
+}
+
+/** A model sequence: the forward pass, and with gradient arrays the backward pass accumulating into them. */
+export interface ModelSequence<A> {
+  run(
+    weights: NamedArrays<A>,
+    inputs: Int32Array,
+    targets: Int32Array,
+    size: number,
+    masks: Float32Array[],
+    grads: NamedArrays<A> | null,
+  ): ModelOutput<A>;
+}
