@@ -47,8 +47,8 @@ for (const kernels of KERNELS) {
         setup(tfjs, m, SMALL_DIMS, 11);
         // 40 examples over 11 symbols: most share their x with others, exercising the shared prefix
         const batch = randomBatch(SMALL_DIMS, 40, 3);
-        const a = fast.gradients(batch, 6);
-        const b = tfjs.gradients(batch, 6);
+        const a = await fast.gradients(batch, 6);
+        const b = await tfjs.gradients(batch, 6);
         assert.ok(Math.abs(a.loss - b.loss) <= 1e-4 * Math.abs(b.loss), `loss ${a.loss} vs ${b.loss}`);
         assert.equal(a.accuracy, b.accuracy);
         assert.deepEqual([...a.grads.keys()].sort(), [...b.grads.keys()].sort());
@@ -58,13 +58,13 @@ for (const kernels of KERNELS) {
     }
   }
 
-  test(`fast engine (${kernels} kernels) logits match the float64 reference on the paper-sized model`, () => {
+  test(`fast engine (${kernels} kernels) logits match the float64 reference on the paper-sized model`, async () => {
     const model = { ...CONFIGS[0][1], layers: 2, width: 128, heads: 4 } as ModelConfig;
     const dims: ModelDims = { vocabSize: 99, numSymbols: 97, seqLen: 4 };
     const engine = FastEngine.create(kernels);
     setup(engine, model, dims, 0);
     const batch = randomBatch(dims, 12, 8);
-    const logits = engine.logits(batch);
+    const logits = await engine.logits(batch);
     const weights = initParams(model, dims, 5);
     for (let b = 0; b < batch.size; b++) {
       const ref = referenceLogits(model, dims, weights, batch.inputs.subarray(b * 4, b * 4 + 4));

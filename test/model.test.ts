@@ -69,7 +69,7 @@ for (const [name, model] of CONFIGS) {
     const weights = initParams(model, SMALL_DIMS, 3);
     const engine = await engineFor(model, SMALL_DIMS, weights);
     const batch = randomBatch(SMALL_DIMS, 9, 1);
-    const logits = engine.logits(batch);
+    const logits = await engine.logits(batch);
     for (let b = 0; b < batch.size; b++) {
       const ref = referenceLogits(model, SMALL_DIMS, weights, batch.inputs.subarray(b * 4, b * 4 + 4));
       for (let c = 0; c < SMALL_DIMS.numSymbols; c++) {
@@ -89,7 +89,7 @@ for (const [name, model] of CONFIGS) {
     const engine = await engineFor(withDropout, SMALL_DIMS, weights, 11);
     const batch = randomBatch(SMALL_DIMS, 6, 2);
     const step = 4;
-    const { loss, grads } = engine.gradients(batch, step);
+    const { loss, grads } = await engine.gradients(batch, step);
     const masks = dropoutMasks(withDropout, SMALL_DIMS, batch.size, 11, step);
     const refLoss = referenceLoss(withDropout, SMALL_DIMS, weights, batch.inputs, batch.targets, masks);
     assert.ok(Math.abs(loss - refLoss) < 1e-5 * (1 + refLoss), `loss ${loss} vs reference ${refLoss}`);
@@ -141,9 +141,9 @@ test("a few training steps of the paper's model lower the loss on a fixed batch"
   const weights = initParams(PAPER_TRANSFORMER, PAPER_DIMS, 0);
   const engine = await engineFor(PAPER_TRANSFORMER, PAPER_DIMS, weights);
   const batch = randomBatch(PAPER_DIMS, 64, 3);
-  const first = engine.trainStep(batch, 0).loss;
-  let last = first;
-  for (let s = 1; s < 15; s++) last = engine.trainStep(batch, s).loss;
+  const first = (await engine.evaluate(batch)).loss;
+  for (let s = 0; s < 15; s++) await engine.trainStep(batch, s);
+  const last = (await engine.evaluate(batch)).loss;
   assert.ok(last < first - 0.5, `loss ${first} → ${last}`);
   engine.dispose();
 });

@@ -32,11 +32,11 @@ function randomSpd(p: number, rng: Rng): number[][] {
   return M.map((row, i) => M.map((other, j) => dot(row, other) + (i === j ? 0.1 : 0)));
 }
 
-test("maximizeInBox: a linear function's maximum is the vertex of its gradient's signs", () => {
+test("maximizeInBox: a linear function's maximum is the vertex of its gradient's signs", async () => {
   // gradients over five orders of magnitude and unequal half-widths
   const c = Float64Array.from({ length: 10 }, (_, i) => (i % 3 ? -1 : 1) * 10 ** (-i / 2));
   const bound = Float64Array.from({ length: 10 }, (_, i) => 1e-3 * (1 + i));
-  const r = maximizeInBox((y) => ({ value: dot(c, y), grad: Float64Array.from(c) }), bound);
+  const r = await maximizeInBox((y) => ({ value: dot(c, y), grad: Float64Array.from(c) }), bound);
   assert.deepEqual(
     Array.from(r.y),
     Array.from(bound, (b, i) => Math.sign(c[i]) * b),
@@ -45,18 +45,18 @@ test("maximizeInBox: a linear function's maximum is the vertex of its gradient's
   assert.equal(r.stop, "converged");
 });
 
-test("maximizeInBox: a concave quadratic's maximum inside the box, and one outside it on a face", () => {
+test("maximizeInBox: a concave quadratic's maximum inside the box, and one outside it on a face", async () => {
   const rng = new Rng(3);
   const Q = randomSpd(6, rng);
   const m = Float64Array.from({ length: 6 }, () => 0.6 * rng.uniform() - 0.3);
-  const inside = maximizeInBox(quadratic(Q, m, -1), new Float64Array(6).fill(1));
+  const inside = await maximizeInBox(quadratic(Q, m, -1), new Float64Array(6).fill(1));
   assert.equal(inside.stop, "converged");
   assert.ok(inside.value > -1e-9, `found ${inside.value}, maximum 0`);
   inside.y.forEach((v, i) => assert.ok(Math.abs(v - m[i]) < 1e-4, `y[${i}] = ${v}, maximum at ${m[i]}`));
 
   // −½ (y − m)ᵀQ(y − m), Q = [[2, 1], [1, 2]], m = (3, −½): on the face y₁ = 1 the best y₂ is ½, where f = −3
   // and ∂f/∂y₁ = 3 points out of the box (so it is the maximum: f is concave)
-  const face = maximizeInBox(
+  const face = await maximizeInBox(
     quadratic(
       [
         [2, 1],
@@ -74,7 +74,7 @@ test("maximizeInBox: a concave quadratic's maximum inside the box, and one outsi
   );
 });
 
-test("maximizeInBox: a non-separable convex quadratic, against every vertex of the box", () => {
+test("maximizeInBox: a non-separable convex quadratic, against every vertex of the box", async () => {
   // the maximum of a convex function is at a vertex; the ascent from the centre reaches a vertex that is a
   // local maximum, and restarts from random points find the best one
   for (let seed = 0; seed < 6; seed++) {
@@ -89,10 +89,10 @@ test("maximizeInBox: a non-separable convex quadratic, against every vertex of t
     let best = -Infinity;
     for (let v = 0; v < 2 ** p; v++) best = Math.max(best, f(bound.map((b, i) => ((v >> i) & 1 ? b : -b))).value);
 
-    const local = maximizeInBox(f, bound);
+    const local = await maximizeInBox(f, bound);
     assert.deepEqual(Array.from(local.y, Math.abs), Array.from(bound), `seed ${seed}: a vertex`);
     f(local.y).grad.forEach((g, i) => assert.ok(g * local.y[i] >= 0, `seed ${seed}: coordinate ${i} could still rise`));
-    const global = maximizeInBox(f, bound, { restarts: 8, seed: 1 });
+    const global = await maximizeInBox(f, bound, { restarts: 8, seed: 1 });
     assert.ok(
       Math.abs(global.value - best) < 1e-12 * best,
       `seed ${seed}: found ${global.value}, the best vertex ${best}`,
@@ -100,12 +100,13 @@ test("maximizeInBox: a non-separable convex quadratic, against every vertex of t
   }
 });
 
-test("maximizeInBox: bad input is named", () => {
+test("maximizeInBox: bad input is named", async () => {
   const f = (y: Float64Array) => ({ value: 0, grad: new Float64Array(y.length) });
   assert.throws(() => maximizeInBox(f, Float64Array.from([1, 0])), /half-width 1 is 0/);
   assert.throws(() => maximizeInBox(f, Float64Array.from([1]), { maxIterations: 1.5 }), /maxIterations/);
-  assert.throws(
-    () => maximizeInBox(() => ({ value: NaN, grad: new Float64Array(1) }), Float64Array.from([1])),
+  // argument errors throw at once; an objective that fails during the search rejects
+  await assert.rejects(
+    maximizeInBox(() => ({ value: NaN, grad: new Float64Array(1) }), Float64Array.from([1])),
     /objective is NaN/,
   );
 });
@@ -130,7 +131,7 @@ test("randomSubspace: A⁺ has unit rows, A = pinv(A⁺) gives A⁺A = I, the sa
   assert.throws(() => randomSubspace(3, 4, 0), /dims must be an integer from 1 to the 3 weights/);
 });
 
-test("sharpnessOf, subspace: φ of a loss whose maximum over the box is known in closed form", () => {
+test("sharpnessOf, subspace: φ of a loss whose maximum over the box is known in closed form", async () => {
   // f(w) = 3 − ½ |A⁺(w − m)|², so f(x + A y) = 3 − ½ |c + y|² with c = A⁺(x − m): the maximum is at
   // y = clamp(−c) in the box; m is placed so that c is inside the box in half the coordinates, outside in the rest
   const n = 40;
@@ -148,7 +149,7 @@ test("sharpnessOf, subspace: φ of a loss whose maximum over the box is known in
       grad: Float32Array.from(w, (_, i) => -rows.reduce((s, row, a) => s + row[i] * proj[a], 0)),
     };
   };
-  const r = sharpnessOf(loss, x, opts);
+  const r = await sharpnessOf(loss, x, opts);
   assert.equal(r.variant, "subspace");
   r.bound.forEach((b, a) => assert.ok(Math.abs(b - bound[a]) < 1e-15, "half-widths ε(|A⁺x| + 1)"));
   const f0 = 3 - 0.5 * dot(c, c);
@@ -160,12 +161,12 @@ test("sharpnessOf, subspace: φ of a loss whose maximum over the box is known in
     assert.ok(Math.abs(r.y[a] - Math.min(bound[a], Math.max(-bound[a], -ca))) < 1e-5 * bound[a], `y[${a}]`),
   );
   // a flat loss has sharpness 0
-  assert.equal(sharpnessOf(() => ({ value: 2, grad: new Float32Array(n) }), x, opts).sharpness, 0);
+  assert.equal((await sharpnessOf(() => ({ value: 2, grad: new Float32Array(n) }), x, opts)).sharpness, 0);
   assert.throws(() => sharpnessOf(loss, x, { epsilon: 0 }), /epsilon must be a positive number/);
   assert.throws(() => sharpnessOf(loss, x, { variant: "diagonal" as "full" }), /variant must be "subspace" or "full"/);
 });
 
-test("sharpnessOf, full: φ over every weight of a loss whose maximum over the box is known in closed form", () => {
+test("sharpnessOf, full: φ over every weight of a loss whose maximum over the box is known in closed form", async () => {
   // f(w) = 1 + Σ ½ h_i (w_i − m_i)², h of both signs: where h > 0 the far end of |δ_i| ≤ ε(|x_i| + 1) from m_i,
   // where h < 0 the point of the box nearest m_i
   const n = 1000;
@@ -185,7 +186,7 @@ test("sharpnessOf, full: φ over every weight of a loss whose maximum over the b
   });
   const f0 = loss(x).value;
   const fMax = 1 + best.reduce((s, d, i) => s + 0.5 * h[i] * (x[i] + d - m[i]) ** 2, 0);
-  const r = sharpnessOf(loss, x, { variant: "full", epsilon: eps });
+  const r = await sharpnessOf(loss, x, { variant: "full", epsilon: eps });
   assert.equal(r.variant, "full");
   assert.equal(r.y.length, n);
   const phi = (100 * (fMax - f0)) / (1 + f0);

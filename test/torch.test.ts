@@ -88,7 +88,7 @@ async function compare(t: TestContext, opts: EngineOptions): Promise<void> {
   }
   try {
     engine.initialize({ model: PAPER_TRANSFORMER, dims: DIMS, optimizer: PAPER_OPTIMIZER, seed: 0 }, weights);
-    const ours = engine.gradients(batch, 0);
+    const ours = await engine.gradients(batch, 0);
     const label = `${engine.name} on ${engine.backend}`;
     const lossErr = Math.abs(ours.loss - ref.loss) / Math.abs(ref.loss);
     t.diagnostic(`${label}: loss ${ours.loss} vs torch ${ref.loss} (relative error ${lossErr.toExponential(2)})`);

@@ -80,7 +80,7 @@ test("a run records config, metrics rows with every column, checkpoints and firs
   const ds = makeDataset(cfg.data);
   const dims = { vocabSize: ds.vocabSize, numSymbols: ds.numSymbols, seqLen: ds.seqLen };
   engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed: 0 }, weights);
-  const val = engine.evaluate({ size: ds.val.size, inputs: encodeInputs(ds, ds.val), targets: ds.val.answer });
+  const val = await engine.evaluate({ size: ds.val.size, inputs: encodeInputs(ds, ds.val), targets: ds.val.answer });
   assert.equal(val.loss, last.val_loss);
   assert.equal(val.accuracy, last.val_acc);
   const loaded = loadRun(result.id, store);
@@ -234,7 +234,7 @@ test("evaluation reports softmax saturation: float32 losses of exactly 0", async
   const engine = await TfjsEngine.create();
   engine.initialize({ model, dims, optimizer: PAPER_OPTIMIZER, seed: 0 }, weights);
   const set = { size: 2, inputs: Int32Array.from([1, 5, 2, 6, 3, 5, 4, 6]), targets: Int32Array.from([0, 1]) };
-  const r = engine.evaluate(set);
+  const r = await engine.evaluate(set);
   assert.equal(r.saturated, 0.5); // the first example has loss exactly 0; the second a huge finite loss
   assert.ok(Number.isFinite(r.loss) && r.loss > 400, `loss ${r.loss}`);
   engine.dispose();

@@ -32,7 +32,7 @@ export async function predictAnswers(
     const dims = modelDims(dataset);
     engine.initialize({ model: config.model, dims, optimizer: config.optimizer, seed: 0 }, weights);
     const n = inputs.length / dataset.seqLen;
-    const logits = engine.logits({ size: n, inputs, targets: new Int32Array(n) });
+    const logits = await engine.logits({ size: n, inputs, targets: new Int32Array(n) });
     const k = dataset.numSymbols;
     const out = new Int32Array(n);
     for (let i = 0; i < n; i++) {

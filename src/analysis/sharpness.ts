@@ -36,7 +36,10 @@ export interface BoxMaximum {
   stop: "converged" | "stalled" | "maxIterations";
 }
 
-type Objective = (y: Float64Array) => { value: number; grad: Float64Array };
+/** f and its gradient at y; a Promise where an engine computes it (engines read results back asynchronously). */
+type Objective = (
+  y: Float64Array,
+) => { value: number; grad: Float64Array } | Promise<{ value: number; grad: Float64Array }>;
 
 /** A step s and the change y of −f's gradient along it, with ρ = 1/sᵀy and γ = sᵀy/yᵀy. */
 interface CurvaturePair {
@@ -59,7 +62,7 @@ const MAX_HALVINGS = 20;
  * the box's own units (z = y / bound, so the box is [−1, 1]ⁿ), where coordinates pinned at a face with the
  * gradient pointing out are held fixed and the quasi-Newton step moves the others.
  */
-export function maximizeInBox(f: Objective, bound: Float64Array, opts: MaximizeOptions = {}): BoxMaximum {
+export function maximizeInBox(f: Objective, bound: Float64Array, opts: MaximizeOptions = {}): Promise<BoxMaximum> {
   const n = bound.length;
   for (let i = 0; i < n; i++)
     if (!(bound[i] > 0 && Number.isFinite(bound[i])))
@@ -70,37 +73,41 @@ export function maximizeInBox(f: Objective, bound: Float64Array, opts: MaximizeO
   const tolerance = opts.tolerance ?? 1e-9;
   const restarts = opts.restarts ?? 0;
   const rng = new Rng(deriveSeed(opts.seed ?? 0, 1));
-  let best: BoxMaximum | null = null;
-  let iterations = 0;
-  let evaluations = 0;
-  for (let start = 0; start <= restarts; start++) {
-    const z0 = new Float64Array(n);
-    if (start > 0) for (let i = 0; i < n; i++) z0[i] = 2 * rng.uniform() - 1;
-    const r = ascend(f, bound, z0, maxIterations, tolerance);
-    iterations += r.iterations;
-    evaluations += r.evaluations;
-    if (!best || r.value > best.value) best = r;
-  }
-  return { ...best!, iterations, evaluations };
+  // bad arguments throw at once (above); the search itself is asynchronous, as f may be
+  const search = async (): Promise<BoxMaximum> => {
+    let best: BoxMaximum | null = null;
+    let iterations = 0;
+    let evaluations = 0;
+    for (let start = 0; start <= restarts; start++) {
+      const z0 = new Float64Array(n);
+      if (start > 0) for (let i = 0; i < n; i++) z0[i] = 2 * rng.uniform() - 1;
+      const r = await ascend(f, bound, z0, maxIterations, tolerance);
+      iterations += r.iterations;
+      evaluations += r.evaluations;
+      if (!best || r.value > best.value) best = r;
+    }
+    return { ...best!, iterations, evaluations };
+  };
+  return search();
 }
 
 /** One projected L-BFGS ascent from z (box units); the result's y is in the caller's units. */
-function ascend(
+async function ascend(
   f: Objective,
   bound: Float64Array,
   z: Float64Array,
   maxIterations: number,
   tolerance: number,
-): BoxMaximum {
+): Promise<BoxMaximum> {
   const n = bound.length;
   let evaluations = 0;
-  const evaluate = (at: Float64Array) => {
+  const evaluate = async (at: Float64Array) => {
     evaluations++;
-    const { value, grad } = f(Float64Array.from(at, (v, i) => v * bound[i]));
+    const { value, grad } = await f(Float64Array.from(at, (v, i) => v * bound[i]));
     if (!Number.isFinite(value)) throw new Error(`maximizeInBox: the objective is ${value} inside the box`);
     return { value, g: Float64Array.from(grad, (v, i) => v * bound[i]) };
   };
-  let { value, g } = evaluate(z);
+  let { value, g } = await evaluate(z);
   const pairs: CurvaturePair[] = [];
   const done = (stop: BoxMaximum["stop"], iterations: number): BoxMaximum => ({
     value,
@@ -135,7 +142,7 @@ function ascend(
       const trial = Float64Array.from(z, (v, i) => Math.min(1, Math.max(-1, v + step * d[i])));
       let predicted = 0;
       for (let i = 0; i < n; i++) predicted += g[i] * (trial[i] - z[i]);
-      const at = evaluate(trial);
+      const at = await evaluate(trial);
       if (at.value > value && at.value >= value + ARMIJO * predicted) accepted = { z: trial, ...at };
     }
     if (!accepted) return done("stalled", iter);
@@ -278,10 +285,10 @@ export interface SharpnessResult {
  * φ for a loss over a flat parameter vector x (length n): `loss(w)` returns the loss and its gradient at w.
  */
 export function sharpnessOf(
-  loss: (w: Float32Array) => { value: number; grad: Float32Array },
+  loss: (w: Float32Array) => { value: number; grad: Float32Array } | Promise<{ value: number; grad: Float32Array }>,
   x: Float32Array,
   opts: SharpnessOptions = {},
-): SharpnessResult {
+): Promise<SharpnessResult> {
   const n = x.length;
   const variant = opts.variant ?? "subspace";
   const eps = opts.epsilon ?? 1e-3;
@@ -291,43 +298,47 @@ export function sharpnessOf(
   let bound: Float64Array;
   if (variant === "full") {
     bound = Float64Array.from(x, (v) => eps * (Math.abs(v) + 1));
-    objective = (y) => {
+    objective = async (y) => {
       for (let i = 0; i < n; i++) w[i] = x[i] + y[i];
-      const { value, grad } = loss(w);
+      const { value, grad } = await loss(w);
       return { value, grad: Float64Array.from(grad) };
     };
   } else if (variant === "subspace") {
     const { rows, columns } = randomSubspace(n, opts.dims ?? 10, opts.seed ?? 0);
     bound = Float64Array.from(rows, (row) => eps * (Math.abs(row.reduce((s, v, i) => s + v * x[i], 0)) + 1));
     const offset = new Float64Array(n);
-    objective = (y) => {
+    objective = async (y) => {
       offset.fill(0);
       columns.forEach((col, a) => {
         for (let i = 0; i < n; i++) offset[i] += col[i] * y[a];
       });
       for (let i = 0; i < n; i++) w[i] = x[i] + offset[i];
-      const { value, grad } = loss(w);
+      const { value, grad } = await loss(w);
       // d f(x + A y) / dy = Aᵀ ∇f
       return { value, grad: Float64Array.from(columns, (col) => col.reduce((s, v, i) => s + v * grad[i], 0)) };
     };
   } else {
     throw new Error(`sharpness: variant must be "subspace" or "full" (got ${JSON.stringify(variant)})`);
   }
-  const at0 = loss(x).value;
-  const best = maximizeInBox(objective, bound, opts);
-  // the centre is in the box, so the maximum is never below f(x)
-  const maxLoss = Math.max(at0, best.value);
-  return {
-    sharpness: (100 * (maxLoss - at0)) / (1 + at0),
-    variant,
-    loss: at0,
-    maxLoss,
-    y: best.y,
-    bound,
-    iterations: best.iterations,
-    evaluations: best.evaluations + 1,
-    stop: best.stop,
+  // bad options throw at once (above); the search is asynchronous, as the loss may be
+  const search = async (): Promise<SharpnessResult> => {
+    const at0 = (await loss(x)).value;
+    const best = await maximizeInBox(objective, bound, opts);
+    // the centre is in the box, so the maximum is never below f(x)
+    const maxLoss = Math.max(at0, best.value);
+    return {
+      sharpness: (100 * (maxLoss - at0)) / (1 + at0),
+      variant,
+      loss: at0,
+      maxLoss,
+      y: best.y,
+      bound,
+      iterations: best.iterations,
+      evaluations: best.evaluations + 1,
+      stop: best.stop,
+    };
   };
+  return search();
 }
 
 /** φ of a stored run's weights (default: final) on its training set, without dropout or noise. */
@@ -359,17 +370,17 @@ export async function runSharpness(
       inputs: encodeInputs(dataset, dataset.train),
       targets: dataset.train.answer,
     };
-    const loss = (w: Float32Array) => {
+    const loss = async (w: Float32Array) => {
       const named: NamedTensors = new Map(
         names.map((nm, k) => [nm, { shape: weights.get(nm)!.shape, data: w.subarray(offsets[k], offsets[k + 1]) }]),
       );
       engine.writeWeights(named);
-      const r = engine.gradients(batch, 0);
+      const r = await engine.gradients(batch, 0);
       const grad = new Float32Array(flat.length);
       names.forEach((nm, k) => grad.set(r.grads.get(nm)!, offsets[k]));
       return { value: r.loss, grad };
     };
-    return sharpnessOf(loss, flat, opts);
+    return await sharpnessOf(loss, flat, opts);
   } finally {
     engine.dispose();
   }

@@ -72,10 +72,12 @@ export async function benchmarkEngine(opts: {
     const sampler = new BatchSampler(train, batchSize, 0, dims.seqLen);
     const seconds = opts.seconds ?? 8;
     let step = 0;
-    const timeStep = (): number => {
+    // a step's time ends when its work is done (flush: a GPU engine only queues it)
+    const timeStep = async (): Promise<number> => {
       const batch = sampler.at(step);
       const t0 = process.hrtime.bigint();
-      engine.trainStep(batch, step);
+      await engine.trainStep(batch, step);
+      await engine.flush();
       step++;
       return Number(process.hrtime.bigint() - t0) / 1e6;
     };
@@ -83,16 +85,16 @@ export async function benchmarkEngine(opts: {
     let warmup = 0;
     const times: number[] = [];
     if (opts.steps === "auto") {
-      const first = timeStep();
+      const first = await timeStep();
       warmup = 1;
       if (opts.warmup >= 2 && first <= (seconds * 1000) / 2) {
-        timeStep();
+        await timeStep();
         warmup = 2;
       }
-      while (wantAnotherStep(times, seconds)) times.push(timeStep());
+      while (wantAnotherStep(times, seconds)) times.push(await timeStep());
     } else {
-      for (; warmup < opts.warmup; warmup++) timeStep();
-      for (let i = 0; i < opts.steps; i++) times.push(timeStep());
+      for (; warmup < opts.warmup; warmup++) await timeStep();
+      for (let i = 0; i < opts.steps; i++) times.push(await timeStep());
     }
     const steps = times.length;
     return { engine: engine.name, backend: engine.backend, batchSize, steps, warmup, msPerStep: summarize(times) };

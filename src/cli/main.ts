@@ -26,7 +26,7 @@ import {
 
 const RUNTIME_FLAGS = {
   store: "run store directory (default: the project's data/runs, or $GROK_STORE)",
-  engine: `engine: auto, ${ENGINE_NAMES.join(", ")}`,
+  engine: `engine: auto, ${ENGINE_NAMES.join(", ")} (auto: webgpu on a hardware GPU, else tfjs-node-gpu, else fast)`,
   backend: `tfjs backend: ${TFJS_BACKENDS.join(", ")}`,
   kernels: `fast engine kernels: ${KERNEL_CHOICES.join(", ")} (auto: native when built)`,
   threads: "fast engine threads (default: 2, or GROK_THREADS)",
@@ -209,7 +209,7 @@ function usage(): string {
     "  show RUN [--json]      one run: config, status, first steps at 99%, last metrics\n" +
     "  bench [options]        ms per training step of the paper's model (--batch-size 512|full, --steps N|auto,\n" +
     "                         --engine, --backend, --kernels, --threads, --json)\n" +
-    "  bench --all            every engine and PyTorch, at batch 512 and full batch, as ratios (--seconds N)\n" +
+    "  bench --all            the fast and tfjs engines and PyTorch, at batch 512 and full batch, as ratios (--seconds N)\n" +
     "  demo                   train the demo run and print when train and validation accuracy reach 99%\n" +
     "  figures                execute every notebook headless, save outputs and figures (--preset, --only)\n\n" +
     section("train: the run", [

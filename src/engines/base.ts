@@ -4,7 +4,7 @@
 import { paramSpecs } from "../model/config";
 import { Optimizer } from "../optim/optimizer";
 import { cloneTensors, NamedTensors } from "../util/tensors";
-import { Batch, Engine, EngineSetup, EvalResult, GradientResult, StepResult } from "./engine";
+import { Batch, Engine, EngineSetup, EvalResult, GradientResult } from "./engine";
 
 /** Examples per forward pass when evaluating a whole set. */
 const EVAL_CHUNK = 2048;
@@ -54,20 +54,24 @@ export abstract class BaseEngine implements Engine {
   /** Logits and losses of examples start … start+size−1 of a set, without dropout or noise. */
   protected abstract forward(set: Batch, start: number, size: number): ForwardPass;
 
-  abstract gradients(batch: Batch, step: number): GradientResult;
+  /** The loss and gradients of a step, computed at once (the CPU engines' gradients()). */
+  protected abstract lossAndGradients(batch: Batch, step: number): GradientResult;
 
   protected ready(): { setup: EngineSetup; optimizer: Optimizer } {
     if (!this.setup || !this.optimizer) throw new Error("engine used before initialize()");
     return { setup: this.setup, optimizer: this.optimizer };
   }
 
-  trainStep(batch: Batch, step: number): StepResult {
-    const { loss, accuracy, grads } = this.gradients(batch, step);
+  async trainStep(batch: Batch, step: number): Promise<void> {
+    const { grads } = this.lossAndGradients(batch, step);
     this.ready().optimizer.update(this.weights, grads, step);
-    return { loss, accuracy };
   }
 
-  evaluate(set: Batch): EvalResult {
+  async gradients(batch: Batch, step: number): Promise<GradientResult> {
+    return this.lossAndGradients(batch, step);
+  }
+
+  async evaluate(set: Batch): Promise<EvalResult> {
     const classes = this.ready().setup.dims.numSymbols;
     let lossSum = 0;
     let correct = 0;
@@ -84,7 +88,7 @@ export abstract class BaseEngine implements Engine {
     return { count: set.size, loss: lossSum / set.size, accuracy: correct / set.size, saturated: saturated / set.size };
   }
 
-  logits(set: Batch): Float32Array {
+  async logits(set: Batch): Promise<Float32Array> {
     const classes = this.ready().setup.dims.numSymbols;
     const out = new Float32Array(set.size * classes);
     for (let start = 0; start < set.size; start += EVAL_CHUNK) {
@@ -94,7 +98,7 @@ export abstract class BaseEngine implements Engine {
     return out;
   }
 
-  readWeights(): NamedTensors {
+  async readWeights(): Promise<NamedTensors> {
     return cloneTensors(this.weights);
   }
 
@@ -108,13 +112,15 @@ export abstract class BaseEngine implements Engine {
     }
   }
 
-  readOptimizerState(): NamedTensors {
+  async readOptimizerState(): Promise<NamedTensors> {
     return this.ready().optimizer.state(this.weights);
   }
 
   writeOptimizerState(state: NamedTensors): void {
     this.ready().optimizer.loadState(state);
   }
+
+  async flush(): Promise<void> {}
 
   dispose(): void {}
 }

@@ -42,25 +42,34 @@ export interface EvalResult {
   saturated: number;
 }
 
+/**
+ * What data comes back is a Promise: a GPU engine reads its arrays back asynchronously (WebGPU has no
+ * synchronous readback), and a training step reads nothing back at all.
+ */
 export interface Engine {
-  /** "tfjs", … */
+  /** "fast", "tfjs", "webgpu" */
   readonly name: string;
   /** What it runs on, e.g. "wasm" or "node-gpu". */
   readonly backend: string;
   /** Sets up the model and a fresh optimizer for `weights` (the initial weights when training from scratch). */
   initialize(setup: EngineSetup, weights: NamedTensors): void;
-  /** One forward/backward pass and one optimizer update; `step` is the 0-based index of this update. */
-  trainStep(batch: Batch, step: number): StepResult;
+  /**
+   * One forward/backward pass and one optimizer update; `step` is the 0-based index of this update.
+   * Resolves when the step is done or, on a GPU, queued (it rejects on a device error).
+   */
+  trainStep(batch: Batch, step: number): Promise<void>;
   /** The loss and gradients of step `step` without updating anything (for parity tests and analysis). */
-  gradients(batch: Batch, step: number): GradientResult;
+  gradients(batch: Batch, step: number): Promise<GradientResult>;
   /** Loss and accuracy on a whole set, without dropout or noise. */
-  evaluate(set: Batch): EvalResult;
+  evaluate(set: Batch): Promise<EvalResult>;
   /** Logits [size, numSymbols] for a set, row-major. */
-  logits(set: Batch): Float32Array;
-  readWeights(): NamedTensors;
+  logits(set: Batch): Promise<Float32Array>;
+  readWeights(): Promise<NamedTensors>;
   writeWeights(weights: NamedTensors): void;
-  readOptimizerState(): NamedTensors;
+  readOptimizerState(): Promise<NamedTensors>;
   writeOptimizerState(state: NamedTensors): void;
+  /** Resolves when every step so far has run (a GPU's queued work done; at once on the CPU): for timing. */
+  flush(): Promise<void>;
   dispose(): void;
 }
 
@@ -105,5 +114,5 @@ export function noisyWeights(weights: NamedTensors, sigma: number, seed: number,
 }
 
 /** The names of the engines this build offers, best first (a faster engine registers itself ahead). */
-export const ENGINE_NAMES = ["fast", "tfjs"] as const;
+export const ENGINE_NAMES = ["fast", "tfjs", "webgpu"] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];

@@ -1,6 +1,9 @@
-// Engine selection. `auto`: TensorFlow.js when its native GPU package is installed (the GPU beats any CPU
-// engine), else the fast engine with native kernels, else TensorFlow.js (wasm beats the fast engine's
-// TypeScript kernels: see `npm run bench`).
+// Engine selection. `auto`: the webgpu engine when the `webgpu` package finds a hardware adapter (never a
+// software or fallback one such as lavapipe: those run on the CPU, slower than the fast engine), else
+// TensorFlow.js when its native GPU package is installed (the GPU beats any CPU engine), else the fast engine
+// with native kernels, else TensorFlow.js (wasm beats the fast engine's TypeScript kernels: see
+// `npm run bench`). Finding an adapter is asynchronous, so resolveEngineName (synchronous) says what auto
+// picks among the others, and createEngine looks for the adapter first.
 
 import { Engine, ENGINE_NAMES, EngineName } from "./engine";
 import { FastEngine } from "./fast/engine";
@@ -8,6 +11,8 @@ import { KernelChoice } from "./fast/kernels";
 import { nativeKernelsAvailable } from "./fast/load-kernels";
 import { TFJS_BACKENDS, TfjsBackendChoice } from "./tfjs/backend";
 import { TfjsEngine } from "./tfjs/engine";
+import { hardwareAdapter } from "./webgpu/device";
+import { WebGpuEngine } from "./webgpu/engine";
 import { UserError } from "../util/errors";
 
 export type EngineChoice = EngineName | "auto";
@@ -65,7 +70,11 @@ export function engineChoices(choices: {
   };
 }
 
-/** Which engine `opts` selects (see the top of this file), or throws on an unknown or contradictory choice. */
+/**
+ * Which engine `opts` selects (see the top of this file), or throws on an unknown or contradictory choice.
+ * For auto, the choice among the CPU engines and tfjs: createEngine takes webgpu before it when a hardware
+ * adapter is there.
+ */
 export function resolveEngineName(opts: EngineOptions = {}): EngineName {
   engineChoices(opts);
   const choice = opts.engine ?? "auto";
@@ -78,23 +87,46 @@ export function resolveEngineName(opts: EngineOptions = {}): EngineName {
   if (name === "fast" && opts.backend !== undefined && opts.backend !== "auto") {
     throw new Error(`--backend ${opts.backend} chooses a tfjs backend, but the engine is fast (it takes --kernels)`);
   }
-  if (name === "tfjs" && opts.kernels !== undefined && opts.kernels !== "auto") {
-    throw new Error(`--kernels ${opts.kernels} chooses the fast engine's kernels, but the engine is tfjs`);
+  if (name !== "fast" && opts.kernels !== undefined && opts.kernels !== "auto") {
+    throw new Error(`--kernels ${opts.kernels} chooses the fast engine's kernels, but the engine is ${name}`);
+  }
+  if (name === "webgpu" && opts.backend !== undefined && opts.backend !== "auto") {
+    throw new Error(`--backend ${opts.backend} chooses a tfjs backend, but the engine is webgpu`);
   }
   return name;
 }
 
-/** Whether `opts` run on a GPU (tfjs with tfjs-node-gpu installed, on an auto or node-gpu backend). */
+/** Whether `opts` run on a GPU: webgpu named, or tfjs with tfjs-node-gpu installed on an auto or node-gpu backend. */
 export function runsOnGpu(opts: EngineOptions = {}): boolean {
   return (
-    resolveEngineName(opts) === "tfjs" &&
-    (opts.backend ?? "auto") in { auto: 1, "node-gpu": 1 } &&
-    installed("@tensorflow/tfjs-node-gpu")
+    resolveEngineName(opts) === "webgpu" ||
+    (resolveEngineName(opts) === "tfjs" &&
+      (opts.backend ?? "auto") in { auto: 1, "node-gpu": 1 } &&
+      installed("@tensorflow/tfjs-node-gpu"))
+  );
+}
+
+/** Whether auto may take webgpu: nothing named that points to another engine. */
+function autoMayTakeWebGpu(opts: EngineOptions): boolean {
+  return (
+    (opts.engine ?? "auto") === "auto" && (opts.backend ?? "auto") === "auto" && (opts.kernels ?? "auto") === "auto"
   );
 }
 
 export async function createEngine(opts: EngineOptions = {}): Promise<CreatedEngine> {
-  const name = resolveEngineName(opts);
+  let name = resolveEngineName(opts);
+  let why = "";
+  if (autoMayTakeWebGpu(opts)) {
+    const adapter = await hardwareAdapter();
+    if (adapter) {
+      name = "webgpu";
+      why = " (auto: a hardware adapter)";
+    }
+  }
+  if (name === "webgpu") {
+    const engine = await WebGpuEngine.create();
+    return { engine, description: `engine webgpu on ${engine.backend}${why}` };
+  }
   if (name === "fast") {
     const engine = FastEngine.create(opts.kernels ?? "auto", opts.threads);
     return { engine, description: `engine fast (${engine.backend}): ${engine.backendNote}` };

@@ -280,14 +280,14 @@ class TrainingSession {
     const checkpointEvery = options.checkpointEvery ?? 1000;
     const checkpointSeconds = options.checkpointSeconds ?? 60;
     this.draw(true);
-    if (this.step === 0 && this.snapshotAt.has(0)) store.writeSnapshot(id, 0, engine.readWeights());
+    if (this.step === 0 && this.snapshotAt.has(0)) store.writeSnapshot(id, 0, await engine.readWeights());
     if (isEvalStep(cfg.training.eval, this.step, steps) && this.lastRow()?.step !== this.step) await this.evaluate();
     if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) return "early-stop";
     while (this.step < steps) {
-      engine.trainStep(this.data.sampler.at(this.step), this.step);
+      await engine.trainStep(this.data.sampler.at(this.step), this.step);
       this.step++;
       options.onStep?.(this.step);
-      if (this.snapshotAt.has(this.step)) store.writeSnapshot(id, this.step, engine.readWeights());
+      if (this.snapshotAt.has(this.step)) store.writeSnapshot(id, this.step, await engine.readWeights());
       if (isEvalStep(cfg.training.eval, this.step, steps)) {
         await this.evaluate();
         if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) {
@@ -301,7 +301,7 @@ class TrainingSession {
         this.stop.requested = true;
       if (this.stop.requested) return null;
       if (this.step % checkpointEvery === 0 || Date.now() - this.lastCheckpointTime > checkpointSeconds * 1000) {
-        this.checkpoint(false);
+        await this.checkpoint(false);
         this.saveState();
       }
       // let signals, timers and the notebook's event loop run
@@ -318,11 +318,11 @@ class TrainingSession {
     if (stopReason !== null) {
       // the last row must describe the final network even when the schedule skipped this step
       if (this.lastRow()?.step !== this.step) await this.evaluate();
-      this.checkpoint(true);
+      await this.checkpoint(true);
       state.status = "finished";
       state.stopReason = stopReason;
     } else {
-      this.checkpoint(false);
+      await this.checkpoint(false);
       state.status = "stopped";
     }
     this.saveState();
@@ -345,9 +345,9 @@ class TrainingSession {
     return this.start.trainSeconds + (Date.now() - this.sessionStart) / 1000;
   }
 
-  private checkpoint(final: boolean): void {
+  private async checkpoint(final: boolean): Promise<void> {
     const { store, id, engine, options } = this.ctx;
-    const tensors: NamedTensors = new Map([...engine.readWeights(), ...engine.readOptimizerState()]);
+    const tensors: NamedTensors = new Map([...(await engine.readWeights()), ...(await engine.readOptimizerState())]);
     const metadata = { trainSeconds: String(this.elapsed()), engine: engine.name, backend: engine.backend };
     store.writeCheckpoint(id, this.step, tensors, metadata, { final, keep: options.keepCheckpoints ?? 2 });
     this.lastCheckpointTime = Date.now();
@@ -364,7 +364,7 @@ class TrainingSession {
 
   private async evaluate(): Promise<void> {
     const { cfg, store, id, engine, options } = this.ctx;
-    const row = metricsRow(
+    const row = await metricsRow(
       engine,
       this.data.train,
       this.data.val,
@@ -409,19 +409,19 @@ function asBatch(dataset: Dataset, ex: Examples): Batch {
 }
 
 /** One row of metrics.csv. */
-function metricsRow(
+async function metricsRow(
   engine: Engine,
   train: Batch,
   val: Batch,
   step: number,
   lr: number,
   wallSeconds: number,
-): MetricsRow {
-  const tr = engine.evaluate(train);
-  const va = engine.evaluate(val);
+): Promise<MetricsRow> {
+  const tr = await engine.evaluate(train);
+  const va = await engine.evaluate(val);
   const norms: Record<string, number> = {};
   let sq = 0;
-  for (const [name, t] of engine.readWeights()) {
+  for (const [name, t] of await engine.readWeights()) {
     const n = l2norm(t.data);
     norms[`norm.${name}`] = n;
     sq += n * n;

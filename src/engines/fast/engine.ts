@@ -55,7 +55,7 @@ export class FastEngine extends BaseEngine {
     return new Map([...weights].map(([name, t]) => [name, t.data]));
   }
 
-  gradients(batch: Batch, step: number): GradientResult {
+  protected lossAndGradients(batch: Batch, step: number): GradientResult {
     const { setup } = this.ready();
     const cfg = setup.optimizer;
     const forwardWeights =

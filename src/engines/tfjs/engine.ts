@@ -46,7 +46,7 @@ export class TfjsEngine extends BaseEngine {
     );
   }
 
-  gradients(batch: Batch, step: number): GradientResult {
+  protected lossAndGradients(batch: Batch, step: number): GradientResult {
     const { setup } = this.ready();
     const model = this.model!;
     const tf = this.loaded.tf;

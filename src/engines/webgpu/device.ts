@@ -1,8 +1,9 @@
 // Finding a WebGPU device and saying what it is.
 //
 // The webgpu engine is written against the standard WebGPU API (the `GPU` object a browser exposes as
-// navigator.gpu), so that a browser page could run it later. The one piece of Node-specific code is
-// loadNodeGpu(), which gets that object from Dawn's Node bindings (the optional `webgpu` package).
+// navigator.gpu), so that a browser page could run it later. The Node-specific code is here alone:
+// loadNodeGpu(), which gets that object from Dawn's Node bindings (the optional `webgpu` package), and the
+// look for a GPU device node before auto asks Dawn for a hardware adapter (hardwareAdapter).
 
 /** What an adapter is, from GPUAdapterInfo: enough to say on a run's start line which GPU runs it. */
 export interface AdapterDescription {
@@ -123,4 +124,37 @@ export async function openWebGpu(gpu?: GPU): Promise<WebGpuOpening> {
     return { ok: false, reason: `the adapter refused a device: ${(err as Error).message}` };
   }
   return { ok: true, gpu: { gpu, device, adapter: describeAdapter(adapter), limits } };
+}
+
+/**
+ * A hardware adapter, if the `webgpu` package finds one: what `--engine auto` takes before the CPU engines.
+ * Null without the package, without an adapter, or for a software/fallback one (slower than the fast engine).
+ * On Linux it looks only where a GPU device node exists (/dev/dri/renderD*, /dev/nvidiactl): elsewhere the
+ * only adapter could be lavapipe, and asking Dawn costs a native load and prints its lavapipe warnings on
+ * stderr in every run that chose no engine. (Node-only, like loadNodeGpu.)
+ */
+export async function hardwareAdapter(gpu?: GPU): Promise<AdapterDescription | null> {
+  if (!gpu) {
+    if (!mayHaveGpuDevice()) return null;
+    const loaded = loadNodeGpu();
+    if (!loaded.ok) return null;
+    gpu = loaded.gpu;
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) return null;
+  const description = describeAdapter(adapter);
+  return description.software ? null : description;
+}
+
+/** False on Linux without a GPU's device node (DRM render node, or NVIDIA's control device). */
+function mayHaveGpuDevice(): boolean {
+  if (process.platform !== "linux") return true;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const fs = require("node:fs") as typeof import("node:fs");
+  if (fs.existsSync("/dev/nvidiactl")) return true;
+  try {
+    return fs.readdirSync("/dev/dri").some((name) => name.startsWith("renderD"));
+  } catch {
+    return false;
+  }
 }
