@@ -1,5 +1,5 @@
 // `grok bench`: milliseconds per training step of the paper's model (x/y mod 97, half the table) on an engine.
-// `grok bench --all`: every engine and PyTorch (bench/torch_reference.py), at batch 512 and full batch, in one
+// `grok bench --all`: the fast and tfjs engines and PyTorch (bench/torch_reference.py), at batch 512 and full batch, in one
 // table with each engine's ratio to PyTorch. The measuring is in src/bench; here are the flags and the output.
 
 import { benchmarkEngine } from "../bench/engine-timing";
