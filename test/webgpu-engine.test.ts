@@ -6,11 +6,11 @@
 // Without the `webgpu` package or an adapter the tests skip with the reason, unless GROK_REQUIRE_WEBGPU=1.
 
 import assert from "node:assert/strict";
-import { after, test, TestContext } from "node:test";
+import { test } from "node:test";
 import { createEngine } from "../src/engines";
 import { Batch } from "../src/engines/engine";
 import { FastEngine } from "../src/engines/fast/engine";
-import { hardwareAdapter, loadNodeGpu, openWebGpu, WebGpu } from "../src/engines/webgpu/device";
+import { hardwareAdapter, loadNodeGpu, WebGpu } from "../src/engines/webgpu/device";
 import { WebGpuEngine } from "../src/engines/webgpu/engine";
 import { initParams, ModelConfig, ModelDims, PAPER_TRANSFORMER } from "../src/model/config";
 import { Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
@@ -18,23 +18,9 @@ import { train } from "../src/training/trainer";
 import { UserError } from "../src/util/errors";
 import { cloneTensors, NamedTensors } from "../src/util/tensors";
 import { CONFIGS, randomBatch, SMALL_DIMS, tempStore, tinyConfig } from "./helpers";
+import { webGpuForTests } from "./webgpu-device";
 
-const requireWebGpu = process.env.GROK_REQUIRE_WEBGPU === "1";
-const opening = openWebGpu();
-
-after(async () => {
-  const opened = await opening;
-  if (opened.ok) opened.gpu.device.destroy();
-});
-
-/** The open device, or null after marking the test skipped (a failure when GROK_REQUIRE_WEBGPU=1). */
-async function deviceFor(t: TestContext): Promise<WebGpu | null> {
-  const opened = await opening;
-  if (opened.ok) return opened.gpu;
-  if (requireWebGpu) assert.fail(`GROK_REQUIRE_WEBGPU=1 but ${opened.reason}`);
-  t.skip(opened.reason);
-  return null;
-}
+const deviceFor = webGpuForTests();
 
 function gpuTest(name: string, fn: (webgpu: WebGpu) => Promise<void>): void {
   test(name, async (t) => {

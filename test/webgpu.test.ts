@@ -8,9 +8,9 @@
 // which makes that a failure.
 
 import assert from "node:assert/strict";
-import { after, test, TestContext } from "node:test";
+import { test } from "node:test";
 import { tsKernels } from "../src/engines/fast/ts-kernels";
-import { formatAdapter, openWebGpu, WebGpu } from "../src/engines/webgpu/device";
+import { formatAdapter, WebGpu } from "../src/engines/webgpu/device";
 import { GpuContext } from "../src/engines/webgpu/kernels/dispatch";
 import { activationBackward, activationForward } from "../src/engines/webgpu/kernels/activations";
 import { adamUpdate } from "../src/engines/webgpu/kernels/adam";
@@ -23,23 +23,9 @@ import { gatherRows, scatterAddRows } from "../src/engines/webgpu/kernels/rows";
 import { grokfastFilter, sgdUpdate } from "../src/engines/webgpu/kernels/sgd";
 import { Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { Rng, Stream } from "../src/util/rng";
+import { requireWebGpu, webGpuForTests } from "./webgpu-device";
 
-const requireWebGpu = process.env.GROK_REQUIRE_WEBGPU === "1";
-const opening = openWebGpu();
-
-after(async () => {
-  const opened = await opening;
-  if (opened.ok) opened.gpu.device.destroy();
-});
-
-/** The open device, or null after marking the test skipped (a failure when GROK_REQUIRE_WEBGPU=1). */
-async function deviceFor(t: TestContext): Promise<WebGpu | null> {
-  const opened = await opening;
-  if (opened.ok) return opened.gpu;
-  if (requireWebGpu) assert.fail(`GROK_REQUIRE_WEBGPU=1 but ${opened.reason}`);
-  t.skip(opened.reason);
-  return null;
-}
+const deviceFor = webGpuForTests();
 
 /** A test that runs on the WebGPU device with a fresh kernel context. */
 function gpuTest(name: string, fn: (gpu: GpuContext, webgpu: WebGpu) => Promise<void>): void {

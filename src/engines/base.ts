@@ -17,6 +17,36 @@ export interface ForwardPass {
   losses: Float32Array;
 }
 
+/** The forward pass of examples start … start+size−1 of a set, without dropout or noise. */
+export type ChunkForward = (start: number, size: number) => ForwardPass | Promise<ForwardPass>;
+
+/** Loss, accuracy and saturation over a whole set, one forward pass per EVAL_CHUNK examples. */
+export async function evaluateInChunks(set: Batch, classes: number, forward: ChunkForward): Promise<EvalResult> {
+  let lossSum = 0;
+  let correct = 0;
+  let saturated = 0;
+  for (let start = 0; start < set.size; start += EVAL_CHUNK) {
+    const size = Math.min(EVAL_CHUNK, set.size - start);
+    const { logits, losses } = await forward(start, size);
+    for (let i = 0; i < size; i++) {
+      lossSum += losses[i];
+      if (losses[i] === 0) saturated++;
+    }
+    correct += countCorrect(logits, set.targets.subarray(start, start + size), classes);
+  }
+  return { count: set.size, loss: lossSum / set.size, accuracy: correct / set.size, saturated: saturated / set.size };
+}
+
+/** The logits of a whole set, [size × classes], one forward pass per EVAL_CHUNK examples. */
+export async function logitsInChunks(set: Batch, classes: number, forward: ChunkForward): Promise<Float32Array> {
+  const out = new Float32Array(set.size * classes);
+  for (let start = 0; start < set.size; start += EVAL_CHUNK) {
+    const size = Math.min(EVAL_CHUNK, set.size - start);
+    out.set((await forward(start, size)).logits.subarray(0, size * classes), start * classes);
+  }
+  return out;
+}
+
 export abstract class BaseEngine implements Engine {
   abstract readonly name: string;
   abstract readonly backend: string;
@@ -72,30 +102,11 @@ export abstract class BaseEngine implements Engine {
   }
 
   async evaluate(set: Batch): Promise<EvalResult> {
-    const classes = this.ready().setup.dims.numSymbols;
-    let lossSum = 0;
-    let correct = 0;
-    let saturated = 0;
-    for (let start = 0; start < set.size; start += EVAL_CHUNK) {
-      const size = Math.min(EVAL_CHUNK, set.size - start);
-      const { logits, losses } = this.forward(set, start, size);
-      for (let i = 0; i < size; i++) {
-        lossSum += losses[i];
-        if (losses[i] === 0) saturated++;
-      }
-      correct += countCorrect(logits, set.targets.subarray(start, start + size), classes);
-    }
-    return { count: set.size, loss: lossSum / set.size, accuracy: correct / set.size, saturated: saturated / set.size };
+    return evaluateInChunks(set, this.ready().setup.dims.numSymbols, (start, size) => this.forward(set, start, size));
   }
 
   async logits(set: Batch): Promise<Float32Array> {
-    const classes = this.ready().setup.dims.numSymbols;
-    const out = new Float32Array(set.size * classes);
-    for (let start = 0; start < set.size; start += EVAL_CHUNK) {
-      const size = Math.min(EVAL_CHUNK, set.size - start);
-      out.set(this.forward(set, start, size).logits.subarray(0, size * classes), start * classes);
-    }
-    return out;
+    return logitsInChunks(set, this.ready().setup.dims.numSymbols, (start, size) => this.forward(set, start, size));
   }
 
   async readWeights(): Promise<NamedTensors> {

@@ -15,7 +15,7 @@ import { paramSpecs } from "../../model/config";
 import { learningRate, OptimizerConfig } from "../../optim/optimizer";
 import { Rng, Stream } from "../../util/rng";
 import { NamedTensors } from "../../util/tensors";
-import { countCorrect } from "../base";
+import { countCorrect, evaluateInChunks, ForwardPass, logitsInChunks } from "../base";
 import { Batch, dropoutMasks, Engine, EngineSetup, EvalResult, GradientResult } from "../engine";
 import { Mlp } from "../shared/mlp";
 import { ModelOutput, ModelSequence, NamedArrays } from "../shared/model-kernels";
@@ -25,9 +25,6 @@ import { formatAdapter, openWebGpu, WebGpu } from "./device";
 import { adamUpdate, grokfastFilter, residualAdd, sgdUpdate } from "./kernels";
 import { GpuArray, GpuContext, Recorder } from "./kernels/dispatch";
 import { GpuModelKernels } from "./model-kernels";
-
-/** Examples per forward pass when evaluating a whole set (as the CPU engines). */
-const EVAL_CHUNK = 2048;
 
 /** Optimizer state slots, named as optim/optimizer.ts names them in checkpoints ("optim.<slot>.<param>"). */
 type Slot = "m" | "v" | "buf" | "init" | "ema";
@@ -200,70 +197,44 @@ export class WebGpuEngine implements Engine {
     const rec = this.gpu.record();
     const out = this.recordGradients(rec, batch, step);
     await rec.submit();
-    const { loss, correct } = await this.lossAndCorrect(out, batch.targets, batch.size);
+    const { logits, losses } = await this.readPass(out);
+    let loss = 0;
+    for (let i = 0; i < batch.size; i++) loss += losses[i];
+    const correct = countCorrect(logits, batch.targets, run.setup.dims.numSymbols);
     const grads = new Map<string, Float32Array>();
     for (const [name, g] of run.grads) grads.set(name, await this.gpu.readFloats(g));
     return { loss: loss / batch.size, accuracy: correct / batch.size, grads };
   }
 
-  /** Summed loss, correct answers and saturated examples of a pass's output, read back. */
-  private async lossAndCorrect(
-    out: ModelOutput<GpuArray>,
-    targets: Int32Array,
-    size: number,
-  ): Promise<{ loss: number; correct: number; saturated: number; logits: Float32Array }> {
-    const classes = this.ready().setup.dims.numSymbols;
-    const losses = await this.gpu.readFloats(out.losses);
-    const logits = await this.gpu.readFloats(out.logits);
-    let loss = 0;
-    let saturated = 0;
-    for (let i = 0; i < size; i++) {
-      loss += losses[i];
-      if (losses[i] === 0) saturated++;
-    }
-    return { loss, correct: countCorrect(logits, targets, classes), saturated, logits };
+  /** A pass's logits and per-example losses, read back. */
+  private async readPass(out: ModelOutput<GpuArray>): Promise<ForwardPass> {
+    return { losses: await this.gpu.readFloats(out.losses), logits: await this.gpu.readFloats(out.logits) };
   }
 
   /** The forward pass of examples start … start+size−1 of a set, without dropout or noise, read back. */
-  private async forward(set: Batch, start: number, size: number) {
+  private async forward(set: Batch, start: number, size: number): Promise<ForwardPass> {
     const run = this.ready();
     const seqLen = run.setup.dims.seqLen;
-    const targets = set.targets.subarray(start, start + size);
     const rec = this.gpu.record();
     this.kernels.begin(rec);
     const out = run.model.run(
       run.weights,
       set.inputs.subarray(start * seqLen, (start + size) * seqLen),
-      targets,
+      set.targets.subarray(start, start + size),
       size,
       [],
       null,
     );
     await rec.submit();
-    return this.lossAndCorrect(out, targets, size);
+    return this.readPass(out);
   }
 
   async evaluate(set: Batch): Promise<EvalResult> {
-    let lossSum = 0;
-    let correct = 0;
-    let saturated = 0;
-    for (let start = 0; start < set.size; start += EVAL_CHUNK) {
-      const chunk = await this.forward(set, start, Math.min(EVAL_CHUNK, set.size - start));
-      lossSum += chunk.loss;
-      correct += chunk.correct;
-      saturated += chunk.saturated;
-    }
-    return { count: set.size, loss: lossSum / set.size, accuracy: correct / set.size, saturated: saturated / set.size };
+    return evaluateInChunks(set, this.ready().setup.dims.numSymbols, (start, size) => this.forward(set, start, size));
   }
 
   async logits(set: Batch): Promise<Float32Array> {
-    const classes = this.ready().setup.dims.numSymbols;
-    const out = new Float32Array(set.size * classes);
-    for (let start = 0; start < set.size; start += EVAL_CHUNK) {
-      const size = Math.min(EVAL_CHUNK, set.size - start);
-      out.set((await this.forward(set, start, size)).logits.subarray(0, size * classes), start * classes);
-    }
-    return out;
+    return logitsInChunks(set, this.ready().setup.dims.numSymbols, (start, size) => this.forward(set, start, size));
   }
 
   async readWeights(): Promise<NamedTensors> {
