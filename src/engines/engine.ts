@@ -116,3 +116,44 @@ export function noisyWeights(weights: NamedTensors, sigma: number, seed: number,
 /** The names of the engines this build offers, best first (a faster engine registers itself ahead). */
 export const ENGINE_NAMES = ["fast", "tfjs", "webgpu"] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
+
+/**
+ * Many runs trained together: a pack. Its runs share the operation, modulus, model shape and batch size
+ * (see packKey in training), and each keeps its own seed, data, step, hyperparameters and state. A pack
+ * step trains every run one step, each at its own step index; a run's results do not depend on the other
+ * runs of its pack (bit for bit: the same as in a pack of one on the same engine and adapter).
+ */
+export interface PackEngine {
+  /** "webgpu" */
+  readonly name: string;
+  readonly backend: string;
+  /** The runs in the pack now, in order. */
+  readonly size: number;
+  /** Sets up a pack of setups.length runs, run r from weights[r] with a fresh optimizer. */
+  initialize(setups: EngineSetup[], weights: NamedTensors[]): Promise<void>;
+  /** One optimizer update for every run: run r on batches[r] at its step steps[r]. */
+  trainStep(batches: Batch[], steps: number[]): Promise<void>;
+  /** Every run's loss and gradients at its step, without updating anything. */
+  gradients(batches: Batch[], steps: number[]): Promise<GradientResult[]>;
+  /** Run r's view: its evaluations, logits, weights and optimizer state. */
+  run(r: number): Omit<Engine, "trainStep" | "gradients" | "initialize" | "dispose" | "flush">;
+  /** Keeps only the runs at these indexes, in this order (the finished ones leave the pack). */
+  keep(runs: number[]): Promise<void>;
+  flush(): Promise<void>;
+  dispose(): void;
+}
+
+/**
+ * The device failed (lost, out of memory, a shader or validation error): nothing computed since the last
+ * good read can be trusted, and the device's arrays may be gone. The trainer stops the run(s) with the last
+ * checkpoint on disk, without reading from the engine again.
+ */
+export class DeviceError extends Error {
+  constructor(
+    readonly kind: "lost" | "out-of-memory" | "validation" | "internal",
+    message: string,
+  ) {
+    super(message);
+    this.name = "DeviceError";
+  }
+}
