@@ -22,7 +22,7 @@ export { RunStore, defaultStoreRoot, displayPath } from "./store/run-store";
 export type { RunInfo, RunState, Metrics, MetricsRow } from "./store/run-store";
 export { listRuns, loadRun, metricsFrame, loadWeights, ensureSnapshots } from "./analysis/runs";
 export type { SnapshotOptions } from "./analysis/runs";
-export { tableAnswers, predictAnswers } from "./analysis/predict";
+export { tableAnswers, predictAnswers, predictLogits, wholeTable } from "./analysis/predict";
 export type { TableAnswers } from "./analysis/predict";
 export type { NamedTensors, Tensor32 } from "./util/tensors";
 export { UserError, Interrupted } from "./util/errors";
@@ -67,3 +67,11 @@ export type {
   SpearmanOptions,
   SpearmanResult,
 } from "./analysis/embeddings";
+export {
+  projectKeyFrequencies,
+  progressMeasures,
+  crossEntropyOf,
+  gini,
+  fourierGini,
+} from "./analysis/progress-measures";
+export type { TableLogits, ProgressMeasures } from "./analysis/progress-measures";
