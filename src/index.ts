@@ -70,8 +70,10 @@ export type {
 export {
   projectKeyFrequencies,
   progressMeasures,
+  progressPhases,
+  changeOnset,
   crossEntropyOf,
   gini,
   fourierGini,
 } from "./analysis/progress-measures";
-export type { TableLogits, ProgressMeasures } from "./analysis/progress-measures";
+export type { TableLogits, ProgressMeasures, ProgressPhases } from "./analysis/progress-measures";

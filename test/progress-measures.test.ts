@@ -1,10 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
+  changeOnset,
   crossEntropyOf,
   fourierGini,
   gini,
   progressMeasures,
+  progressPhases,
   projectKeyFrequencies,
   TableLogits,
 } from "../src/analysis/progress-measures";
@@ -75,4 +77,25 @@ test("gini: 0 for equal values, (n−1)/n for one value holding everything; Four
   // a vector per residue with equal power at every frequency (a delta at x = 0) is not sparse at all
   const delta = Array.from({ length: p }, (_, x) => Float32Array.from([x === 0 ? 1 : 0]));
   assert.ok(fourierGini(delta) < 0.2);
+});
+
+test("changeOnset and progressPhases find the steps where synthetic curves turn", () => {
+  const steps = [0, 10, 20, 30, 40, 50, 60, 70, 80];
+  // flat at 1 until 30, then down a decade by 60 (log-linear), flat after
+  const val = [2, 3, 4, 4, 4 / Math.sqrt(10), 0.4, 0.4 / Math.sqrt(10), 0.04, 0.04];
+  assert.equal(changeOnset(steps, val, 30, "fall", 0.1), 40);
+  assert.equal(changeOnset(steps, val, 30, "fall", 0.9), 70);
+  // from the value at `from`: 2 → 8 (log), half way is at 4
+  assert.equal(changeOnset(steps, [2, 1, 2, 4, 8, 8, 8, 8, 8], 0, "rise", 0.5), 30);
+  // a spike after the onset does not move it: 10% of the way from 1 to 0.01 (log) is below 0.63
+  assert.equal(changeOnset(steps, [1, 1, 0.5, 5, 0.1, 0.01, 0.01, 0.01, 0.01], 0, "fall", 0.1), 20);
+  // linear: from 0.1 to 1, 10% of the way is 0.19
+  const acc = [0.1, 0.1, 0.1, 0.15, 0.2, 0.6, 1, 1, 1];
+  assert.equal(changeOnset(steps, acc, 10, "rise", 0.1, "linear"), 40);
+  assert.equal(changeOnset(steps, acc, 10, "rise", 0.1, "log"), 30);
+  assert.equal(changeOnset(steps, [1, 1, 1, 1, 1, 1, 1, 1, 1], 0, "rise"), null);
+  assert.equal(changeOnset(steps, val, 90, "fall"), null);
+  assert.throws(() => changeOnset(steps, [1], 0, "fall"), /9 steps, 1 values/);
+  // memorized at 20; the validation loss peaks at 20–40 and falls from 40 (10% at 40, 90% at 70)
+  assert.deepEqual(progressPhases(steps, val, 20), { memorizationEnd: 20, cleanupStart: 40, cleanupEnd: 70 });
 });

@@ -135,3 +135,52 @@ export function progressMeasures(
     valLoss: crossEntropyOf(table.logits, table.classes, answers, valRows),
   };
 }
+
+/**
+ * Where a curve's fall (or rise) begins, as a rule in code: the first of `steps` from `from` on at which
+ * `values` has made `fraction` of its move from its value at `from` to its lowest (highest) value after it.
+ * Null when it never moves that way. On a log scale by default (losses span decades), or a linear one
+ * (accuracies). Measured from a fixed step rather than from the curve's extremes, so that a loss spike later in
+ * the run (accuracy collapsing and recovering) does not move the onset.
+ */
+export function changeOnset(
+  steps: number[],
+  values: number[],
+  from: number,
+  direction: "rise" | "fall",
+  fraction = 0.1,
+  scale: "log" | "linear" = "log",
+): number | null {
+  if (steps.length !== values.length) throw new Error(`changeOnset: ${steps.length} steps, ${values.length} values`);
+  const start = steps.findIndex((s) => s >= from);
+  if (start < 0) return null;
+  // a rise is the fall of the negated curve
+  const sign = direction === "fall" ? 1 : -1;
+  const curve = values.map((v) => sign * (scale === "log" ? Math.log(Math.max(v, 1e-12)) : v));
+  const span = curve[start] - Math.min(...curve.slice(start));
+  if (!(span > 0)) return null;
+  for (let i = start; i < steps.length; i++) if (curve[start] - curve[i] >= fraction * span) return steps[i];
+  return null;
+}
+
+/** Nanda et al.'s three phases, as steps where each begins and ends. */
+export interface ProgressPhases {
+  /** Memorization: from step 0 until training accuracy first reaches 99%. */
+  memorizationEnd: number;
+  /** Circuit formation: from memorizationEnd until the validation loss has made 10% of its fall after it. */
+  cleanupStart: number | null;
+  /** Cleanup: from cleanupStart until the validation loss has made 90% of its fall. */
+  cleanupEnd: number | null;
+}
+
+/**
+ * The phase boundaries from a run's curves: the first step with training accuracy ≥ 99% and the validation
+ * loss at the snapshots (see ProgressPhases for the rules).
+ */
+export function progressPhases(steps: number[], valLoss: number[], firstTrain99: number): ProgressPhases {
+  return {
+    memorizationEnd: firstTrain99,
+    cleanupStart: changeOnset(steps, valLoss, firstTrain99, "fall", 0.1),
+    cleanupEnd: changeOnset(steps, valLoss, firstTrain99, "fall", 0.9),
+  };
+}
