@@ -77,3 +77,5 @@ export {
   fourierGini,
 } from "./analysis/progress-measures";
 export type { TableLogits, ProgressMeasures, ProgressPhases } from "./analysis/progress-measures";
+export { detectSpikes, growthBefore, duringSpike, DEFAULT_SPIKE_RULE } from "./analysis/spikes";
+export type { LossSpike, SpikeRule } from "./analysis/spikes";
