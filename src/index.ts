@@ -79,3 +79,5 @@ export {
 export type { TableLogits, ProgressMeasures, ProgressPhases } from "./analysis/progress-measures";
 export { detectSpikes, growthBefore, duringSpike, DEFAULT_SPIKE_RULE } from "./analysis/spikes";
 export type { LossSpike, SpikeRule } from "./analysis/spikes";
+export { classifyRun, PHASES, PHASE_RULES } from "./analysis/phases";
+export type { Phase, PhaseOfRun } from "./analysis/phases";
