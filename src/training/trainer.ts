@@ -228,11 +228,11 @@ export function sessionData(ctx: RunContext): SessionData {
   return { train, val, sampler: new BatchSampler(train, batchSize, cfg.training.seed, dims.seqLen) };
 }
 
-/** Marks the run as running on `engine`, in its state. */
-export function markRunning(ctx: RunContext, engine: RunEngine): void {
+/** Marks the run as running on its engine, in its state. */
+export function markRunning(ctx: RunContext): void {
   ctx.state.status = "running";
-  ctx.state.engine = engine.name;
-  ctx.state.backend = engine.backend;
+  ctx.state.engine = ctx.engine.name;
+  ctx.state.backend = ctx.engine.backend;
 }
 
 async function runLoop(ctx: RunContext, engine: Engine, description: string): Promise<TrainResult> {
@@ -240,7 +240,7 @@ async function runLoop(ctx: RunContext, engine: Engine, description: string): Pr
   const seed = cfg.training.seed;
   engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed }, initParams(cfg.model, dims, seed));
   const start = resumeFromCheckpoint(ctx);
-  markRunning(ctx, engine);
+  markRunning(ctx);
   const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, {
     label: `run ${id}`,
     out: log,
