@@ -5,9 +5,12 @@
 // writes its final checkpoint and leaves the pack while the others go on. Stopped, the runs resume from
 // their own checkpoints, each exactly as train() would resume it.
 
-import { normalizeConfig, RunConfig } from "../config/run-config";
-import { DeviceError, PackEngine } from "../engines/engine";
-import { initParams } from "../model/config";
+import { normalizeConfig, resolveBatchSize, RunConfig } from "../config/run-config";
+import { Dataset } from "../data/dataset";
+import { DeviceError, EngineSetup, packConflict, PackEngine } from "../engines/engine";
+import { packCapacity } from "../engines/webgpu/capacity";
+import { WebGpuPackEngine } from "../engines/webgpu/pack-engine";
+import { initParams, ModelDims } from "../model/config";
 import { displayPath, RunStore } from "../store/run-store";
 import { RunLock } from "../store/lock";
 import { UserError } from "../util/errors";
@@ -30,6 +33,8 @@ import {
 export interface PackOptions extends TrainOptions {
   /** The pack engine to train on (default: a webgpu pack engine on its own device, disposed at the end). */
   packEngine?: PackEngine;
+  /** Called as each run ends: finished (budget, early stop) or stopped with a checkpoint (null). */
+  onRunEnd?: (id: string, reason: EndReason) => void;
 }
 
 export interface PackResult {
@@ -59,8 +64,11 @@ export async function trainPack(configs: RunConfig[], options: PackOptions = {})
   if (todo.length > 0) {
     // everything that can fail on bad input fails here, before any run directory exists
     const prepared = todo.map((i) => prepareRun(cfgs[i]));
-    const pack = options.packEngine;
-    if (!pack) throw new UserError("trainPack: no pack engine");
+    checkPackable(
+      todo.map((i) => ids[i]),
+      todo.map((i, k) => packSetup(cfgs[i], prepared[k])),
+    );
+    const pack = options.packEngine ?? (await WebGpuPackEngine.create());
     const locks: RunLock[] = [];
     try {
       const runs = todo.map((i, k): PackRun => {
@@ -81,6 +89,94 @@ export async function trainPack(configs: RunConfig[], options: PackOptions = {})
   return { runs, interrupted: runs.some((r) => r.interrupted) };
 }
 
+/**
+ * Trains runs in packs of runs that can share one, at most `maxPack` runs each (default: as many as fit the
+ * adapter), one pack after another on one pack engine. A stop ends the pack training then and starts no
+ * other; a DeviceError stops the pack's runs at their checkpoints and is rethrown. The result holds the
+ * runs of the packs that trained, in the order of the configs.
+ */
+export async function trainInPacks(
+  configs: RunConfig[],
+  options: Omit<PackOptions, "packEngine"> & { packEngine?: WebGpuPackEngine; maxPack?: number } = {},
+): Promise<PackResult> {
+  const { maxPack, ...packOptions } = options;
+  const pack = options.packEngine ?? (await WebGpuPackEngine.create());
+  const results = new Map<number, TrainResult>();
+  let interrupted = false;
+  try {
+    for (const group of packGroups(configs, maxPack)) {
+      // a group of compatible runs trains in packs of as many as fit the adapter
+      const { setup, batchSize } = packSetupOf(configs[group[0]]);
+      const fit = packCapacity(pack.webgpu, setup, batchSize);
+      if (fit.runs < 1)
+        throw new UserError(
+          `run ${RunStore.idFor(normalizeConfig(configs[group[0]]))} does not fit the adapter: ${fit.limit}`,
+        );
+      for (let start = 0; start < group.length; start += fit.runs) {
+        if (interrupted || options.signal?.aborted) break;
+        const part = group.slice(start, start + fit.runs);
+        const result = await trainPack(
+          part.map((i) => configs[i]),
+          { ...packOptions, packEngine: pack },
+        );
+        part.forEach((i, k) => results.set(i, result.runs[k]));
+        interrupted = result.interrupted;
+      }
+    }
+  } finally {
+    if (!options.packEngine) pack.dispose();
+  }
+  const runs = configs.flatMap((_, i) => results.get(i) ?? []);
+  return { runs, interrupted: runs.length < configs.length || runs.some((r) => r.interrupted) };
+}
+
+/** What decides whether runs can share a pack: their engine setup and their batch size. */
+interface PackSetup {
+  setup: EngineSetup;
+  batchSize: number;
+}
+
+function packSetup(cfg: RunConfig, { dataset, dims }: { dataset: Dataset; dims: ModelDims }): PackSetup {
+  return {
+    setup: { model: cfg.model, dims, optimizer: cfg.optimizer, seed: cfg.training.seed },
+    batchSize: resolveBatchSize(cfg.training.batchSize, dataset.train.size),
+  };
+}
+
+function packSetupOf(config: RunConfig): PackSetup {
+  const cfg = normalizeConfig(config);
+  return packSetup(cfg, prepareRun(cfg));
+}
+
+/** Why runs of these two setups cannot share a pack, or null when they can. */
+function packSetupConflict(a: PackSetup, b: PackSetup): string | null {
+  if (a.batchSize !== b.batchSize) return `the batch sizes differ (${a.batchSize} vs ${b.batchSize})`;
+  return packConflict(a.setup, b.setup);
+}
+
+/** A UserError naming the first run that cannot share a pack with the first one, and why. */
+function checkPackable(ids: string[], setups: PackSetup[]): void {
+  for (let r = 1; r < setups.length; r++) {
+    const conflict = packSetupConflict(setups[0], setups[r]);
+    if (conflict) throw new UserError(`run ${ids[r]} cannot share a pack with run ${ids[0]}: ${conflict}`);
+  }
+}
+
+/**
+ * Groups runs into packs of runs that can share one, at most `maxSize` runs each; returns each group's
+ * indexes into `configs`, groups in the order of their first run. A UserError on a bad data config.
+ */
+export function packGroups(configs: RunConfig[], maxSize = Infinity): number[][] {
+  const setups = configs.map(packSetupOf);
+  const groups: number[][] = [];
+  for (const [i, setup] of setups.entries()) {
+    const group = groups.find((g) => g.length < maxSize && packSetupConflict(setups[g[0]], setup) === null);
+    if (group) group.push(i);
+    else groups.push([i]);
+  }
+  return groups;
+}
+
 /** A run of the pack, locked, before the pack engine holds it. */
 type PackRun = Omit<RunContext, "engine">;
 
@@ -88,7 +184,7 @@ type PackRun = Omit<RunContext, "engine">;
 async function runPack(
   pack: PackEngine,
   runs: PackRun[],
-  options: TrainOptions,
+  options: PackOptions,
   log: (message: string) => void,
 ): Promise<TrainResult[]> {
   const label = `pack of ${runs.length} run${runs.length > 1 ? "s" : ""}`;
@@ -107,7 +203,7 @@ async function runPack(
   const stop = new StopController(label, options, say);
   log(`${label} on ${pack.name} (${pack.backend})`);
   const sessions: TrainingSession[] = [];
-  const loop = new PackLoop(pack, sessions, stop, progress, say);
+  const loop = new PackLoop(pack, sessions, stop, progress, say, options.onRunEnd);
   let summary: string | undefined;
   try {
     runs.forEach((run, r) => {
@@ -150,6 +246,7 @@ class PackLoop {
     private readonly stop: StopController,
     private readonly progress: ProgressDisplay | null,
     private readonly say: (message: string) => void,
+    private readonly onRunEnd?: (id: string, reason: EndReason) => void,
   ) {}
 
   async train(): Promise<void> {
@@ -200,6 +297,7 @@ class PackLoop {
     const summary = await session.finish(reason);
     this.ended.set(session, reason);
     this.say(summary);
+    this.onRunEnd?.(session.id, reason);
   }
 
   /**
