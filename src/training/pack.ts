@@ -17,6 +17,7 @@ import { UserError } from "../util/errors";
 import { formatDuration, formatEta, ProgressDisplay, progressDisplayFor } from "./progress";
 import {
   EndReason,
+  deviceFailure,
   markRunning,
   prepareRun,
   resumeFromCheckpoint,
@@ -136,9 +137,14 @@ interface PackSetup {
   batchSize: number;
 }
 
+/** The engine setup of a run. */
+function engineSetup(cfg: RunConfig, dims: ModelDims): EngineSetup {
+  return { model: cfg.model, dims, optimizer: cfg.optimizer, seed: cfg.training.seed };
+}
+
 function packSetup(cfg: RunConfig, { dataset, dims }: { dataset: Dataset; dims: ModelDims }): PackSetup {
   return {
-    setup: { model: cfg.model, dims, optimizer: cfg.optimizer, seed: cfg.training.seed },
+    setup: engineSetup(cfg, dims),
     batchSize: resolveBatchSize(cfg.training.batchSize, dataset.train.size),
   };
 }
@@ -188,12 +194,7 @@ async function runPack(
   log: (message: string) => void,
 ): Promise<TrainResult[]> {
   const label = `pack of ${runs.length} run${runs.length > 1 ? "s" : ""}`;
-  const setups = runs.map(({ cfg, dims }) => ({
-    model: cfg.model,
-    dims,
-    optimizer: cfg.optimizer,
-    seed: cfg.training.seed,
-  }));
+  const setups = runs.map(({ cfg, dims }) => engineSetup(cfg, dims));
   await pack.initialize(
     setups,
     setups.map((s) => initParams(s.model, s.dims, s.seed)),
@@ -312,7 +313,7 @@ class PackLoop {
     }
     const where = stopped.map((s) => `run ${s.id} from step ${s.checkpointStep}`).join(", ");
     return (
-      `${label}: the device failed (${err.kind}: ${err.message}); ` +
+      `${label}: ${deviceFailure(err)}; ` +
       (stopped.length
         ? `${stopped.length} run${stopped.length > 1 ? "s" : ""} stopped at their last checkpoints, ` +
           `run the same command again to resume (${where})`

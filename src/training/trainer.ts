@@ -3,7 +3,7 @@
 // moment, it resumes from its last checkpoint and ends with the metrics of an uninterrupted run.
 
 import { Dataset, encodeInputs, Examples, makeDataset, modelDims } from "../data/dataset";
-import { Batch, Engine } from "../engines/engine";
+import { Batch, DeviceError, Engine } from "../engines/engine";
 import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
 import { displayPath, Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
@@ -255,6 +255,11 @@ async function runLoop(ctx: RunContext, engine: Engine, description: string): Pr
   try {
     stopReason = await trainSteps(engine, session, stop);
     summary = await session.finish(stopReason);
+  } catch (err) {
+    if (!(err instanceof DeviceError)) throw err;
+    // nothing the engine holds can be trusted: the run stops at its checkpoint on disk, read no further
+    session.abandon();
+    throw new DeviceError(err.kind, `${deviceFailure(err)}; ${session.summary()}`);
   } finally {
     // in a notebook cell the progress line becomes the summary; elsewhere the summary follows it
     if (ownsProgress) progress?.done(summary);
@@ -277,6 +282,11 @@ async function trainSteps(engine: Engine, session: TrainingSession, stop: StopCo
     await yieldToEventLoop();
     stop.throwIfInterruptedTwice();
   }
+}
+
+/** The first words of a device error's message: what failed. */
+export function deviceFailure(err: DeviceError): string {
+  return `the device failed (${err.kind}: ${err.message})`;
 }
 
 /** Lets signals, timers and the notebook's event loop run between steps. */
