@@ -55,8 +55,11 @@ let current: AbortController | null = null;
 let stopping = false;
 
 /** The TrainOptions of a job: its runs' news go to the parent, by index (the sweep prints its own lines). */
-function jobOptions(job: Extract<ToWorker, { type: "job" }>, signal: AbortSignal): TrainOptions {
-  const indexOf = new Map(job.runs.map((r) => [RunStore.idFor(normalizeConfig(r.config)), r.index]));
+function jobOptions(
+  job: Extract<ToWorker, { type: "job" }>,
+  indexOf: Map<string, number>,
+  signal: AbortSignal,
+): TrainOptions {
   let lastReport = Date.now();
   return {
     ...job.options,
@@ -77,7 +80,8 @@ function jobOptions(job: Extract<ToWorker, { type: "job" }>, signal: AbortSignal
 async function runJob(job: Extract<ToWorker, { type: "job" }>): Promise<void> {
   current = new AbortController();
   if (stopping) current.abort();
-  const options = jobOptions(job, current.signal);
+  const indexOf = new Map(job.runs.map((r) => [RunStore.idFor(normalizeConfig(r.config)), r.index]));
+  const options = jobOptions(job, indexOf, current.signal);
   const reported = new Set<number>();
   const done = async (index: number, interrupted: boolean) => {
     reported.add(index);
@@ -88,13 +92,14 @@ async function runJob(job: Extract<ToWorker, { type: "job" }>): Promise<void> {
       const result = await train(job.runs[0].config, options);
       await done(job.runs[0].index, result.interrupted);
     } else {
-      const configs = job.runs.map((r) => r.config);
-      const byId = new Map(job.runs.map((r) => [RunStore.idFor(normalizeConfig(r.config)), r.index]));
-      await trainInPacks(configs, {
-        ...options,
-        maxPack: job.options.pack === "fit" ? undefined : job.options.pack,
-        onRunEnd: (id, reason) => void done(byId.get(id)!, reason === null),
-      });
+      await trainInPacks(
+        job.runs.map((r) => r.config),
+        {
+          ...options,
+          maxPack: job.options.pack === "fit" ? undefined : job.options.pack,
+          onRunEnd: (id, reason) => void done(indexOf.get(id)!, reason === null),
+        },
+      );
       for (const r of job.runs) if (!reported.has(r.index)) await done(r.index, false);
     }
   } catch (err) {
