@@ -14,8 +14,8 @@ import { WebGpuPackEngine } from "../src/engines/webgpu/pack-engine";
 import { RunLock, RunLockedError } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
 import { runSweep } from "../src/sweeps/runner";
-import { expandSweep, SweepSpec } from "../src/sweeps/spec";
-import { PackOptions, trainPack } from "../src/training/pack";
+import { expandSweep, FieldValue, SweepSpec } from "../src/sweeps/spec";
+import { PackOptions, packGroups, trainPack } from "../src/training/pack";
 import { train } from "../src/training/trainer";
 import { UserError } from "../src/util/errors";
 import { GROK_BIN, tempStore, withoutTime } from "./helpers";
@@ -31,7 +31,8 @@ function gpuTest(name: string, fn: (webgpu: WebGpu, t: TestContext) => Promise<v
 }
 
 // Three tiny runs (x+y mod 11, a 1-layer width-16 transformer, batch 16) that differ in seed, training
-// fraction, weight decay and budget: the first leaves the pack at step 60, the others go on.
+// fraction, weight decay and budget: the first leaves the pack at step 60, the others go on. Their training
+// sets (48, 64 and 80 of the table's 121 equations) are whole batches, so every pack step has one batch size.
 const SPEC: SweepSpec = {
   name: "pack",
   base: "paper",
@@ -46,9 +47,9 @@ const SPEC: SweepSpec = {
     "training.eval.perDecade": 10,
   },
   variants: {
-    a: { "training.seed": 1, "data.trainFraction": 0.5, "optimizer.weightDecay": 1, "training.steps": 60 },
-    b: { "training.seed": 2, "data.trainFraction": 0.4, "optimizer.weightDecay": 0.1, "training.steps": 120 },
-    c: { "training.seed": 3, "data.trainFraction": 0.6, "optimizer.weightDecay": 0, "training.steps": 90 },
+    a: { "training.seed": 1, "data.trainFraction": 0.4, "optimizer.weightDecay": 1, "training.steps": 60 },
+    b: { "training.seed": 2, "data.trainFraction": 0.53, "optimizer.weightDecay": 0.1, "training.steps": 120 },
+    c: { "training.seed": 3, "data.trainFraction": 0.66, "optimizer.weightDecay": 0, "training.steps": 90 },
   },
 };
 const CONFIGS = expandSweep(SPEC).map((r) => r.config);
@@ -201,18 +202,21 @@ gpuTest("grok sweep --engine webgpu --pack: kill -9 mid-pack, run again, the tab
 
   // the whole process group (the sweep and its worker) killed at once, while the first pack trains
   const child = spawn(process.execPath, [GROK_BIN, ...args, "--no-progress"], { detached: true, stdio: "ignore" });
-  await new Promise<void>((resolve) => {
+  const killed = await new Promise<boolean>((resolve) => {
     const timer = setInterval(() => {
       const s = new RunStore(store);
       if (s.has(IDS[1]) && s.readState(IDS[1]).stepsDone >= 40) {
         clearInterval(timer);
         process.kill(-child.pid!, "SIGKILL");
-        resolve();
       }
     }, 20);
+    child.on("exit", (_code, signal) => {
+      clearInterval(timer);
+      resolve(signal === "SIGKILL");
+    });
   });
-  await new Promise((resolve) => child.on("exit", resolve));
-  assert.notEqual(new RunStore(store).readState(IDS[1]).status, "finished");
+  assert.ok(killed, "the sweep ended before it was killed");
+  assert.equal(new RunStore(store).readState(IDS[1]).status, "running");
 
   const resumed = grok(args);
   assert.equal(resumed.status, 0, resumed.stderr);
@@ -222,6 +226,31 @@ gpuTest("grok sweep --engine webgpu --pack: kill -9 mid-pack, run again, the tab
   const reference = grok(["sweep", spec, "--store", await aloneStore(), "--engine", "webgpu"]);
   assert.equal(reference.status, 0, reference.stderr);
   assert.equal(resumed.stdout, reference.stdout);
+});
+
+test("runs share a pack when their engine setups and every step's batch size agree", async () => {
+  const variant = (fraction: number, batchSize: number | "full", over: Record<string, FieldValue> = {}) =>
+    expandSweep({
+      ...SPEC,
+      variants: undefined,
+      set: { ...SPEC.set, "data.trainFraction": fraction, "training.batchSize": batchSize, ...over },
+    })[0].config;
+  const configs = [
+    variant(0.4, 16), // 48 examples: three whole batches
+    variant(0.5, 16), // 61: its last batch of an epoch has 13
+    variant(0.66, 16), // 80: five whole batches
+    variant(0.4, 16, { "optimizer.kind": "sgd" }),
+    variant(0.4, "full"),
+    variant(0.4, 16, { "training.seed": 9, "model.dropout": 0 }),
+  ];
+  assert.deepEqual(packGroups(configs), [[0, 2, 5], [1], [3], [4]]);
+  assert.deepEqual(packGroups(configs, 2), [[0, 2], [1], [3], [4], [5]]);
+  await assert.rejects(
+    trainPack([configs[0], configs[1]], { store: tempStore("pack-conflict"), ...quiet }),
+    (err: Error) =>
+      err instanceof UserError &&
+      /last batches of an epoch differ in size \(training sets of 48 and 61/.test(err.message),
+  );
 });
 
 test("--pack is for the webgpu engine, a whole number ≥ 1, and documented", async () => {

@@ -131,10 +131,11 @@ export async function trainInPacks(
   return { runs, interrupted: runs.length < configs.length || runs.some((r) => r.interrupted) };
 }
 
-/** What decides whether runs can share a pack: their engine setup and their batch size. */
+/** What decides whether runs can share a pack: their engine setup and the sizes of their batches. */
 interface PackSetup {
   setup: EngineSetup;
   batchSize: number;
+  trainSize: number;
 }
 
 /** The engine setup of a run. */
@@ -146,6 +147,7 @@ function packSetup(cfg: RunConfig, { dataset, dims }: { dataset: Dataset; dims: 
   return {
     setup: engineSetup(cfg, dims),
     batchSize: resolveBatchSize(cfg.training.batchSize, dataset.train.size),
+    trainSize: dataset.train.size,
   };
 }
 
@@ -154,9 +156,19 @@ function packSetupOf(config: RunConfig): PackSetup {
   return packSetup(cfg, prepareRun(cfg));
 }
 
-/** Why runs of these two setups cannot share a pack, or null when they can. */
+/**
+ * Why runs of these two setups cannot share a pack, or null when they can: packConflict's reasons, or
+ * batches of different sizes at some step. A pack step takes one batch size, and an epoch's last batch is
+ * the rest of the training set, so training sets of different sizes agree only when the batch size
+ * divides both.
+ */
 function packSetupConflict(a: PackSetup, b: PackSetup): string | null {
   if (a.batchSize !== b.batchSize) return `the batch sizes differ (${a.batchSize} vs ${b.batchSize})`;
+  if (a.trainSize !== b.trainSize && (a.trainSize % a.batchSize !== 0 || b.trainSize % b.batchSize !== 0))
+    return (
+      `the last batches of an epoch differ in size (training sets of ${a.trainSize} and ${b.trainSize} ` +
+      `examples at batch ${a.batchSize})`
+    );
   return packConflict(a.setup, b.setup);
 }
 
