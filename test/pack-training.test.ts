@@ -89,6 +89,24 @@ async function assertSameAsAlone(store: string): Promise<void> {
   }
 }
 
+/** Resolves once the processes named in the store's lock files have exited (a killed worker may linger a moment). */
+async function lockHoldersGone(store: string): Promise<void> {
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (const id of IDS) {
+    const lock = path.join(new RunStore(store).dir(id), "lock");
+    if (!fs.existsSync(lock)) continue;
+    const { pid } = JSON.parse(fs.readFileSync(lock, "utf8")) as { pid: number };
+    while (alive(pid)) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 const states = (store: string) => IDS.map((id) => new RunStore(store).readState(id));
 
 gpuTest("each run of a pack ends exactly as it does alone, and leaves the pack at its own end", async (webgpu) => {
@@ -217,6 +235,7 @@ gpuTest("grok sweep --engine webgpu --pack: kill -9 mid-pack, run again, the tab
   });
   assert.ok(killed, "the sweep ended before it was killed");
   assert.equal(new RunStore(store).readState(IDS[1]).status, "running");
+  await lockHoldersGone(store);
 
   const resumed = grok(args);
   assert.equal(resumed.status, 0, resumed.stderr);
