@@ -284,7 +284,6 @@ class PackLoop {
       await yieldToEventLoop();
       stop.throwIfInterruptedTwice();
     }
-    this.draw(true);
   }
 
   /** Runs `what` for each run in the pack in turn; their answers in the pack's order. */
