@@ -144,8 +144,9 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     width: number,
     tableRows: number,
     table: GpuArray,
+    runs: number,
   ): void {
-    K.scatterAddRows(this.rec, src, index, rows, width, tableRows, table);
+    K.scatterAddRows(this.rec, src, index, rows, width, tableRows, table, runs);
   }
 
   residualAdd(x: GpuArray, y: GpuArray, mask: GpuArray | null, n: number, out: GpuArray): void {
