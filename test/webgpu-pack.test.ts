@@ -236,6 +236,9 @@ gpuTest("setups that cannot share a pack are rejected, saying why", async (webgp
     pack.trainStep([batchAt(a, 0), { ...batchAt(a, 0), size: 8 }], [0, 0]),
     /a pack's runs share one batch size \(got 16, 8\)/,
   );
+  // the refused step left nothing behind: the pack trains on, and its runs are still each other's twins
+  await pack.trainStep([batchAt(a, 0), batchAt(a, 0)], [0, 0]);
+  assert.deepEqual(await pack.run(0).readWeights(), await pack.run(1).readWeights());
   pack.dispose();
 });
 

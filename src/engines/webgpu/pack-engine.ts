@@ -286,17 +286,15 @@ export class WebGpuPackEngine implements PackEngine {
 
   async trainStep(batches: Batch[], steps: number[]): Promise<void> {
     const pack = this.ready();
-    const rec = this.gpu.record();
-    this.recordGradients(rec, pack, batches, steps);
-    this.recordUpdate(rec, pack, steps);
-    await rec.submit();
+    await this.gpu.recordAndSubmit((rec) => {
+      this.recordGradients(rec, pack, batches, steps);
+      this.recordUpdate(rec, pack, steps);
+    });
   }
 
   async gradients(batches: Batch[], steps: number[]): Promise<GradientResult[]> {
     const pack = this.ready();
-    const rec = this.gpu.record();
-    const out = this.recordGradients(rec, pack, batches, steps);
-    await rec.submit();
+    const out = await this.gpu.recordAndSubmit((rec) => this.recordGradients(rec, pack, batches, steps));
     const losses = await this.gpu.readFloats(out.losses);
     const logits = await this.gpu.readFloats(out.logits);
     const grads = new Map<string, Float32Array>();
@@ -335,20 +333,21 @@ export class WebGpuPackEngine implements PackEngine {
 
   /** Copies run r's weights into pack.evalWeights, for single-run passes. */
   private selectRun(pack: Pack, r: number): Promise<void> {
-    const rec = this.gpu.record();
-    for (const t of pack.tensors)
-      rec.copy(pack.weights.get(t.name)!, pack.evalWeights.get(t.name)!, t.size, r * t.size);
-    return rec.submit();
+    return this.gpu.recordAndSubmit((rec) => {
+      for (const t of pack.tensors)
+        rec.copy(pack.weights.get(t.name)!, pack.evalWeights.get(t.name)!, t.size, r * t.size);
+    });
   }
 
   /** The forward pass of examples start … start+size−1 of a set on pack.evalWeights, read back. */
   private async forward(pack: Pack, set: Batch, start: number, size: number): Promise<ForwardPass> {
     const seqLen = pack.dims.seqLen;
-    const rec = this.gpu.record();
-    this.singleKernels.begin(rec);
     const inputs = set.inputs.subarray(start * seqLen, (start + size) * seqLen);
-    const out = pack.single.run(pack.evalWeights, inputs, set.targets.subarray(start, start + size), size, 1, [], null);
-    await rec.submit();
+    const targets = set.targets.subarray(start, start + size);
+    const out = await this.gpu.recordAndSubmit((rec) => {
+      this.singleKernels.begin(rec);
+      return pack.single.run(pack.evalWeights, inputs, targets, size, 1, [], null);
+    });
     return { losses: await this.gpu.readFloats(out.losses), logits: await this.gpu.readFloats(out.logits) };
   }
 
@@ -424,31 +423,28 @@ export class WebGpuPackEngine implements PackEngine {
     for (const r of runs) this.checkRun(r);
     if (new Set(runs).size !== runs.length) throw new Error(`keep: runs listed twice (${runs.join(", ")})`);
     if (runs.length === 0) throw new Error("keep: a pack keeps at least one run (dispose() ends it)");
-    // the kept runs' slices, copied on the GPU into arrays for the smaller pack, in the order given
-    const rec = this.gpu.record();
-    const compact = (arrays: NamedArrays<GpuArray>, copy: boolean) =>
-      new Map(
-        pack.tensors.map((t) => {
-          const old = arrays.get(t.name)!;
-          const kept = this.gpu.array("f32", runs.length * t.size);
-          if (copy) runs.forEach((r, i) => rec.copy(old, kept, t.size, r * t.size, i * t.size));
-          return [t.name, kept];
-        }),
-      );
     const old = [pack.weights, pack.grads, pack.noisy ?? new Map(), ...pack.slots.values()].flatMap((a) => [
       ...a.values(),
     ]);
     old.push(pack.hyperparameters);
-    pack.weights = compact(pack.weights, true);
-    pack.grads = compact(pack.grads, false);
-    pack.noisy = pack.noisy && compact(pack.noisy, false);
-    for (const [slot, arrays] of pack.slots) pack.slots.set(slot, compact(arrays, true));
-    pack.setups = runs.map((r) => pack.setups[r]);
-    pack.hyperparameters = this.gpu.array(
-      "f32",
-      hyperparameterRecords(pack.setups.map((s) => stepHyperparameters(s.optimizer, 0))),
-    );
-    await rec.submit();
+    // the kept runs' slices, copied on the GPU into arrays for the smaller pack, in the order given
+    await this.gpu.recordAndSubmit((rec) => {
+      const compact = (arrays: NamedArrays<GpuArray>, copy: boolean) =>
+        new Map(
+          pack.tensors.map((t) => {
+            const kept = this.gpu.array("f32", runs.length * t.size);
+            if (copy) runs.forEach((r, i) => rec.copy(arrays.get(t.name)!, kept, t.size, r * t.size, i * t.size));
+            return [t.name, kept];
+          }),
+        );
+      pack.weights = compact(pack.weights, true);
+      pack.grads = compact(pack.grads, false);
+      pack.noisy = pack.noisy && compact(pack.noisy, false);
+      for (const [slot, arrays] of pack.slots) pack.slots.set(slot, compact(arrays, true));
+      pack.setups = runs.map((r) => pack.setups[r]);
+      const records = hyperparameterRecords(pack.setups.map((s) => stepHyperparameters(s.optimizer, 0)));
+      pack.hyperparameters = this.gpu.array("f32", records);
+    });
     // destroy() waits for the submitted copies
     for (const a of old) a.buffer.destroy();
   }
