@@ -160,6 +160,24 @@ export class WebGpuPackEngine implements PackEngine {
     this.free();
     const device = this.webgpu.device;
     device.pushErrorScope("out-of-memory");
+    try {
+      this.pack = this.createPack(setups, weights, tensors);
+    } catch (err) {
+      // a buffer mapped at creation that could not be allocated throws here rather than in the scope
+      void device.popErrorScope();
+      this.free();
+      throw capacityError(this.webgpu, capacity, setups.length, (err as Error).message);
+    }
+    return device.popErrorScope().then((error) => {
+      if (!error) return;
+      this.free();
+      throw capacityError(this.webgpu, capacity, setups.length, error.message);
+    });
+  }
+
+  /** The pack's arrays, from each run's initial weights, and its sequences. */
+  private createPack(setups: EngineSetup[], weights: NamedTensors[], tensors: Tensor[]): Pack {
+    const first = setups[0];
     const runs = setups.length;
     const arrays = (fill?: (t: Tensor) => Float32Array) =>
       new Map(tensors.map((t) => [t.name, this.gpu.array("f32", fill ? fill(t) : runs * t.size)]));
@@ -176,7 +194,7 @@ export class WebGpuPackEngine implements PackEngine {
       first.model.kind === "mlp"
         ? new Mlp(kernels, first.model, first.dims)
         : new Transformer(kernels, first.model, first.dims);
-    this.pack = {
+    return {
       setups: [...setups],
       model: first.model,
       dims: first.dims,
@@ -194,11 +212,6 @@ export class WebGpuPackEngine implements PackEngine {
       ),
       checkedBatchSizes: new Set(),
     };
-    return device.popErrorScope().then((error) => {
-      if (!error) return;
-      this.free();
-      throw capacityError(this.webgpu, capacity, runs, error.message);
-    });
   }
 
   private ready(): Pack {
