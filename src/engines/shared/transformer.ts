@@ -172,12 +172,12 @@ interface HeadActivations<A> {
   /** Examples per run. */
   size: number;
   runs: number;
-  x: A; // [size × d] the last block's output
-  normed: A; // [size × d] final LN(x) pre-LN; = x post-LN
-  lnMean: A; // [size] the final LN's statistics (pre-LN)
-  lnRstd: A; // [size]
-  logits: A; // [size × n] normed·Whead
-  losses: A; // [size] cross-entropy per example
+  x: A; // [runs·size × d] the last block's output
+  normed: A; // [runs·size × d] final LN(x) pre-LN; = x post-LN
+  lnMean: A; // [runs·size] the final LN's statistics (pre-LN)
+  lnRstd: A; // [runs·size]
+  logits: A; // [runs·size × n] normed·Whead
+  losses: A; // [runs·size] cross-entropy per example
 }
 
 export class Transformer<A, I> implements ModelSequence<A> {
@@ -284,7 +284,7 @@ export class Transformer<A, I> implements ModelSequence<A> {
 
   /**
    * Groups each run's examples by prefix (tokens 0 and 1); with `share` false (dropout), each keeps its own.
-   * Every run gets U prefix rows pairs, U the most of any run, its own first.
+   * Every run gets U pairs of prefix rows, U the most of any run: its own prefixes first, then padding.
    */
   private streams(inputs: Int32Array, size: number, runs: number, share: boolean): BatchStreams<I> {
     const examples = runs * size;
