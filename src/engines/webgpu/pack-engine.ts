@@ -34,7 +34,7 @@ import {
 import { Mlp } from "../shared/mlp";
 import { ModelOutput, ModelSequence, NamedArrays } from "../shared/model-kernels";
 import { Transformer } from "../shared/transformer";
-import { PackCapacity, packCapacity } from "./capacity";
+import { PACK_BUDGET_BYTES, PackCapacity, packCapacity } from "./capacity";
 import { formatAdapter, openWebGpu, WebGpu } from "./device";
 import {
   adamUpdate,
@@ -119,11 +119,13 @@ export class WebGpuPackEngine implements PackEngine {
 
   /**
    * An engine on an open device; `ownsDevice`: dispose() destroys the device too (create() opens one for
-   * the engine alone; tests share one among engines).
+   * the engine alone; tests share one among engines). `budgetBytes`: the memory a pack may take (see
+   * capacity.ts; WebGPU does not tell an adapter's memory).
    */
   constructor(
     readonly webgpu: WebGpu,
     private readonly ownsDevice = false,
+    readonly budgetBytes = PACK_BUDGET_BYTES,
   ) {
     this.backend = formatAdapter(webgpu.adapter);
     this.gpu = new GpuContext(webgpu.device);
@@ -132,10 +134,10 @@ export class WebGpuPackEngine implements PackEngine {
   }
 
   /** A pack engine on its own device of the best adapter of `gpu`; a UserError saying why when there is none. */
-  static async create(gpu?: GPU): Promise<WebGpuPackEngine> {
+  static async create(gpu?: GPU, budgetBytes = PACK_BUDGET_BYTES): Promise<WebGpuPackEngine> {
     const opened = await openWebGpu(gpu);
     if (!opened.ok) throw new UserError(`engine webgpu cannot start: ${opened.reason}`);
-    return new WebGpuPackEngine(opened.gpu, true);
+    return new WebGpuPackEngine(opened.gpu, true, budgetBytes);
   }
 
   get size(): number {
@@ -155,7 +157,7 @@ export class WebGpuPackEngine implements PackEngine {
     this.gpu.checkDevice();
     const tensors = checkPack(setups, weights);
     const first = setups[0];
-    const capacity = packCapacity(this.webgpu, first);
+    const capacity = packCapacity(this.webgpu, first, undefined, this.budgetBytes);
     if (setups.length > capacity.runs) throw capacityError(this.webgpu, capacity, setups.length);
     this.free();
     const device = this.webgpu.device;
@@ -229,7 +231,7 @@ export class WebGpuPackEngine implements PackEngine {
     if (batches.some((b) => b.size !== size))
       throw new Error(`a pack's runs share one batch size (got ${batches.map((b) => b.size).join(", ")})`);
     if (!pack.checkedBatchSizes.has(size)) {
-      const capacity = packCapacity(this.webgpu, pack.setups[0], size);
+      const capacity = packCapacity(this.webgpu, pack.setups[0], size, this.budgetBytes);
       if (runs > capacity.runs) throw capacityError(this.webgpu, capacity, runs);
       pack.checkedBatchSizes.add(size);
     }
