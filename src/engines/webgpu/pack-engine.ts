@@ -242,6 +242,7 @@ export class WebGpuPackEngine implements PackEngine {
   private recordGradients(rec: Recorder, pack: Pack, batches: Batch[], steps: number[]): ModelOutput<GpuArray> {
     const size = this.checkStep(pack, batches, steps);
     const runs = pack.setups.length;
+    this.packKernels.begin(rec);
     for (const g of pack.grads.values()) rec.clear(g);
     let forwardWeights = pack.weights;
     if (pack.noisy) {
@@ -262,11 +263,13 @@ export class WebGpuPackEngine implements PackEngine {
     const masks = perRun[0].map((_, site) => concat(perRun.map((m) => m[site])));
     const inputs = concat(batches.map((b) => b.inputs));
     const targets = concat(batches.map((b) => b.targets));
-    this.packKernels.begin(rec);
     return pack.sequence.run(forwardWeights, inputs, targets, size, runs, masks, pack.grads);
   }
 
-  /** Records one optimizer update of every run from pack.grads, as optim/optimizer.ts's update() computes it. */
+  /**
+   * Records one optimizer update of every run from pack.grads, as optim/optimizer.ts's update() computes it
+   * (after recordGradients, whose recording the pack's kernel set is on).
+   */
   private recordUpdate(rec: Recorder, pack: Pack, steps: number[]): void {
     const { setups } = pack;
     this.gpu.write(

@@ -263,6 +263,9 @@ export class Recorder {
   private uniforms = new ArrayBuffer(64 * UNIFORM_SLOT);
   private slots = 0;
   private readonly arenas: { buffer: GPUBuffer; first: number }[] = [];
+  /** Arrays replaced while recording: destroyed once the work that uses them is submitted. */
+  private readonly retired: GpuArray[] = [];
+  private done = false;
 
   constructor(readonly gpu: GpuContext) {
     gpu.device.pushErrorScope("out-of-memory");
@@ -321,10 +324,26 @@ export class Recorder {
     if (array.length > 0) this.encoder.clearBuffer(array.buffer, 0, 4 * array.length);
   }
 
+  /**
+   * Destroys `array` once this recording is submitted (at once if it was): an array replaced while
+   * recording may be bound by the calls recorded before.
+   */
+  retire(array: GpuArray): void {
+    if (this.done) array.buffer.destroy();
+    else this.retired.push(array);
+  }
+
   /** Drops what was recorded without submitting it, closing the error scopes the constructor opened. */
   async abandon(): Promise<void> {
+    this.finish();
     await this.gpu.device.popErrorScope();
     await this.gpu.device.popErrorScope();
+  }
+
+  /** Marks the recording done and destroys the retired arrays (destroy() waits for submitted work). */
+  private finish(): void {
+    this.done = true;
+    for (const a of this.retired) a.buffer.destroy();
   }
 
   /**
@@ -351,6 +370,7 @@ export class Recorder {
     } catch (err) {
       lost = err;
     }
+    this.finish();
     const validation = await device.popErrorScope();
     const outOfMemory = await device.popErrorScope();
     if (lost) throw lost;
