@@ -259,6 +259,7 @@ export class GpuContext {
  */
 export class Recorder {
   private readonly encoder: GPUCommandEncoder;
+  private pass: GPUComputePassEncoder | null = null;
   /** The parameters of this recorder's dispatches, slot after slot, and the arenas they are bound in. */
   private uniforms = new ArrayBuffer(64 * UNIFORM_SLOT);
   private slots = 0;
@@ -301,11 +302,17 @@ export class Recorder {
     if (this.arenas.at(-1)?.buffer !== arena) this.arenas.push({ buffer: arena, first: slot });
     const bytes = Math.max(16, Math.ceil((4 * params.length) / 16) * 16);
     const bindGroup = this.gpu.bindGroup(pipeline, arena, slot, bytes, arrays);
-    const pass = this.encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(grid[0], grid[1], grid[2] ?? 1);
-    pass.end();
+    // consecutive dispatches share one compute pass (WebGPU orders each after the writes of the one before)
+    this.pass ??= this.encoder.beginComputePass();
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(grid[0], grid[1], grid[2] ?? 1);
+  }
+
+  /** Ends the open compute pass, for a copy, a clear or the end of the recording. */
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
   }
 
   /**
@@ -316,12 +323,16 @@ export class Recorder {
     checkSizes("copy", { n, srcStart, dstStart });
     checkArray("copy", "src", src, srcStart + n, src.type);
     checkArray("copy", "dst", dst, dstStart + n, src.type);
-    if (n > 0) this.encoder.copyBufferToBuffer(src.buffer, 4 * srcStart, dst.buffer, 4 * dstStart, 4 * n);
+    if (n === 0) return;
+    this.endPass();
+    this.encoder.copyBufferToBuffer(src.buffer, 4 * srcStart, dst.buffer, 4 * dstStart, 4 * n);
   }
 
   /** Records zeroing the whole array (in order with the kernel calls). */
   clear(array: GpuArray): void {
-    if (array.length > 0) this.encoder.clearBuffer(array.buffer, 0, 4 * array.length);
+    if (array.length === 0) return;
+    this.endPass();
+    this.encoder.clearBuffer(array.buffer, 0, 4 * array.length);
   }
 
   /**
@@ -366,6 +377,7 @@ export class Recorder {
           (end - first) * UNIFORM_SLOT,
         );
       });
+      this.endPass();
       device.queue.submit([this.encoder.finish()]);
     } catch (err) {
       lost = err;
