@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { DeviceError } from "../src/engines/engine";
 import { tsKernels } from "../src/engines/fast/ts-kernels";
 import { formatAdapter, WebGpu } from "../src/engines/webgpu/device";
 import { GpuContext } from "../src/engines/webgpu/kernels/dispatch";
@@ -106,6 +107,21 @@ test("the WebGPU adapter is found and described (lavapipe reads as software)", a
   if (requireWebGpu) assert.equal(a.software, true, "CI runs on lavapipe, a software adapter");
   assert.match(formatAdapter(a), a.software ? /software adapter$/ : /hardware adapter$/);
 });
+
+gpuTest(
+  "a validation error in a recording rejects its submit with DeviceError, and the device goes on",
+  async (gpu) => {
+    const [gone, target] = [gpu.array("f32", 4), gpu.array("f32", 4)];
+    gone.buffer.destroy();
+    const rec = gpu.record();
+    rec.copy(gone, target, 4);
+    await assert.rejects(
+      rec.submit(),
+      (err: Error) => err instanceof DeviceError && err.kind === "validation" && /destroyed/.test(err.message),
+    );
+    assert.deepEqual(await gpu.readFloats(gpu.array("f32", Float32Array.from([1, 2]))), Float32Array.from([1, 2]));
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------
 // matmul
