@@ -108,7 +108,7 @@ export async function trainInPacks(
     for (const group of packGroups(configs, maxPack)) {
       // a group of compatible runs trains in packs of as many as fit the adapter
       const { setup, batchSize } = packSetupOf(configs[group[0]]);
-      const fit = packCapacity(pack.webgpu, setup, batchSize);
+      const fit = packCapacity(pack.webgpu, setup, batchSize, pack.budgetBytes);
       if (fit.runs < 1)
         throw new UserError(
           `run ${RunStore.idFor(normalizeConfig(configs[group[0]]))} does not fit the adapter: ${fit.limit}`,
