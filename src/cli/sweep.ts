@@ -18,8 +18,9 @@ const SWEEP_USAGE =
   "  --workers N            worker processes (default: one per core, one on a GPU)\n" +
   "  --threads N            fast engine threads per worker (default 1)\n" +
   "  --pack N               webgpu engine: train at most N runs at once in one pack (default: as many as fit\n" +
-  "                         the adapter); runs share a pack when their model, vocabulary, batch size, optimizer\n" +
-  "                         kind and dropout (on or off) agree, and each stays an ordinary run in the store\n" +
+  "                         the adapter); runs share a pack when their model, vocabulary, optimizer kind,\n" +
+  "                         dropout (on or off) and every step's batch size agree; each stays an ordinary run\n" +
+  "                         in the store\n" +
   `  --engine E             auto, ${ENGINE_NAMES.join(", ")}\n` +
   `  --backend B            tfjs backend: ${TFJS_BACKENDS.join(", ")}\n` +
   `  --kernels K            fast engine kernels: ${KERNEL_CHOICES.join(", ")}\n` +

@@ -289,6 +289,10 @@ class WorkerPool {
         else if (m.type === "done" || m.type === "failed") {
           current.delete(m.index);
           this.endRun(m.index, m.type === "failed" ? m.message : undefined);
+        } else if (m.type === "unstarted") {
+          current.delete(m.index);
+          this.live.delete(m.index);
+          this.results[m.index] = runResult(this.store, this.runs[m.index]);
         } else if (m.type === "device-error") this.halt(m.message);
         else this.report(m);
       });

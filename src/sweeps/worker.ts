@@ -43,6 +43,7 @@ export type FromWorker =
   | { type: "eval"; index: number; step: number; steps: number; valAcc: number }
   | { type: "step"; index: number; step: number }
   | { type: "done"; index: number; interrupted: boolean }
+  | { type: "unstarted"; index: number }
   | { type: "failed"; index: number; message: string };
 
 /** Least milliseconds between two "step" messages: evaluations are log-spaced, far apart late in a run. */
@@ -100,7 +101,8 @@ async function runJob(job: Extract<ToWorker, { type: "job" }>): Promise<void> {
           onRunEnd: (id, reason) => void done(indexOf.get(id)!, reason === null),
         },
       );
-      for (const r of job.runs) if (!reported.has(r.index)) await done(r.index, false);
+      // runs of packs that a stop kept from starting
+      for (const r of job.runs) if (!reported.has(r.index)) await send({ type: "unstarted", index: r.index });
     }
   } catch (err) {
     // a device error leaves its runs stopped at their checkpoints, resumable: not failed
