@@ -197,6 +197,15 @@ gpuTest("a failing device stops every run of the pack at its last checkpoint, an
   await assertSameAsAlone(store);
 });
 
+gpuTest("runSweep on the webgpu engine trains its runs in packs of as many as fit, each as alone", async () => {
+  const store = tempStore("pack-sweep");
+  const lines: string[] = [];
+  const result = await runSweep(SPEC, { store, engine: "webgpu", progress: false, log: (m) => lines.push(m) });
+  assert.deepEqual([result.trained, result.failed, result.unfinished], [3, 0, 0]);
+  assert.match(lines[0], /3 to train in 1 group of packs \(as many runs as fit the adapter\) on 1 worker/);
+  await assertSameAsAlone(store);
+});
+
 gpuTest("a run locked by another process stops the pack before anything is trained", async (webgpu) => {
   const store = tempStore("pack-lock");
   const dir = new RunStore(store).dir(IDS[1]);
