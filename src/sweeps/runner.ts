@@ -382,6 +382,19 @@ function checkPackOption(options: SweepOptions): void {
 }
 
 /**
+ * The jobs of the workers, as lists of run indexes: one run each, or on the webgpu engine the runs that
+ * can share a pack, at most `pack` a job (a worker trains a job in packs of as many as fit the adapter).
+ */
+function sweepJobs(runs: SweepRun[], todo: number[], packed: boolean, pack?: number): number[][] {
+  if (!packed) return todo.map((i) => [i]);
+  const groups = packGroups(
+    todo.map((i) => runs[i].config),
+    pack,
+  );
+  return groups.map((g) => g.map((k) => todo[k]));
+}
+
+/**
  * Trains every unfinished run of a sweep and returns where every run stands. A run that fails is reported
  * and the others go on; a worker that dies is replaced.
  */
@@ -399,12 +412,7 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
   for (const r of runs) if (!firstIndex.has(r.id)) firstIndex.set(r.id, r.index);
   const todo = results.filter((r) => r.status !== "finished" && firstIndex.get(r.id) === r.index).map((r) => r.index);
   const packed = resolveEngineName(options) === "webgpu";
-  const jobs = packed
-    ? packGroups(
-        todo.map((i) => runs[i].config),
-        options.pack,
-      ).map((g) => g.map((k) => todo[k]))
-    : todo.map((i) => [i]);
+  const jobs = sweepJobs(runs, todo, packed, options.pack);
   const skipped = results.filter((r) => r.status === "finished").length;
   if (todo.length === 0) {
     log(`sweep ${name}: all ${runs.length} runs are finished in ${displayPath(store.root)}`);
