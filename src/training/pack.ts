@@ -328,7 +328,9 @@ class PackLoop {
       (stopped.length
         ? `${stopped.length} run${stopped.length > 1 ? "s" : ""} stopped at their last checkpoints, ` +
           `run the same command again to resume (${where})`
-        : "every run had ended")
+        : this.sessions.length > 0
+          ? "every run had ended"
+          : "before any run started; run the same command again")
     );
   }
 
