@@ -14,6 +14,8 @@ export type { RunConfig, TrainingConfig, EvalSchedule } from "./config/run-confi
 export { PRESETS, demoConfig, fig1Config, FIG2_OPTIMIZER_VARIANTS } from "./training/presets";
 export { train } from "./training/trainer";
 export type { TrainOptions, TrainResult } from "./training/trainer";
+export { trainPack, trainInPacks } from "./training/pack";
+export type { PackOptions, PackResult } from "./training/pack";
 export { ProgressDisplay, ProgressCounter, formatDuration } from "./training/progress";
 export type { ProgressDisplayOptions, ProgressMode, ProgressStream } from "./training/progress";
 export { createEngine } from "./engines/index";

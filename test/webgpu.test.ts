@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { DeviceError } from "../src/engines/engine";
 import { tsKernels } from "../src/engines/fast/ts-kernels";
 import { formatAdapter, WebGpu } from "../src/engines/webgpu/device";
 import { GpuContext } from "../src/engines/webgpu/kernels/dispatch";
@@ -21,6 +22,7 @@ import { matmul } from "../src/engines/webgpu/kernels/matmul";
 import { addInto, biasAdd, columnSum, multiply, residualAdd } from "../src/engines/webgpu/kernels/elementwise";
 import { gatherRows, scatterAddRows } from "../src/engines/webgpu/kernels/rows";
 import { grokfastFilter, sgdUpdate } from "../src/engines/webgpu/kernels/sgd";
+import { hyperparameterRecords, StepHyperparameters } from "../src/engines/webgpu/kernels/hyperparameters";
 import { Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { Rng, Stream } from "../src/util/rng";
 import { requireWebGpu, webGpuForTests } from "./webgpu-device";
@@ -36,6 +38,25 @@ function gpuTest(name: string, fn: (gpu: GpuContext, webgpu: WebGpu) => Promise<
 }
 
 const rng = new Rng(20260113);
+
+/** One run's optimizer hyperparameters (the optimizer kernels' per-run records): defaults, then `over`. */
+function hyperparameters(gpu: GpuContext, over: Partial<StepHyperparameters>) {
+  const defaults: StepHyperparameters = {
+    lr: 0,
+    beta1: 0,
+    beta2: 0,
+    eps: 0,
+    bc1: 1,
+    bc2: 1,
+    weightDecay: 0,
+    decoupled: false,
+    towardInit: false,
+    withNoise: false,
+    momentum: 0,
+    grokfast: null,
+  };
+  return gpu.array("f32", hyperparameterRecords([{ ...defaults, ...over }]));
+}
 const uniform = (n: number, lo = -1, hi = 1) => rng.fillUniform(new Float32Array(n), lo, hi);
 
 /** max_i |actual_i − expected_i| / max_i |expected_i| (0 when both are all zeros). */
@@ -86,6 +107,21 @@ test("the WebGPU adapter is found and described (lavapipe reads as software)", a
   if (requireWebGpu) assert.equal(a.software, true, "CI runs on lavapipe, a software adapter");
   assert.match(formatAdapter(a), a.software ? /software adapter$/ : /hardware adapter$/);
 });
+
+gpuTest(
+  "a validation error in a recording rejects its submit with DeviceError, and the device goes on",
+  async (gpu) => {
+    const [gone, target] = [gpu.array("f32", 4), gpu.array("f32", 4)];
+    gone.buffer.destroy();
+    const rec = gpu.record();
+    rec.copy(gone, target, 4);
+    await assert.rejects(
+      rec.submit(),
+      (err: Error) => err instanceof DeviceError && err.kind === "validation" && /destroyed/.test(err.message),
+    );
+    assert.deepEqual(await gpu.readFloats(gpu.array("f32", Float32Array.from([1, 2]))), Float32Array.from([1, 2]));
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------
 // matmul
@@ -301,24 +337,9 @@ for (const variant of ADAM_VARIANTS)
       );
       const rec = gpu.record();
       const gpuNoise = noise ? gpu.array("f32", noise) : null;
-      adamUpdate(
-        rec,
-        p,
-        gpu.array("f32", g),
-        m,
-        v,
-        gpuInit,
-        gpuNoise,
-        n,
-        lr,
-        beta1,
-        beta2,
-        eps,
-        bc1,
-        bc2,
-        variant.weightDecay,
-        variant.decoupled,
-      );
+      const { weightDecay, decoupled, towardInit } = variant;
+      const hyper = { lr, beta1, beta2, eps, bc1, bc2, weightDecay, decoupled, towardInit, withNoise: variant.noise };
+      adamUpdate(rec, p, gpu.array("f32", g), m, v, gpuInit, gpuNoise, n, hyperparameters(gpu, hyper));
       await rec.submit();
       const got = await gpu.readFloats(p);
       // the step itself, not just p (a step is ~lr next to |p| ~ 1, so comparing p alone would hide it)
@@ -331,6 +352,33 @@ for (const variant of ADAM_VARIANTS)
       ref.p.set(got);
     }
   });
+
+gpuTest(
+  "a batch of matmuls equals each product alone, bit for bit (A with a gap between runs, B shared)",
+  async (gpu) => {
+    const [m, n, k, runs] = [37, 21, 19, 3];
+    const strideA = m * k + 5; // each run's A starts 5 values past the end of the one before
+    const a = uniform(runs * strideA);
+    const b = uniform(k * n);
+    const c0 = uniform(runs * m * n);
+    for (const accumulate of [false, true]) {
+      const c = gpu.array("f32", c0);
+      const rec = gpu.record();
+      const batch = { count: runs, strideA, strideB: 0, strideC: m * n };
+      matmul(rec, false, true, m, n, k, gpu.array("f32", a), gpu.array("f32", b), c, accumulate, batch);
+      await rec.submit();
+      const got = await gpu.readFloats(c);
+      for (let r = 0; r < runs; r++) {
+        const alone = gpu.array("f32", c0.subarray(r * m * n, (r + 1) * m * n));
+        const single = gpu.record();
+        const ar = gpu.array("f32", a.subarray(r * strideA, r * strideA + m * k));
+        matmul(single, false, true, m, n, k, ar, gpu.array("f32", b), alone, accumulate);
+        await single.submit();
+        assert.deepEqual(got.subarray(r * m * n, (r + 1) * m * n), await gpu.readFloats(alone), `run ${r}`);
+      }
+    }
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------
 // activations
@@ -593,45 +641,37 @@ for (const variant of SGD_VARIANTS) {
       grads.push(grad);
       gpu.write(g, grad);
       const rec = gpu.record();
-      if (cfg.grokfast) grokfastFilter(rec, g, ema, n, cfg.grokfast.alpha, cfg.grokfast.lambda);
+      if (cfg.grokfast) grokfastFilter(rec, g, ema, n, hyperparameters(gpu, { grokfast: cfg.grokfast }));
       if (cfg.kind === "sgd") {
         let noise: Float32Array | null = null;
         if (cfg.updateNoise > 0) {
           const rng = Rng.for(seed, Stream.updateNoise, step);
           noise = Float32Array.from({ length: n }, () => cfg.updateNoise * rng.normal());
         }
+        const towardInit = cfg.decayToward === "init";
+        const hyper = {
+          lr: cfg.lr,
+          momentum: cfg.momentum,
+          weightDecay: cfg.weightDecay,
+          towardInit,
+          withNoise: !!noise,
+        };
         sgdUpdate(
           rec,
           p,
           g,
           cfg.momentum > 0 ? buf : null,
-          cfg.decayToward === "init" ? init : null,
+          towardInit ? init : null,
           noise ? gpu.array("f32", noise) : null,
           n,
-          cfg.lr,
-          cfg.momentum,
-          cfg.weightDecay,
+          hyperparameters(gpu, hyper),
         );
       } else {
         const t = step + 1;
-        adamUpdate(
-          rec,
-          p,
-          g,
-          m,
-          v,
-          null,
-          null,
-          n,
-          cfg.lr,
-          cfg.beta1,
-          cfg.beta2,
-          cfg.eps,
-          1 - cfg.beta1 ** t,
-          1 - cfg.beta2 ** t,
-          cfg.weightDecay,
-          true,
-        );
+        const { lr, beta1, beta2, eps, weightDecay } = cfg;
+        const [bc1, bc2] = [1 - beta1 ** t, 1 - beta2 ** t];
+        const hyper = { lr, beta1, beta2, eps, bc1, bc2, weightDecay, decoupled: true };
+        adamUpdate(rec, p, g, m, v, null, null, n, hyperparameters(gpu, hyper));
       }
       await rec.submit();
       optimizer.update(weights, new Map([["w", Float32Array.from(grad)]]), step);

@@ -129,15 +129,28 @@ export interface PackEngine {
   readonly backend: string;
   /** The runs in the pack now, in order. */
   readonly size: number;
-  /** Sets up a pack of setups.length runs, run r from weights[r] with a fresh optimizer. */
+  /**
+   * Sets up a pack of setups.length runs, run r from weights[r] with a fresh optimizer. Rejects with a
+   * UserError when two setups cannot share a pack (packConflict) or the pack is too big for the device
+   * (the message names the pack size that fits).
+   */
   initialize(setups: EngineSetup[], weights: NamedTensors[]): Promise<void>;
-  /** One optimizer update for every run: run r on batches[r] at its step steps[r]. */
+  /**
+   * One optimizer update for every run: run r on batches[r] at its step steps[r]. Every batch has the same
+   * size. Resolves when the step is queued; rejects with DeviceError on a device failure.
+   */
   trainStep(batches: Batch[], steps: number[]): Promise<void>;
   /** Every run's loss and gradients at its step, without updating anything. */
   gradients(batches: Batch[], steps: number[]): Promise<GradientResult[]>;
-  /** Run r's view: its evaluations, logits, weights and optimizer state. */
+  /**
+   * Run r's view: its evaluations, logits, weights and optimizer state (only the slots optim/optimizer.ts
+   * keeps for run r's configuration). A view is valid until the next keep().
+   */
   run(r: number): Omit<Engine, "trainStep" | "gradients" | "initialize" | "dispose" | "flush">;
-  /** Keeps only the runs at these indexes, in this order (the finished ones leave the pack). */
+  /**
+   * Keeps only the runs at these indexes, in this order (the finished ones leave the pack): run i is then
+   * the run that was runs[i], its weights and state unchanged.
+   */
   keep(runs: number[]): Promise<void>;
   flush(): Promise<void>;
   dispose(): void;
@@ -156,4 +169,26 @@ export class DeviceError extends Error {
     super(message);
     this.name = "DeviceError";
   }
+}
+
+/**
+ * Why runs of these two setups cannot share a pack, or null when they can. A pack's runs run the same
+ * kernels: the same model (but any dropout rate), the same vocabulary, and the same optimizer kind; dropout
+ * on in all or in none (with dropout each example keeps its own prefix, another summation order than the
+ * shared prefixes of a run without). The batch size must match too (the trainer groups by it; the pack
+ * engine checks it each step). Seeds, data, steps and every other hyperparameter may differ.
+ */
+export function packConflict(a: EngineSetup, b: EngineSetup): string | null {
+  for (const key of ["vocabSize", "numSymbols", "seqLen"] as const)
+    if (a.dims[key] !== b.dims[key]) return `the data differ in ${key} (${a.dims[key]} vs ${b.dims[key]})`;
+  const modelA = a.model as unknown as Record<string, unknown>;
+  const modelB = b.model as unknown as Record<string, unknown>;
+  for (const key of new Set([...Object.keys(modelA), ...Object.keys(modelB)]))
+    if (key !== "dropout" && modelA[key] !== modelB[key])
+      return `the models differ in ${key} (${modelA[key]} vs ${modelB[key]})`;
+  if (a.model.dropout > 0 !== b.model.dropout > 0)
+    return `dropout is on in one run (${Math.max(a.model.dropout, b.model.dropout)}) and off in the other`;
+  if (a.optimizer.kind !== b.optimizer.kind)
+    return `the optimizers differ (${a.optimizer.kind} vs ${b.optimizer.kind})`;
+  return null;
 }
