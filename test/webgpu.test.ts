@@ -21,6 +21,7 @@ import { matmul } from "../src/engines/webgpu/kernels/matmul";
 import { addInto, biasAdd, columnSum, multiply, residualAdd } from "../src/engines/webgpu/kernels/elementwise";
 import { gatherRows, scatterAddRows } from "../src/engines/webgpu/kernels/rows";
 import { grokfastFilter, sgdUpdate } from "../src/engines/webgpu/kernels/sgd";
+import { hyperparameterRecords, StepHyperparameters } from "../src/engines/webgpu/kernels/hyperparameters";
 import { Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { Rng, Stream } from "../src/util/rng";
 import { requireWebGpu, webGpuForTests } from "./webgpu-device";
@@ -36,6 +37,25 @@ function gpuTest(name: string, fn: (gpu: GpuContext, webgpu: WebGpu) => Promise<
 }
 
 const rng = new Rng(20260113);
+
+/** One run's optimizer hyperparameters (the optimizer kernels' per-run records): defaults, then `over`. */
+function hyperparameters(gpu: GpuContext, over: Partial<StepHyperparameters>) {
+  const defaults: StepHyperparameters = {
+    lr: 0,
+    beta1: 0,
+    beta2: 0,
+    eps: 0,
+    bc1: 1,
+    bc2: 1,
+    weightDecay: 0,
+    decoupled: false,
+    towardInit: false,
+    withNoise: false,
+    momentum: 0,
+    grokfast: null,
+  };
+  return gpu.array("f32", hyperparameterRecords([{ ...defaults, ...over }]));
+}
 const uniform = (n: number, lo = -1, hi = 1) => rng.fillUniform(new Float32Array(n), lo, hi);
 
 /** max_i |actual_i − expected_i| / max_i |expected_i| (0 when both are all zeros). */
@@ -301,24 +321,9 @@ for (const variant of ADAM_VARIANTS)
       );
       const rec = gpu.record();
       const gpuNoise = noise ? gpu.array("f32", noise) : null;
-      adamUpdate(
-        rec,
-        p,
-        gpu.array("f32", g),
-        m,
-        v,
-        gpuInit,
-        gpuNoise,
-        n,
-        lr,
-        beta1,
-        beta2,
-        eps,
-        bc1,
-        bc2,
-        variant.weightDecay,
-        variant.decoupled,
-      );
+      const { weightDecay, decoupled, towardInit } = variant;
+      const hyper = { lr, beta1, beta2, eps, bc1, bc2, weightDecay, decoupled, towardInit, withNoise: variant.noise };
+      adamUpdate(rec, p, gpu.array("f32", g), m, v, gpuInit, gpuNoise, n, hyperparameters(gpu, hyper));
       await rec.submit();
       const got = await gpu.readFloats(p);
       // the step itself, not just p (a step is ~lr next to |p| ~ 1, so comparing p alone would hide it)
@@ -593,45 +598,37 @@ for (const variant of SGD_VARIANTS) {
       grads.push(grad);
       gpu.write(g, grad);
       const rec = gpu.record();
-      if (cfg.grokfast) grokfastFilter(rec, g, ema, n, cfg.grokfast.alpha, cfg.grokfast.lambda);
+      if (cfg.grokfast) grokfastFilter(rec, g, ema, n, hyperparameters(gpu, { grokfast: cfg.grokfast }));
       if (cfg.kind === "sgd") {
         let noise: Float32Array | null = null;
         if (cfg.updateNoise > 0) {
           const rng = Rng.for(seed, Stream.updateNoise, step);
           noise = Float32Array.from({ length: n }, () => cfg.updateNoise * rng.normal());
         }
+        const towardInit = cfg.decayToward === "init";
+        const hyper = {
+          lr: cfg.lr,
+          momentum: cfg.momentum,
+          weightDecay: cfg.weightDecay,
+          towardInit,
+          withNoise: !!noise,
+        };
         sgdUpdate(
           rec,
           p,
           g,
           cfg.momentum > 0 ? buf : null,
-          cfg.decayToward === "init" ? init : null,
+          towardInit ? init : null,
           noise ? gpu.array("f32", noise) : null,
           n,
-          cfg.lr,
-          cfg.momentum,
-          cfg.weightDecay,
+          hyperparameters(gpu, hyper),
         );
       } else {
         const t = step + 1;
-        adamUpdate(
-          rec,
-          p,
-          g,
-          m,
-          v,
-          null,
-          null,
-          n,
-          cfg.lr,
-          cfg.beta1,
-          cfg.beta2,
-          cfg.eps,
-          1 - cfg.beta1 ** t,
-          1 - cfg.beta2 ** t,
-          cfg.weightDecay,
-          true,
-        );
+        const { lr, beta1, beta2, eps, weightDecay } = cfg;
+        const [bc1, bc2] = [1 - beta1 ** t, 1 - beta2 ** t];
+        const hyper = { lr, beta1, beta2, eps, bc1, bc2, weightDecay, decoupled: true };
+        adamUpdate(rec, p, g, m, v, null, null, n, hyperparameters(gpu, hyper));
       }
       await rec.submit();
       optimizer.update(weights, new Map([["w", Float32Array.from(grad)]]), step);

@@ -157,3 +157,25 @@ export class DeviceError extends Error {
     this.name = "DeviceError";
   }
 }
+
+/**
+ * Why runs of these two setups cannot share a pack, or null when they can. A pack's runs run the same
+ * kernels: the same model (but any dropout rate), the same vocabulary, and the same optimizer kind; dropout
+ * on in all or in none (with dropout each example keeps its own prefix, another summation order than the
+ * shared prefixes of a run without). The batch size must match too (the trainer groups by it; the pack
+ * engine checks it each step). Seeds, data, steps and every other hyperparameter may differ.
+ */
+export function packConflict(a: EngineSetup, b: EngineSetup): string | null {
+  for (const key of ["vocabSize", "numSymbols", "seqLen"] as const)
+    if (a.dims[key] !== b.dims[key]) return `the data differ in ${key} (${a.dims[key]} vs ${b.dims[key]})`;
+  const modelA = a.model as unknown as Record<string, unknown>;
+  const modelB = b.model as unknown as Record<string, unknown>;
+  for (const key of new Set([...Object.keys(modelA), ...Object.keys(modelB)]))
+    if (key !== "dropout" && modelA[key] !== modelB[key])
+      return `the models differ in ${key} (${modelA[key]} vs ${modelB[key]})`;
+  if (a.model.dropout > 0 !== b.model.dropout > 0)
+    return `dropout is on in one run (${Math.max(a.model.dropout, b.model.dropout)}) and off in the other`;
+  if (a.optimizer.kind !== b.optimizer.kind)
+    return `the optimizers differ (${a.optimizer.kind} vs ${b.optimizer.kind})`;
+  return null;
+}

@@ -67,6 +67,7 @@ export class FastEngine extends BaseEngine {
       batch.inputs,
       batch.targets,
       batch.size,
+      1,
       masks,
       this.gradBuffers,
     );
@@ -86,6 +87,7 @@ export class FastEngine extends BaseEngine {
       set.inputs.subarray(start * seqLen, (start + size) * seqLen),
       set.targets.subarray(start, start + size),
       size,
+      1,
       [],
       null,
     );

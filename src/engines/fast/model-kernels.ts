@@ -3,16 +3,15 @@
 // upload: upload() and indices() hand the array itself to the sequence.
 //
 // Each loop stores to a Float32Array after every operation, so it rounds exactly where the inline loops it
-// replaced did: the fast engine's results are bit for bit what they were.
+// replaced did: the fast engine's results are bit for bit what they were. The fast engine runs one run at
+// a time (runs = 1); the kernels that take a run count loop over the runs' subarrays otherwise.
 
 import { ModelKernels } from "../shared/model-kernels";
 import { Kernels } from "./kernels";
 import { Workspace } from "./workspace";
 
 export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
-  readonly matmul: Kernels["matmul"];
-  readonly layerNormForward: Kernels["layerNormForward"];
-  readonly layerNormBackward: Kernels["layerNormBackward"];
+  private readonly kernels: Kernels;
   readonly attentionForward: Kernels["attentionForward"];
   readonly attentionBackward: Kernels["attentionBackward"];
   readonly softmaxCrossEntropy: Kernels["softmaxCrossEntropy"];
@@ -22,14 +21,97 @@ export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
 
   constructor(kernels: Kernels) {
     // the contract lets every kernel be called detached from its object
-    this.matmul = kernels.matmul;
-    this.layerNormForward = kernels.layerNormForward;
-    this.layerNormBackward = kernels.layerNormBackward;
+    this.kernels = kernels;
     this.attentionForward = kernels.attentionForward;
     this.attentionBackward = kernels.attentionBackward;
     this.softmaxCrossEntropy = kernels.softmaxCrossEntropy;
     this.activationForward = kernels.activationForward;
     this.activationBackward = kernels.activationBackward;
+  }
+
+  matmul(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    accumulate: boolean,
+    runs: number,
+  ): void {
+    if (runs === 1) return this.kernels.matmul(transA, transB, m, n, k, a, b, c, accumulate);
+    for (let r = 0; r < runs; r++)
+      this.kernels.matmul(
+        transA,
+        transB,
+        m,
+        n,
+        k,
+        runSlice(a, r, m * k),
+        runSlice(b, r, k * n),
+        runSlice(c, r, m * n),
+        accumulate,
+      );
+  }
+
+  layerNormForward(
+    x: Float32Array,
+    weight: Float32Array,
+    bias: Float32Array,
+    rows: number,
+    width: number,
+    out: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    runs: number,
+  ): void {
+    if (runs === 1) return this.kernels.layerNormForward(x, weight, bias, rows, width, out, mean, rstd);
+    const R = rows / runs;
+    for (let r = 0; r < runs; r++)
+      this.kernels.layerNormForward(
+        runSlice(x, r, R * width),
+        runSlice(weight, r, width),
+        runSlice(bias, r, width),
+        R,
+        width,
+        runSlice(out, r, R * width),
+        runSlice(mean, r, R),
+        runSlice(rstd, r, R),
+      );
+  }
+
+  layerNormBackward(
+    dout: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    rows: number,
+    width: number,
+    dx: Float32Array,
+    dweight: Float32Array,
+    dbias: Float32Array,
+    runs: number,
+  ): void {
+    const kernel = this.kernels.layerNormBackward;
+    if (runs === 1) return kernel(dout, x, weight, mean, rstd, rows, width, dx, dweight, dbias);
+    const R = rows / runs;
+    const rowsOf = (a: Float32Array, r: number) => runSlice(a, r, R * width);
+    for (let r = 0; r < runs; r++)
+      kernel(
+        rowsOf(dout, r),
+        rowsOf(x, r),
+        runSlice(weight, r, width),
+        runSlice(mean, r, R),
+        runSlice(rstd, r, R),
+        R,
+        width,
+        rowsOf(dx, r),
+        runSlice(dweight, r, width),
+        runSlice(dbias, r, width),
+      );
   }
 
   gatherRows(
@@ -77,12 +159,20 @@ export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
     for (let i = 0; i < n; i++) out[i] = x[i] * mask[i];
   }
 
-  biasAdd(x: Float32Array, bias: Float32Array, rows: number, width: number): void {
-    for (let r = 0; r < rows; r++) for (let c = 0; c < width; c++) x[r * width + c] += bias[c];
+  biasAdd(x: Float32Array, bias: Float32Array, rows: number, width: number, runs: number): void {
+    const R = rows / runs;
+    for (let r = 0; r < rows; r++) {
+      const b = Math.floor(r / R) * width; // this row's run's bias
+      for (let c = 0; c < width; c++) x[r * width + c] += bias[b + c];
+    }
   }
 
-  columnSum(x: Float32Array, rows: number, width: number, out: Float32Array): void {
-    for (let r = 0; r < rows; r++) for (let c = 0; c < width; c++) out[c] += x[r * width + c];
+  columnSum(x: Float32Array, rows: number, width: number, out: Float32Array, runs: number): void {
+    const R = rows / runs;
+    for (let r = 0; r < rows; r++) {
+      const o = Math.floor(r / R) * width;
+      for (let c = 0; c < width; c++) out[o + c] += x[r * width + c];
+    }
   }
 
   copy(src: Float32Array, dst: Float32Array, n: number): void {
@@ -104,4 +194,9 @@ export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
   indices(_role: string, data: Int32Array): Int32Array {
     return data;
   }
+}
+
+/** Run r's block of `size` values of a pack's array [runs × size]. */
+function runSlice(a: Float32Array, r: number, size: number): Float32Array {
+  return a.subarray(r * size, (r + 1) * size);
 }

@@ -6,9 +6,16 @@
 //
 // A is an array of f32, I an array of i32 indices. Every output must be a different array from every
 // input (the GPU cannot bind one buffer both read-only and writable), except where a method says so.
+//
+// A pass may run several runs at once (a pack: the same model, each run with its own weights). Then every
+// weight and gradient is [runs × its size], run r's at r·size, and every activation [runs × rows × …].
+// The kernels that touch a weight take the run count: matmul (runs products side by side), the layer
+// norms, biasAdd and columnSum (rows split into `runs` equal blocks). The others work on all rows alike;
+// gathers and scatters reach a run's own rows of a table through indices that include the run's offset.
 
 /** The kernel contract's methods (see fast/kernels.ts for each one's meaning) over A and I, then the rest. */
 export interface ModelKernels<A, I> {
+  /** `runs` products C_r = op(A_r)·op(B_r), each operand of run r at r·(its m·k, k·n or m·n). */
   matmul(
     transA: boolean,
     transB: boolean,
@@ -19,8 +26,10 @@ export interface ModelKernels<A, I> {
     b: A,
     c: A,
     accumulate: boolean,
+    runs: number,
   ): void;
-  layerNormForward(x: A, weight: A, bias: A, rows: number, width: number, out: A, mean: A, rstd: A): void;
+  /** Over all `rows`; run r's rows (block r of rows/runs) with its weight and bias. */
+  layerNormForward(x: A, weight: A, bias: A, rows: number, width: number, out: A, mean: A, rstd: A, runs: number): void;
   layerNormBackward(
     dout: A,
     x: A,
@@ -32,6 +41,7 @@ export interface ModelKernels<A, I> {
     dx: A,
     dweight: A,
     dbias: A,
+    runs: number,
   ): void;
   attentionForward(
     q: A,
@@ -89,10 +99,10 @@ export interface ModelKernels<A, I> {
   addInto(x: A, n: number, out: A): void;
   /** out = x ⊙ mask. */
   multiply(x: A, mask: A, n: number, out: A): void;
-  /** x[r, c] += bias[c], in place. */
-  biasAdd(x: A, bias: A, rows: number, width: number): void;
-  /** out[c] += x[r, c] for r = 0, 1, … (each sum rounded to f32 as it goes). */
-  columnSum(x: A, rows: number, width: number, out: A): void;
+  /** x[r, c] += bias[c], in place (each run's rows its own bias). */
+  biasAdd(x: A, bias: A, rows: number, width: number, runs: number): void;
+  /** out[c] += x[r, c] for r = 0, 1, … (each sum rounded to f32 as it goes; each run's rows into its own out). */
+  columnSum(x: A, rows: number, width: number, out: A, runs: number): void;
   /** dst = src, the first n values. */
   copy(src: A, dst: A, n: number): void;
 
@@ -126,13 +136,18 @@ export interface ModelOutput<A> {
   losses: A;
 }
 
-/** A model sequence: the forward pass, and with gradient arrays the backward pass accumulating into them. */
+/**
+ * A model sequence: the forward pass, and with gradient arrays the backward pass accumulating into them,
+ * for `runs` runs of `size` examples each (inputs [runs·size·seqLen], targets [runs·size], each dropout
+ * mask [runs × the mask of one run]). The logits and losses come back [runs·size × …], run after run.
+ */
 export interface ModelSequence<A> {
   run(
     weights: NamedArrays<A>,
     inputs: Int32Array,
     targets: Int32Array,
     size: number,
+    runs: number,
     masks: Float32Array[],
     grads: NamedArrays<A> | null,
   ): ModelOutput<A>;

@@ -17,6 +17,13 @@
 // (example e, position 2+t) → e·2+t. Weights are stored [in, out] (y = x·W), as everywhere in the project.
 // Shapes: d = width, f = FFN width, n = numSymbols, R = a stream's rows, Q = its query rows.
 //
+// Several runs at once (a pack, see model-kernels.ts): every stream holds run after run, the same number
+// of rows each, and the kernels that touch a weight get the run count. Run r's example e is example
+// r·size + e; its tokens index rows r·vocab + token of the token table [runs·vocab × d] (and learned
+// positions rows r·4 + position). Runs differ in their number of distinct prefixes U: every run gets the
+// most any run has, its real prefixes first, then rows no example joins. Those rows' gradients are exact
+// zeros, and they come after the real rows in every sum over rows, so a run's results do not change.
+//
 // Every buffer is the kernel set's buffer for its role (block, stream, tensor), so the next call to run()
 // overwrites all of them, the logits and losses it returned included.
 
@@ -68,17 +75,21 @@ interface Stream<I> {
 
 /** A batch as two streams: the prefixes (tokens 0–1), shared by examples where they can be, and the suffixes (tokens 2–3). */
 interface BatchStreams<I> {
+  /** Examples per run. */
   size: number;
-  /** U, the number of distinct prefixes. */
+  runs: number;
+  /** Every run's examples: runs·size. */
+  examples: number;
+  /** U, the number of distinct prefixes per run (the most of any run; the others padded to it). */
   prefixCount: number;
-  prefix: Stream<I>; // U·2 rows
-  suffix: Stream<I>; // size·2 rows
+  prefix: Stream<I>; // runs·U·2 rows
+  suffix: Stream<I>; // runs·size·2 rows
   /** Where the rows of the joined keys/values [size × 4] come from and go to (see joinForward). */
   join: JoinIndex<I>;
 }
 
 /**
- * The joined keys and values [size × 4 × d] of every example: rows e·4+t, t < 2 from prefix row
+ * The joined keys and values [examples × 4 × d] of every example: rows e·4+t, t < 2 from prefix row
  * prefixOf[e]·2+t, t ≥ 2 from suffix row e·2+t−2.
  */
 interface JoinIndex<I> {
@@ -117,6 +128,8 @@ interface KeyValues<A> {
 interface StreamActivations<A, I> {
   /** Role prefix of this block's stream, e.g. "block0.prefix". */
   name: string;
+  /** The runs of the pass: R and Q are runs·(a run's rows). */
+  runs: number;
   rows: number; // R
   queryCount: number; // Q
   /** [Q] each query row's row in the stream, and 0 … Q−1; null: every row, in order (Q = R). */
@@ -156,7 +169,9 @@ interface BlockActivations<A, I> {
 
 /** The output head's activations, at the answer position of every example. */
 interface HeadActivations<A> {
+  /** Examples per run. */
   size: number;
+  runs: number;
   x: A; // [size × d] the last block's output
   normed: A; // [size × d] final LN(x) pre-LN; = x post-LN
   lnMean: A; // [size] the final LN's statistics (pre-LN)
@@ -190,20 +205,22 @@ export class Transformer<A, I> implements ModelSequence<A> {
   }
 
   /**
-   * Forward pass over `size` examples; with `grads`, also the backward pass of the mean cross-entropy,
-   * accumulating into grads (by weight name). `masks` are the dropout masks of engines/engine.dropoutMasks
-   * (empty: no dropout). The logits and losses returned are overwritten by the next call.
+   * Forward pass over `size` examples of each of `runs` runs; with `grads`, also the backward pass of each
+   * run's mean cross-entropy, accumulating into grads (by weight name). `masks` are the dropout masks of
+   * engines/engine.dropoutMasks, each run's after the other's (empty: no dropout). The logits and losses
+   * returned are overwritten by the next call.
    */
   run(
     w: NamedArrays<A>,
     inputs: Int32Array,
     targets: Int32Array,
     size: number,
+    runs: number,
     masks: Float32Array[],
     grads: NamedArrays<A> | null,
   ): ModelOutput<A> {
     const weights = this.resolve(w);
-    const batch = this.streams(inputs, size, masks.length === 0);
+    const batch = this.streams(inputs, size, runs, masks.length === 0);
     let prefix = this.embeddingForward(batch.prefix, weights);
     let suffix = this.embeddingForward(batch.suffix, weights);
     const blocks: BlockActivations<A, I>[] = [];
@@ -213,8 +230,8 @@ export class Transformer<A, I> implements ModelSequence<A> {
       prefix = block.prefix.out;
       suffix = block.suffix.out;
     }
-    const dlogits = grads ? this.kernels.buffer("head.dlogits", size * this.n) : null;
-    const head = this.headForward(suffix, weights, this.kernels.indices("head.targets", targets), size, dlogits);
+    const dlogits = grads ? this.kernels.buffer("head.dlogits", batch.examples * this.n) : null;
+    const head = this.headForward(suffix, weights, this.kernels.indices("head.targets", targets), batch, dlogits);
     if (!grads || !dlogits) return { logits: head.logits, losses: head.losses };
 
     const gradients = this.resolve(grads);
@@ -231,8 +248,8 @@ export class Transformer<A, I> implements ModelSequence<A> {
         dSuffix,
       );
     }
-    this.embeddingBackward(batch.prefix, dPrefix, gradients);
-    this.embeddingBackward(batch.suffix, dSuffix, gradients);
+    this.embeddingBackward(batch.prefix, dPrefix, gradients, runs);
+    this.embeddingBackward(batch.suffix, dSuffix, gradients, runs);
     return { logits: head.logits, losses: head.losses };
   }
 
@@ -265,53 +282,75 @@ export class Transformer<A, I> implements ModelSequence<A> {
     };
   }
 
-  /** Groups the examples by prefix (tokens 0 and 1); with `share` false (dropout), each keeps its own. */
-  private streams(inputs: Int32Array, size: number, share: boolean): BatchStreams<I> {
-    const prefixOf = new Int32Array(size);
-    const prefixTokens = new Int32Array(size * 2);
-    const suffixTokens = new Int32Array(size * 2);
-    const seen = new Map<number, number>();
-    let count = 0;
-    for (let e = 0; e < size; e++) {
-      const key = inputs[e * 4] * this.dims.vocabSize + inputs[e * 4 + 1];
-      let u = share ? seen.get(key) : undefined;
-      if (u === undefined) {
-        u = count++;
-        if (share) seen.set(key, u);
-        prefixTokens[u * 2] = inputs[e * 4];
-        prefixTokens[u * 2 + 1] = inputs[e * 4 + 1];
+  /**
+   * Groups each run's examples by prefix (tokens 0 and 1); with `share` false (dropout), each keeps its own.
+   * Every run gets U prefix rows pairs, U the most of any run, its own first.
+   */
+  private streams(inputs: Int32Array, size: number, runs: number, share: boolean): BatchStreams<I> {
+    const examples = runs * size;
+    const vocab = this.dims.vocabSize;
+    const prefixOf = new Int32Array(examples); // the prefix of example g within its run
+    const runPrefixes: Int32Array[] = []; // each run's prefixes' tokens, [its U × 2]
+    for (let r = 0; r < runs; r++) {
+      const tokens = new Int32Array(size * 2);
+      const seen = new Map<number, number>();
+      let count = 0;
+      for (let g = r * size; g < (r + 1) * size; g++) {
+        const key = inputs[g * 4] * vocab + inputs[g * 4 + 1];
+        let u = share ? seen.get(key) : undefined;
+        if (u === undefined) {
+          u = count++;
+          if (share) seen.set(key, u);
+          tokens[u * 2] = inputs[g * 4];
+          tokens[u * 2 + 1] = inputs[g * 4 + 1];
+        }
+        prefixOf[g] = u;
       }
-      prefixOf[e] = u;
-      suffixTokens[e * 2] = inputs[e * 4 + 2];
-      suffixTokens[e * 2 + 1] = inputs[e * 4 + 3];
+      runPrefixes.push(tokens.subarray(0, count * 2));
     }
+    const U = Math.max(0, ...runPrefixes.map((t) => t.length / 2));
+    // token rows in each run's table; padding rows embed token 0 (any token would do)
+    const prefixTokens = new Int32Array(runs * U * 2);
+    runPrefixes.forEach((tokens, r) => {
+      for (let i = 0; i < U * 2; i++) prefixTokens[r * U * 2 + i] = r * vocab + (i < tokens.length ? tokens[i] : 0);
+    });
+    const suffixTokens = new Int32Array(examples * 2);
+    for (let g = 0; g < examples; g++) {
+      const table = Math.floor(g / size) * vocab;
+      suffixTokens[g * 2] = table + inputs[g * 4 + 2];
+      suffixTokens[g * 2 + 1] = table + inputs[g * 4 + 3];
+    }
+    const rowsPerRun = { prefix: U * 2, suffix: size * 2 };
     const stream = (name: "prefix" | "suffix", tokens: Int32Array, firstPosition: number): Stream<I> => ({
       name,
       rows: tokens.length,
       tokens: this.kernels.indices(`${name}.tokens`, tokens),
       positions: this.kernels.indices(
         `${name}.positions`,
-        Int32Array.from(tokens, (_, r) => firstPosition + (r % 2)),
+        Int32Array.from(tokens, (_, r) => this.positionRow(Math.floor(r / rowsPerRun[name]), firstPosition + (r % 2))),
       ),
       firstPosition,
     });
-    const prefixRows = new Int32Array(size * 2);
-    const prefixTargets = new Int32Array(size * 2);
-    const suffixRows = new Int32Array(size * 2);
-    const suffixTargets = new Int32Array(size * 2);
-    const joinedToPrefix = new Int32Array(size * 4).fill(-1);
-    for (let e = 0; e < size; e++)
+    const prefixRows = new Int32Array(examples * 2);
+    const prefixTargets = new Int32Array(examples * 2);
+    const suffixRows = new Int32Array(examples * 2);
+    const suffixTargets = new Int32Array(examples * 2);
+    const joinedToPrefix = new Int32Array(examples * 4).fill(-1);
+    for (let g = 0; g < examples; g++)
       for (let t = 0; t < 2; t++) {
-        prefixRows[e * 2 + t] = prefixOf[e] * 2 + t;
-        prefixTargets[e * 2 + t] = e * 4 + t;
-        suffixRows[e * 2 + t] = e * 2 + t;
-        suffixTargets[e * 2 + t] = e * 4 + 2 + t;
-        joinedToPrefix[e * 4 + t] = prefixOf[e] * 2 + t;
+        const prefixRow = (Math.floor(g / size) * U + prefixOf[g]) * 2 + t;
+        prefixRows[g * 2 + t] = prefixRow;
+        prefixTargets[g * 2 + t] = g * 4 + t;
+        suffixRows[g * 2 + t] = g * 2 + t;
+        suffixTargets[g * 2 + t] = g * 4 + 2 + t;
+        joinedToPrefix[g * 4 + t] = prefixRow;
       }
     return {
       size,
-      prefixCount: count,
-      prefix: stream("prefix", prefixTokens.subarray(0, count * 2), 0),
+      runs,
+      examples,
+      prefixCount: U,
+      prefix: stream("prefix", prefixTokens, 0),
       suffix: stream("suffix", suffixTokens, 2),
       join: {
         prefixRows: this.kernels.indices("join.prefixRows", prefixRows),
@@ -321,6 +360,11 @@ export class Transformer<A, I> implements ModelSequence<A> {
         joinedToPrefix: this.kernels.indices("join.joinedToPrefix", joinedToPrefix),
       },
     };
+  }
+
+  /** The row of run r's position embedding: its own learned table's, or the one sinusoidal table's. */
+  private positionRow(run: number, position: number): number {
+    return this.cfg.positions === "learned" ? run * 4 + position : position;
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -336,10 +380,10 @@ export class Transformer<A, I> implements ModelSequence<A> {
   }
 
   /** Backward of embeddingForward: scatters dx [R × d] into the token (and learned position) embeddings' gradients. */
-  private embeddingBackward(stream: Stream<I>, dx: A, g: ModelWeights<A>): void {
+  private embeddingBackward(stream: Stream<I>, dx: A, g: ModelWeights<A>, runs: number): void {
     const { d, kernels } = this;
-    kernels.scatterAddRows(dx, stream.tokens, stream.rows, d, this.dims.vocabSize, g.tokenEmbedding);
-    if (g.learnedPositions) kernels.scatterAddRows(dx, stream.positions, stream.rows, d, 4, g.positionEmbedding);
+    kernels.scatterAddRows(dx, stream.tokens, stream.rows, d, runs * this.dims.vocabSize, g.tokenEmbedding);
+    if (g.learnedPositions) kernels.scatterAddRows(dx, stream.positions, stream.rows, d, runs * 4, g.positionEmbedding);
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -355,40 +399,45 @@ export class Transformer<A, I> implements ModelSequence<A> {
     masks: Float32Array[],
   ): BlockActivations<A, I> {
     const last = l === this.cfg.layers - 1;
-    const { size, prefixCount } = batch;
+    const { examples, runs } = batch;
+    const prefixes = runs * batch.prefixCount;
     // The prefix attends within itself (positions 0–1), the suffix to all four positions. The last block
     // goes on at the answer position (3) only, so there the prefix gives keys and values alone.
     const prefix = last
       ? this.streamActivations(
           l,
+          runs,
           batch.prefix,
           prefixIn,
-          { sequences: prefixCount, tq: 0, tk: 2, queryOffset: 0 },
+          { sequences: prefixes, tq: 0, tk: 2, queryOffset: 0 },
           new Int32Array(0),
           masks,
         )
       : this.streamActivations(
           l,
+          runs,
           batch.prefix,
           prefixIn,
-          { sequences: prefixCount, tq: 2, tk: 2, queryOffset: 0 },
+          { sequences: prefixes, tq: 2, tk: 2, queryOffset: 0 },
           null,
           masks,
         );
     const suffix = last
       ? this.streamActivations(
           l,
+          runs,
           batch.suffix,
           suffixIn,
-          { sequences: size, tq: 1, tk: 4, queryOffset: 3 },
-          answerRows(size),
+          { sequences: examples, tq: 1, tk: 4, queryOffset: 3 },
+          answerRows(examples),
           masks,
         )
       : this.streamActivations(
           l,
+          runs,
           batch.suffix,
           suffixIn,
-          { sequences: size, tq: 2, tk: 4, queryOffset: 2 },
+          { sequences: examples, tq: 2, tk: 4, queryOffset: 2 },
           null,
           masks,
         );
@@ -423,8 +472,8 @@ export class Transformer<A, I> implements ModelSequence<A> {
     const last = l === this.cfg.layers - 1;
     const { prefix, suffix } = block;
     const dJoined = {
-      keys: kernels.zeros(`block${l}.dKeys`, batch.size * 4 * d),
-      values: kernels.zeros(`block${l}.dValues`, batch.size * 4 * d),
+      keys: kernels.zeros(`block${l}.dKeys`, batch.examples * 4 * d),
+      values: kernels.zeros(`block${l}.dValues`, batch.examples * 4 * d),
     };
     const dSuffixQueries = kernels.zeros(`${suffix.name}.dQueries`, suffix.queryCount * d);
     const dSuffixIn = kernels.zeros(`${suffix.name}.dx`, suffix.rows * d);
@@ -455,6 +504,7 @@ export class Transformer<A, I> implements ModelSequence<A> {
   /** A stream's activation buffers in block l (see StreamActivations), with its rows of the dropout masks. */
   private streamActivations(
     l: number,
+    runs: number,
     stream: Stream<I>,
     x: A,
     attention: AttentionShape,
@@ -473,6 +523,7 @@ export class Transformer<A, I> implements ModelSequence<A> {
     const r2 = buffer("r2", Q * d);
     return {
       name,
+      runs,
       rows: R,
       queryCount: Q,
       queryRows: queryRows
@@ -510,7 +561,7 @@ export class Transformer<A, I> implements ModelSequence<A> {
     };
   }
 
-  /** Dropout mask `site` ([size × 4 × d]) at a stream's Q query rows [Q × d]; null without dropout. */
+  /** Dropout mask `site` ([examples × 4 × d]) at a stream's Q query rows [Q × d]; null without dropout. */
   private maskRows(
     masks: Float32Array[],
     site: number,
@@ -534,12 +585,13 @@ export class Transformer<A, I> implements ModelSequence<A> {
   /** LN1 (pre-LN), then keys and values of every row and queries of the query rows. */
   private qkvForward(s: StreamActivations<A, I>, p: BlockWeights<A>): void {
     const { d, kernels } = this;
+    const { runs } = s;
     if (this.cfg.norm === "pre")
-      kernels.layerNormForward(s.x, p.ln1.weight, p.ln1.bias, s.rows, d, s.a, s.ln1Mean, s.ln1Rstd);
-    kernels.matmul(false, false, s.rows, d, d, s.a, p.wk, s.keys, false);
-    kernels.matmul(false, false, s.rows, d, d, s.a, p.wv, s.values, false);
+      kernels.layerNormForward(s.x, p.ln1.weight, p.ln1.bias, s.rows, d, s.a, s.ln1Mean, s.ln1Rstd, runs);
+    kernels.matmul(false, false, s.rows / runs, d, d, s.a, p.wk, s.keys, false, runs);
+    kernels.matmul(false, false, s.rows / runs, d, d, s.a, p.wv, s.values, false, runs);
     if (s.queryRows) kernels.gatherRows(s.a, s.queryRows.rows, s.queryCount, d, s.aq, null, false);
-    kernels.matmul(false, false, s.queryCount, d, d, s.aq, p.wq, s.queries, false);
+    kernels.matmul(false, false, s.queryCount / runs, d, d, s.aq, p.wq, s.queries, false, runs);
   }
 
   /** Backward of qkvForward: accumulates into dx [R × d] from dQueries [Q × d] and dKeyValues [R × d each]. */
@@ -552,20 +604,36 @@ export class Transformer<A, I> implements ModelSequence<A> {
     dx: A,
   ): void {
     const { d, kernels } = this;
-    const R = s.rows;
-    const Q = s.queryCount;
+    const { runs } = s;
+    const R = s.rows / runs; // per run
+    const Q = s.queryCount / runs;
     const pre = this.cfg.norm === "pre";
     // post-LN, a is x: its gradient goes straight into dx
-    const da = pre ? kernels.zeros(`${s.name}.da`, R * d) : dx;
-    kernels.matmul(false, true, R, d, d, dKeyValues.keys, p.wk, da, true);
-    kernels.matmul(true, false, d, d, R, s.a, dKeyValues.keys, g.wk, true);
-    kernels.matmul(false, true, R, d, d, dKeyValues.values, p.wv, da, true);
-    kernels.matmul(true, false, d, d, R, s.a, dKeyValues.values, g.wv, true);
-    kernels.matmul(true, false, d, d, Q, s.aq, dQueries, g.wq, true);
-    const daq = kernels.zeros(`${s.name}.daq`, Q * d);
-    kernels.matmul(false, true, Q, d, d, dQueries, p.wq, daq, true);
-    this.addRows(daq, s.queryRows, Q, da);
-    if (pre) kernels.layerNormBackward(da, s.x, p.ln1.weight, s.ln1Mean, s.ln1Rstd, R, d, dx, g.ln1.weight, g.ln1.bias);
+    const da = pre ? kernels.zeros(`${s.name}.da`, s.rows * d) : dx;
+    kernels.matmul(false, true, R, d, d, dKeyValues.keys, p.wk, da, true, runs);
+    kernels.matmul(true, false, d, d, R, s.a, dKeyValues.keys, g.wk, true, runs);
+    kernels.matmul(false, true, R, d, d, dKeyValues.values, p.wv, da, true, runs);
+    kernels.matmul(true, false, d, d, R, s.a, dKeyValues.values, g.wv, true, runs);
+    kernels.matmul(true, false, d, d, Q, s.aq, dQueries, g.wq, true, runs);
+    const daq = kernels.zeros(`${s.name}.daq`, s.queryCount * d);
+    kernels.matmul(false, true, Q, d, d, dQueries, p.wq, daq, true, runs);
+    this.addRows(daq, s.queryRows, s.queryCount, da);
+    if (pre) {
+      const { ln1 } = p;
+      kernels.layerNormBackward(
+        da,
+        s.x,
+        ln1.weight,
+        s.ln1Mean,
+        s.ln1Rstd,
+        s.rows,
+        d,
+        dx,
+        g.ln1.weight,
+        g.ln1.bias,
+        runs,
+      );
+    }
   }
 
   /** Every example's keys and values at all four positions: its prefix's (0–1), then its own (2–3). */
@@ -576,13 +644,13 @@ export class Transformer<A, I> implements ModelSequence<A> {
     suffix: StreamActivations<A, I>,
   ): KeyValues<A> {
     const { d, kernels } = this;
-    const { join, size } = batch;
-    const keys = kernels.buffer(`block${l}.keys`, size * 4 * d);
-    const values = kernels.buffer(`block${l}.values`, size * 4 * d);
-    kernels.gatherRows(prefix.keys, join.prefixRows, size * 2, d, keys, join.prefixTargets, false);
-    kernels.gatherRows(prefix.values, join.prefixRows, size * 2, d, values, join.prefixTargets, false);
-    kernels.gatherRows(suffix.keys, join.suffixRows, size * 2, d, keys, join.suffixTargets, false);
-    kernels.gatherRows(suffix.values, join.suffixRows, size * 2, d, values, join.suffixTargets, false);
+    const { join, examples } = batch;
+    const keys = kernels.buffer(`block${l}.keys`, examples * 4 * d);
+    const values = kernels.buffer(`block${l}.values`, examples * 4 * d);
+    kernels.gatherRows(prefix.keys, join.prefixRows, examples * 2, d, keys, join.prefixTargets, false);
+    kernels.gatherRows(prefix.values, join.prefixRows, examples * 2, d, values, join.prefixTargets, false);
+    kernels.gatherRows(suffix.keys, join.suffixRows, examples * 2, d, keys, join.suffixTargets, false);
+    kernels.gatherRows(suffix.values, join.suffixRows, examples * 2, d, values, join.suffixTargets, false);
     return { keys, values };
   }
 
@@ -593,16 +661,16 @@ export class Transformer<A, I> implements ModelSequence<A> {
     dJoined: KeyValues<A>,
   ): { prefix: KeyValues<A>; suffix: KeyValues<A> } {
     const { d, kernels } = this;
-    const { join, size } = batch;
-    const prefixRows = batch.prefixCount * 2;
+    const { join, examples } = batch;
+    const prefixRows = batch.prefix.rows;
     const dPrefixKeys = kernels.zeros(`block${l}.prefix.dKeys`, prefixRows * d);
     const dPrefixValues = kernels.zeros(`block${l}.prefix.dValues`, prefixRows * d);
-    const dSuffixKeys = kernels.buffer(`block${l}.suffix.dKeys`, size * 2 * d);
-    const dSuffixValues = kernels.buffer(`block${l}.suffix.dValues`, size * 2 * d);
-    kernels.scatterAddRows(dJoined.keys, join.joinedToPrefix, size * 4, d, prefixRows, dPrefixKeys);
-    kernels.scatterAddRows(dJoined.values, join.joinedToPrefix, size * 4, d, prefixRows, dPrefixValues);
-    kernels.gatherRows(dJoined.keys, join.suffixTargets, size * 2, d, dSuffixKeys, null, false);
-    kernels.gatherRows(dJoined.values, join.suffixTargets, size * 2, d, dSuffixValues, null, false);
+    const dSuffixKeys = kernels.buffer(`block${l}.suffix.dKeys`, examples * 2 * d);
+    const dSuffixValues = kernels.buffer(`block${l}.suffix.dValues`, examples * 2 * d);
+    kernels.scatterAddRows(dJoined.keys, join.joinedToPrefix, examples * 4, d, prefixRows, dPrefixKeys);
+    kernels.scatterAddRows(dJoined.values, join.joinedToPrefix, examples * 4, d, prefixRows, dPrefixValues);
+    kernels.gatherRows(dJoined.keys, join.suffixTargets, examples * 2, d, dSuffixKeys, null, false);
+    kernels.gatherRows(dJoined.values, join.suffixTargets, examples * 2, d, dSuffixValues, null, false);
     return {
       prefix: { keys: dPrefixKeys, values: dPrefixValues },
       suffix: { keys: dSuffixKeys, values: dSuffixValues },
@@ -628,11 +696,11 @@ export class Transformer<A, I> implements ModelSequence<A> {
       s.ao,
     );
     const projected = kernels.buffer(`${s.name}.projected`, Q * d);
-    kernels.matmul(false, false, Q, d, d, s.ao, p.wo, projected, false);
+    kernels.matmul(false, false, Q / s.runs, d, d, s.ao, p.wo, projected, false, s.runs);
     if (s.queryRows) kernels.gatherRows(s.x, s.queryRows.rows, Q, d, s.xq, null, false);
     kernels.residualAdd(s.xq, projected, s.mask1, Q * d, s.r1);
     if (this.cfg.norm === "post")
-      kernels.layerNormForward(s.r1, p.ln1.weight, p.ln1.bias, Q, d, s.x1, s.ln1Mean, s.ln1Rstd);
+      kernels.layerNormForward(s.r1, p.ln1.weight, p.ln1.bias, Q, d, s.x1, s.ln1Mean, s.ln1Rstd, s.runs);
   }
 
   /**
@@ -650,17 +718,19 @@ export class Transformer<A, I> implements ModelSequence<A> {
     dx: A,
   ): void {
     const { d, kernels } = this;
+    const { runs } = s;
     const Q = s.queryCount;
     let dr1 = dx1;
     if (this.cfg.norm === "post") {
       dr1 = kernels.zeros(`${s.name}.dr1`, Q * d);
-      kernels.layerNormBackward(dx1, s.r1, p.ln1.weight, s.ln1Mean, s.ln1Rstd, Q, d, dr1, g.ln1.weight, g.ln1.bias);
+      const { ln1 } = p;
+      kernels.layerNormBackward(dx1, s.r1, ln1.weight, s.ln1Mean, s.ln1Rstd, Q, d, dr1, g.ln1.weight, g.ln1.bias, runs);
     }
     this.addRows(dr1, s.queryRows, Q, dx);
     const dProjected = this.dropoutBackward(dr1, s.mask1, Q * d, `${s.name}.dProjected`);
     const dao = kernels.zeros(`${s.name}.dao`, Q * d);
-    kernels.matmul(false, true, Q, d, d, dProjected, p.wo, dao, true);
-    kernels.matmul(true, false, d, d, Q, s.ao, dProjected, g.wo, true);
+    kernels.matmul(false, true, Q / runs, d, d, dProjected, p.wo, dao, true, runs);
+    kernels.matmul(true, false, d, d, Q / runs, s.ao, dProjected, g.wo, true, runs);
     const { sequences, tq, tk, queryOffset } = s.attention;
     kernels.attentionBackward(
       dao,
@@ -683,42 +753,70 @@ export class Transformer<A, I> implements ModelSequence<A> {
   /** The FFN of x1 (pre-LN: of LN2(x1)), dropout and residual; post-LN, then LN2. */
   private ffnForward(s: StreamActivations<A, I>, p: BlockWeights<A>): void {
     const { d, f, kernels } = this;
+    const { runs } = s;
     const Q = s.queryCount;
     const pre = this.cfg.norm === "pre";
-    if (pre) kernels.layerNormForward(s.x1, p.ln2.weight, p.ln2.bias, Q, d, s.ffnIn, s.ln2Mean, s.ln2Rstd);
-    kernels.matmul(false, false, Q, f, d, s.ffnIn, p.w1, s.h, false);
+    if (pre) kernels.layerNormForward(s.x1, p.ln2.weight, p.ln2.bias, Q, d, s.ffnIn, s.ln2Mean, s.ln2Rstd, runs);
+    kernels.matmul(false, false, Q / runs, f, d, s.ffnIn, p.w1, s.h, false, runs);
     kernels.activationForward(this.cfg.activation, s.h, s.ha, Q * f);
     const ffnOut = kernels.buffer(`${s.name}.ffnOut`, Q * d);
-    kernels.matmul(false, false, Q, d, f, s.ha, p.w2, ffnOut, false);
+    kernels.matmul(false, false, Q / runs, d, f, s.ha, p.w2, ffnOut, false, runs);
     kernels.residualAdd(s.x1, ffnOut, s.mask2, Q * d, s.r2);
-    if (!pre) kernels.layerNormForward(s.r2, p.ln2.weight, p.ln2.bias, Q, d, s.out, s.ln2Mean, s.ln2Rstd);
+    if (!pre) kernels.layerNormForward(s.r2, p.ln2.weight, p.ln2.bias, Q, d, s.out, s.ln2Mean, s.ln2Rstd, runs);
   }
 
   /** Backward of ffnForward, from dOut [Q × d] (the gradient of s.out); returns dx1 [Q × d]. */
   private ffnBackward(s: StreamActivations<A, I>, p: BlockWeights<A>, g: BlockWeights<A>, dOut: A): A {
     const { d, f, kernels } = this;
+    const { runs } = s;
     const Q = s.queryCount;
+    const q = Q / runs; // query rows per run
     const post = this.cfg.norm === "post";
+    const { ln2 } = p;
     let dr2 = dOut;
     if (post) {
       dr2 = kernels.zeros(`${s.name}.dr2`, Q * d);
-      kernels.layerNormBackward(dOut, s.r2, p.ln2.weight, s.ln2Mean, s.ln2Rstd, Q, d, dr2, g.ln2.weight, g.ln2.bias);
+      kernels.layerNormBackward(
+        dOut,
+        s.r2,
+        ln2.weight,
+        s.ln2Mean,
+        s.ln2Rstd,
+        Q,
+        d,
+        dr2,
+        g.ln2.weight,
+        g.ln2.bias,
+        runs,
+      );
     }
     const dFfnOut = this.dropoutBackward(dr2, s.mask2, Q * d, `${s.name}.dFfnOut`);
     const dha = kernels.zeros(`${s.name}.dha`, Q * f);
-    kernels.matmul(false, true, Q, f, d, dFfnOut, p.w2, dha, true);
-    kernels.matmul(true, false, f, d, Q, s.ha, dFfnOut, g.w2, true);
+    kernels.matmul(false, true, q, f, d, dFfnOut, p.w2, dha, true, runs);
+    kernels.matmul(true, false, f, d, q, s.ha, dFfnOut, g.w2, true, runs);
     const dh = kernels.buffer(`${s.name}.dh`, Q * f);
     kernels.activationBackward(this.cfg.activation, dha, s.h, dh, Q * f);
     const dFfnIn = kernels.zeros(`${s.name}.dFfnIn`, Q * d);
-    kernels.matmul(false, true, Q, d, f, dh, p.w1, dFfnIn, true);
-    kernels.matmul(true, false, d, f, Q, s.ffnIn, dh, g.w1, true);
+    kernels.matmul(false, true, q, d, f, dh, p.w1, dFfnIn, true, runs);
+    kernels.matmul(true, false, d, f, q, s.ffnIn, dh, g.w1, true, runs);
     const dx1 = kernels.buffer(`${s.name}.dx1`, Q * d);
     if (post) {
       kernels.residualAdd(dr2, dFfnIn, null, Q * d, dx1);
     } else {
       kernels.copy(dr2, dx1, Q * d);
-      kernels.layerNormBackward(dFfnIn, s.x1, p.ln2.weight, s.ln2Mean, s.ln2Rstd, Q, d, dx1, g.ln2.weight, g.ln2.bias);
+      kernels.layerNormBackward(
+        dFfnIn,
+        s.x1,
+        ln2.weight,
+        s.ln2Mean,
+        s.ln2Rstd,
+        Q,
+        d,
+        dx1,
+        g.ln2.weight,
+        g.ln2.bias,
+        runs,
+      );
     }
     return dx1;
   }
@@ -740,45 +838,57 @@ export class Transformer<A, I> implements ModelSequence<A> {
   // ---------------------------------------------------------------------------------------------------
   // head
 
-  /** Final LN (pre-LN), logits and cross-entropy of x [size × d]; dlogits too, when given. */
-  private headForward(x: A, w: ModelWeights<A>, targets: I, size: number, dlogits: A | null): HeadActivations<A> {
+  /** Final LN (pre-LN), logits and cross-entropy of x [examples × d]; dlogits too, when given. */
+  private headForward(
+    x: A,
+    w: ModelWeights<A>,
+    targets: I,
+    batch: BatchStreams<I>,
+    dlogits: A | null,
+  ): HeadActivations<A> {
     const { d, n, kernels } = this;
+    const { size, runs, examples } = batch;
     const head: HeadActivations<A> = {
       size,
+      runs,
       x,
-      normed: w.finalLn ? kernels.buffer("head.normed", size * d) : x,
-      lnMean: kernels.buffer("head.lnMean", size),
-      lnRstd: kernels.buffer("head.lnRstd", size),
-      logits: kernels.buffer("head.logits", size * n),
-      losses: kernels.buffer("head.losses", size),
+      normed: w.finalLn ? kernels.buffer("head.normed", examples * d) : x,
+      lnMean: kernels.buffer("head.lnMean", examples),
+      lnRstd: kernels.buffer("head.lnRstd", examples),
+      logits: kernels.buffer("head.logits", examples * n),
+      losses: kernels.buffer("head.losses", examples),
     };
-    if (w.finalLn)
-      kernels.layerNormForward(x, w.finalLn.weight, w.finalLn.bias, size, d, head.normed, head.lnMean, head.lnRstd);
-    kernels.matmul(false, false, size, n, d, head.normed, w.head, head.logits, false);
-    kernels.softmaxCrossEntropy(head.logits, targets, size, n, head.losses, dlogits, 1 / size);
+    if (w.finalLn) {
+      const { weight, bias } = w.finalLn;
+      kernels.layerNormForward(x, weight, bias, examples, d, head.normed, head.lnMean, head.lnRstd, runs);
+    }
+    kernels.matmul(false, false, size, n, d, head.normed, w.head, head.logits, false, runs);
+    // every run has `size` examples: one scale for its mean
+    kernels.softmaxCrossEntropy(head.logits, targets, examples, n, head.losses, dlogits, 1 / size);
     return head;
   }
 
   /** Backward of headForward from dlogits [size × n]; returns the gradient of x [size × d]. */
   private headBackward(head: HeadActivations<A>, dlogits: A, w: ModelWeights<A>, g: ModelWeights<A>): A {
     const { d, n, kernels } = this;
-    const { size } = head;
-    kernels.matmul(true, false, d, n, size, head.normed, dlogits, g.head, true);
-    const dNormed = kernels.zeros("head.dNormed", size * d);
-    kernels.matmul(false, true, size, d, n, dlogits, w.head, dNormed, true);
+    const { size, runs } = head;
+    kernels.matmul(true, false, d, n, size, head.normed, dlogits, g.head, true, runs);
+    const dNormed = kernels.zeros("head.dNormed", runs * size * d);
+    kernels.matmul(false, true, size, d, n, dlogits, w.head, dNormed, true, runs);
     if (!w.finalLn || !g.finalLn) return dNormed;
-    const dx = kernels.zeros("head.dx", size * d);
+    const dx = kernels.zeros("head.dx", runs * size * d);
     kernels.layerNormBackward(
       dNormed,
       head.x,
       w.finalLn.weight,
       head.lnMean,
       head.lnRstd,
-      size,
+      runs * size,
       d,
       dx,
       g.finalLn.weight,
       g.finalLn.bias,
+      runs,
     );
     return dx;
   }

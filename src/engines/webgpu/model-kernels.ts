@@ -34,8 +34,10 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     b: GpuArray,
     c: GpuArray,
     accumulate: boolean,
+    runs: number,
   ): void {
-    K.matmul(this.rec, transA, transB, m, n, k, a, b, c, accumulate);
+    const batch = { count: runs, strideA: m * k, strideB: k * n, strideC: m * n };
+    K.matmul(this.rec, transA, transB, m, n, k, a, b, c, accumulate, batch);
   }
 
   layerNormForward(
@@ -47,8 +49,9 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     out: GpuArray,
     mean: GpuArray,
     rstd: GpuArray,
+    runs: number,
   ): void {
-    K.layerNormForward(this.rec, x, weight, bias, rows, width, out, mean, rstd);
+    K.layerNormForward(this.rec, x, weight, bias, rows, width, out, mean, rstd, runs);
   }
 
   layerNormBackward(
@@ -62,8 +65,9 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     dx: GpuArray,
     dweight: GpuArray,
     dbias: GpuArray,
+    runs: number,
   ): void {
-    K.layerNormBackward(this.rec, dout, x, weight, mean, rstd, rows, width, dx, dweight, dbias);
+    K.layerNormBackward(this.rec, dout, x, weight, mean, rstd, rows, width, dx, dweight, dbias, runs);
   }
 
   attentionForward(
@@ -156,12 +160,12 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     K.multiply(this.rec, x, mask, n, out);
   }
 
-  biasAdd(x: GpuArray, bias: GpuArray, rows: number, width: number): void {
-    K.biasAdd(this.rec, x, bias, rows, width);
+  biasAdd(x: GpuArray, bias: GpuArray, rows: number, width: number, runs: number): void {
+    K.biasAdd(this.rec, x, bias, rows, width, runs);
   }
 
-  columnSum(x: GpuArray, rows: number, width: number, out: GpuArray): void {
-    K.columnSum(this.rec, x, rows, width, out);
+  columnSum(x: GpuArray, rows: number, width: number, out: GpuArray, runs: number): void {
+    K.columnSum(this.rec, x, rows, width, out, runs);
   }
 
   copy(src: GpuArray, dst: GpuArray, n: number): void {

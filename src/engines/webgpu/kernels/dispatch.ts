@@ -2,6 +2,12 @@
 // (one per kernel, cached), and a recorder that encodes one kernel call after another into a single command
 // buffer. Nothing is read back while recording: a training step is recorded and submitted whole, and data
 // crosses to the CPU only through GpuContext.read (evaluations, checkpoints, tests).
+//
+// Device failures become DeviceError (engines/engine.ts): a validation or out-of-memory error of a step
+// rejects its submit(), a failed read rejects read(), and once the device is lost every later submit,
+// read or write rejects at once, so that no result computed on a lost device is ever returned.
+
+import { DeviceError } from "../../engine";
 
 /** A flat array of f32 or i32 on the GPU (a storage buffer), `length` elements long. */
 export class GpuArray {
@@ -41,8 +47,29 @@ export class GpuContext {
   /** A 1-element array bound where a kernel's optional input is absent (WebGPU binds every slot). */
   private placeholder: GpuArray | null = null;
   private readonly scratchArrays = new Map<string, GpuArray>();
+  /** Set once the device is lost (destroyed, driver reset, …): every later use throws it. */
+  private lostError: DeviceError | null = null;
 
-  constructor(readonly device: GPUDevice) {}
+  constructor(readonly device: GPUDevice) {
+    device.lost.then((info) => {
+      const why = info.message ? `: ${info.message}` : "";
+      this.lostError = new DeviceError("lost", `WebGPU device lost (${info.reason ?? "unknown"})${why}`);
+    });
+  }
+
+  /** Throws the DeviceError of a lost device. */
+  checkDevice(): void {
+    if (this.lostError) throw this.lostError;
+  }
+
+  /**
+   * The DeviceError for a failure seen at `what`: "lost" when the device is (or turns out to be, a moment
+   * later: the lost promise settles after the failure that reveals it) lost, else `kind`.
+   */
+  async failure(kind: DeviceError["kind"], what: string, message: string): Promise<DeviceError> {
+    await Promise.race([this.device.lost, new Promise((resolve) => setTimeout(resolve, 50))]);
+    return this.lostError ?? new DeviceError(kind, `WebGPU ${what}: ${message}`);
+  }
 
   /** The compute pipeline for `wgsl` (entry point `main`), compiled once per name. */
   pipeline(name: string, wgsl: string): GPUComputePipeline {
@@ -78,21 +105,42 @@ export class GpuContext {
     return new GpuArray(buffer, length, type);
   }
 
-  /** Overwrites the leading elements of `target` with `data` (queued before the next submitted step). */
-  write(target: GpuArray, data: Float32Array | Int32Array): void {
-    if (data.length > target.length) throw new Error(`GpuContext.write: ${data.length} values into ${target.length}`);
-    this.device.queue.writeBuffer(target.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+  /**
+   * Overwrites the elements of `target` from `start` on with `data` (queued before the next submitted
+   * step). Throws DeviceError once the device is lost.
+   */
+  write(target: GpuArray, data: Float32Array | Int32Array, start = 0): void {
+    this.checkDevice();
+    if (start + data.length > target.length)
+      throw new Error(`GpuContext.write: ${data.length} values at ${start} into ${target.length}`);
+    this.device.queue.writeBuffer(target.buffer, 4 * start, data.buffer, data.byteOffset, data.byteLength);
   }
 
-  /** The array's contents, after all work submitted so far. */
-  async read(source: GpuArray): Promise<Float32Array | Int32Array> {
-    const bytes = 4 * source.length;
+  /**
+   * The array's contents (or `length` elements from `start`), after all work submitted so far. Rejects
+   * with DeviceError when the device fails or is lost.
+   */
+  async read(source: GpuArray, start = 0, length = source.length - start): Promise<Float32Array | Int32Array> {
+    this.checkDevice();
+    if (start < 0 || length < 0 || start + length > source.length)
+      throw new Error(`GpuContext.read: elements ${start}…${start + length} of ${source.length}`);
+    const bytes = 4 * length;
     if (bytes === 0) return source.type === "f32" ? new Float32Array(0) : new Int32Array(0);
-    const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const encoder = this.device.createCommandEncoder();
-    encoder.copyBufferToBuffer(source.buffer, 0, staging, 0, bytes);
-    this.device.queue.submit([encoder.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
+    const device = this.device;
+    device.pushErrorScope("validation");
+    const staging = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = device.createCommandEncoder();
+    encoder.copyBufferToBuffer(source.buffer, 4 * start, staging, 0, bytes);
+    device.queue.submit([encoder.finish()]);
+    const error = await device.popErrorScope();
+    if (error) throw await this.failure("validation", "read", error.message);
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (err) {
+      throw await this.failure("internal", "read", (err as Error).message);
+    }
+    // a device lost while the copy ran may still map the staging buffer, with zeros in it
+    this.checkDevice();
     const copy = staging.getMappedRange().slice(0);
     staging.unmap();
     staging.destroy();
@@ -100,9 +148,9 @@ export class GpuContext {
   }
 
   /** read() for an f32 array. */
-  async readFloats(source: GpuArray): Promise<Float32Array> {
+  async readFloats(source: GpuArray, start = 0, length = source.length - start): Promise<Float32Array> {
     if (source.type !== "f32") throw new Error("GpuContext.readFloats: an i32 array");
-    return (await this.read(source)) as Float32Array;
+    return (await this.read(source, start, length)) as Float32Array;
   }
 
   /**
@@ -147,10 +195,15 @@ export class Recorder {
 
   /**
    * Records one dispatch of `pipeline` with `params` as the uniform struct at binding 0 and `arrays` at
-   * bindings 1, 2, … in order, over a grid of workgroups.
+   * bindings 1, 2, … in order, over a grid of workgroups (x, y, and z when given).
    */
-  dispatch(pipeline: GPUComputePipeline, params: Param[], arrays: GpuArray[], grid: [number, number]): void {
-    if (grid[0] === 0 || grid[1] === 0) return;
+  dispatch(
+    pipeline: GPUComputePipeline,
+    params: Param[],
+    arrays: GpuArray[],
+    grid: [number, number] | [number, number, number],
+  ): void {
+    if (grid.some((g) => g === 0)) return;
     const device = this.gpu.device;
     // one small uniform buffer per call: several calls of one kernel in a step need different parameters
     const uniform = device.createBuffer({
@@ -176,16 +229,19 @@ export class Recorder {
     const pass = this.encoder.beginComputePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(grid[0], grid[1]);
+    pass.dispatchWorkgroups(grid[0], grid[1], grid[2] ?? 1);
     pass.end();
   }
 
-  /** Records a copy of the first n elements of src into dst (in order with the kernel calls). */
-  copy(src: GpuArray, dst: GpuArray, n: number): void {
-    checkSizes("copy", { n });
-    checkArray("copy", "src", src, n, src.type);
-    checkArray("copy", "dst", dst, n, src.type);
-    if (n > 0) this.encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, 4 * n);
+  /**
+   * Records a copy of n elements of src into dst (in order with the kernel calls): the first n, or from
+   * srcStart into dst from dstStart (a run's slice of a pack's array).
+   */
+  copy(src: GpuArray, dst: GpuArray, n: number, srcStart = 0, dstStart = 0): void {
+    checkSizes("copy", { n, srcStart, dstStart });
+    checkArray("copy", "src", src, srcStart + n, src.type);
+    checkArray("copy", "dst", dst, dstStart + n, src.type);
+    if (n > 0) this.encoder.copyBufferToBuffer(src.buffer, 4 * srcStart, dst.buffer, 4 * dstStart, 4 * n);
   }
 
   /** Records zeroing the whole array (in order with the kernel calls). */
@@ -193,16 +249,28 @@ export class Recorder {
     if (array.length > 0) this.encoder.clearBuffer(array.buffer, 0, 4 * array.length);
   }
 
-  /** Submits everything recorded; rejects with the first validation or out-of-memory error. */
+  /**
+   * Submits everything recorded; rejects with a DeviceError for the first validation or out-of-memory
+   * error, or at once when the device is lost (then nothing is submitted).
+   */
   async submit(): Promise<void> {
     const device = this.gpu.device;
-    device.queue.submit([this.encoder.finish()]);
+    let lost: unknown = null;
+    try {
+      this.gpu.checkDevice();
+      device.queue.submit([this.encoder.finish()]);
+    } catch (err) {
+      lost = err;
+    }
     // destroy() waits for the submitted work that uses the buffers
     for (const u of this.uniforms) u.destroy();
     const validation = await device.popErrorScope();
     const outOfMemory = await device.popErrorScope();
-    const error = validation ?? outOfMemory;
-    if (error) throw new Error(`WebGPU: ${error.message}`);
+    if (lost) throw lost;
+    if (validation) throw await this.gpu.failure("validation", "validation error", validation.message);
+    if (outOfMemory) throw await this.gpu.failure("out-of-memory", "out of memory", outOfMemory.message);
+    // a device lost under the step leaves no error in the scopes: the step never ran
+    this.gpu.checkDevice();
   }
 }
 
@@ -225,4 +293,14 @@ export function checkArray(
 ): void {
   if (array.type !== type) throw new Error(`${kernel}: ${name} must be an ${type} array`);
   if (array.length < need) throw new Error(`${kernel}: ${name} has ${array.length} elements, needs at least ${need}`);
+}
+
+/**
+ * Rows per run of a kernel whose `rows` are `runs` equal blocks (a pack's runs), after checking the sizes
+ * (at least 1, so that a kernel can divide by it).
+ */
+export function perRun(kernel: string, rows: number, runs: number, width: number): number {
+  checkSizes(kernel, { rows, width, runs });
+  if (runs < 1 || rows % runs !== 0) throw new Error(`${kernel}: ${rows} rows do not split into ${runs} runs`);
+  return Math.max(1, rows / runs);
 }

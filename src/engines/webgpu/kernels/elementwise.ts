@@ -1,9 +1,10 @@
 // The elementwise and broadcast steps of the model sequence that the fast engine writes as TypeScript
 // loops: residual sums with a dropout mask, the mask in the backward pass, the MLP's biases and their
 // gradients. One thread per output element; outputs must not be inputs (WebGPU forbids one buffer bound
-// both read-only and writable), except biasAdd, which works in place by design.
+// both read-only and writable), except biasAdd, which works in place by design. biasAdd and columnSum
+// take a run count: the rows are `runs` equal blocks, each with its own bias (or bias gradient).
 
-import { checkArray, checkSizes, GpuArray, gridFor, Recorder } from "./dispatch";
+import { checkArray, checkSizes, GpuArray, gridFor, perRun, Recorder } from "./dispatch";
 
 const THREADS = 256;
 
@@ -60,7 +61,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
 }`;
 
 export const BIAS_ADD_WGSL = /* wgsl */ `
-struct Params { rows: u32, width: u32 }
+struct Params { rows: u32, width: u32, rowsPerRun: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> bias: array<f32>;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
@@ -70,11 +71,12 @@ ${INDEX_WGSL}
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let i = flatIndex(id, groups);
   if (i >= P.rows * P.width) { return; }
-  x[i] += bias[i % P.width];
+  let run = i / (P.rowsPerRun * P.width);
+  x[i] += bias[run * P.width + i % P.width];
 }`;
 
 export const COLUMN_SUM_WGSL = /* wgsl */ `
-struct Params { rows: u32, width: u32 }
+struct Params { rows: u32, width: u32, rowsPerRun: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -82,11 +84,13 @@ ${INDEX_WGSL}
 
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let c = flatIndex(id, groups);
-  if (c >= P.width) { return; }
-  var sum = out[c];
-  for (var r = 0u; r < P.rows; r++) { sum += x[r * P.width + c]; }
-  out[c] = sum;
+  let i = flatIndex(id, groups); // one thread per (run, column)
+  if (i >= (P.rows / P.rowsPerRun) * P.width) { return; }
+  let run = i / P.width;
+  let c = i % P.width;
+  var sum = out[i];
+  for (var r = run * P.rowsPerRun; r < (run + 1u) * P.rowsPerRun; r++) { sum += x[r * P.width + c]; }
+  out[i] = sum;
 }`;
 
 function distinct(kernel: string, output: GpuArray, inputs: (GpuArray | null)[]): void {
@@ -147,12 +151,12 @@ export function multiply(rec: Recorder, x: GpuArray, mask: GpuArray, n: number, 
   rec.dispatch(rec.gpu.pipeline(K, MULTIPLY_WGSL), [["u32", n]], [x, mask, out], gridFor(Math.ceil(n / THREADS)));
 }
 
-/** x[r, c] += bias[c] for x [rows × width], in place. */
-export function biasAdd(rec: Recorder, x: GpuArray, bias: GpuArray, rows: number, width: number): void {
+/** x[r, c] += bias[c] for x [rows × width], in place; with runs > 1, each run's rows its own bias [runs × width]. */
+export function biasAdd(rec: Recorder, x: GpuArray, bias: GpuArray, rows: number, width: number, runs = 1): void {
   const K = "biasAdd";
-  checkSizes(K, { rows, width });
+  const rowsPerRun = perRun(K, rows, runs, width);
   checkArray(K, "x", x, rows * width);
-  checkArray(K, "bias", bias, width);
+  checkArray(K, "bias", bias, runs * width);
   distinct(K, x, [bias]);
   if (rows * width === 0) return;
   rec.dispatch(
@@ -160,18 +164,22 @@ export function biasAdd(rec: Recorder, x: GpuArray, bias: GpuArray, rows: number
     [
       ["u32", rows],
       ["u32", width],
+      ["u32", rowsPerRun],
     ],
     [bias, x],
     gridFor(Math.ceil((rows * width) / THREADS)),
   );
 }
 
-/** out[c] += Σ_r x[r, c] for x [rows × width] (a bias gradient), rows summed in ascending order. */
-export function columnSum(rec: Recorder, x: GpuArray, rows: number, width: number, out: GpuArray): void {
+/**
+ * out[c] += Σ_r x[r, c] for x [rows × width] (a bias gradient), rows summed in ascending order; with
+ * runs > 1, each run's rows into its own row of out [runs × width].
+ */
+export function columnSum(rec: Recorder, x: GpuArray, rows: number, width: number, out: GpuArray, runs = 1): void {
   const K = "columnSum";
-  checkSizes(K, { rows, width });
+  const rowsPerRun = perRun(K, rows, runs, width);
   checkArray(K, "x", x, rows * width);
-  checkArray(K, "out", out, width);
+  checkArray(K, "out", out, runs * width);
   distinct(K, out, [x]);
   if (width === 0) return;
   rec.dispatch(
@@ -179,8 +187,9 @@ export function columnSum(rec: Recorder, x: GpuArray, rows: number, width: numbe
     [
       ["u32", rows],
       ["u32", width],
+      ["u32", rowsPerRun],
     ],
     [x, out],
-    gridFor(Math.ceil(width / THREADS)),
+    gridFor(Math.ceil((runs * width) / THREADS)),
   );
 }

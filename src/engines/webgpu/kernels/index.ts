@@ -14,3 +14,5 @@ export { layerNormBackward, layerNormForward } from "./layer-norm";
 export { matmul } from "./matmul";
 export { gatherRows, scatterAddRows } from "./rows";
 export { grokfastFilter, sgdUpdate } from "./sgd";
+export { hyperparameterRecords, StepHyperparameters } from "./hyperparameters";
+export { MatmulBatch } from "./matmul";

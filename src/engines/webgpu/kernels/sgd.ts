@@ -1,61 +1,69 @@
 // The optimizer steps besides Adam (adam.ts), as optim/optimizer.ts computes them, one thread per
 // parameter: SGD with L2 decay (toward 0 or the initial weights), momentum and update noise, and the
 // Grokfast-EMA gradient filter that runs before either optimizer. Every operation is f32 here; the
-// optimizer computes in double and rounds at each store, so the two agree to rounding.
+// optimizer computes in double and rounds at each store, so the two agree to rounding. As in adam.ts, one
+// dispatch updates every run of a pack, each with its own hyperparameters (hyperparameters.ts).
 
 import { checkArray, checkSizes, GpuArray, gridFor, Recorder } from "./dispatch";
+import { hyperparametersWgsl, recordCount } from "./hyperparameters";
 
 const THREADS = 256;
 
 export const SGD_WGSL = /* wgsl */ `
-struct Params { n: u32, lr: f32, momentum: f32, weightDecay: f32, towardInit: u32, withMomentum: u32, withNoise: u32 }
+struct Params { n: u32, size: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> p: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> buf: array<f32>;
 @group(0) @binding(4) var<storage, read> init: array<f32>;
 @group(0) @binding(5) var<storage, read> noise: array<f32>;
+${hyperparametersWgsl(6)}
 
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let i = id.x + id.y * groups.x * ${THREADS}u;
   if (i >= P.n) { return; }
+  let h = H[i / P.size];
   var gi = g[i];
   let pi = p[i];
-  if (P.weightDecay > 0.0) {
+  if (h.weightDecay > 0.0) {
     var offset = pi;
-    if (P.towardInit == 1u) { offset = pi - init[i]; }
-    gi += P.weightDecay * offset;
+    if (h.towardInit == 1.0) { offset = pi - init[i]; }
+    gi += h.weightDecay * offset;
   }
-  if (P.withMomentum == 1u) {
-    gi = P.momentum * buf[i] + gi;
+  if (h.withMomentum == 1.0) {
+    gi = h.momentum * buf[i] + gi;
     buf[i] = gi;
   }
   var u = gi;
-  if (P.withNoise == 1u) { u += noise[i]; }
-  p[i] = pi - P.lr * u;
+  if (h.withNoise == 1.0) { u += noise[i]; }
+  p[i] = pi - h.lr * u;
 }`;
 
 export const GROKFAST_WGSL = /* wgsl */ `
-struct Params { n: u32, alpha: f32, lambda: f32 }
+struct Params { n: u32, size: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> g: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ema: array<f32>;
+${hyperparametersWgsl(3)}
 
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let i = id.x + id.y * groups.x * ${THREADS}u;
   if (i >= P.n) { return; }
-  let e = P.alpha * ema[i] + (1.0 - P.alpha) * g[i];
+  let h = H[i / P.size];
+  if (h.grokfast != 1.0) { return; } // a run without the filter keeps its gradient
+  let e = h.alpha * ema[i] + (1.0 - h.alpha) * g[i];
   ema[i] = e;
-  g[i] += P.lambda * e;
+  g[i] += h.lambda * e;
 }`;
 
 /**
- * One SGD update of n parameters in place, as Optimizer.update:
+ * One SGD update of p [runs × size] in place, run r with record r of `hyper`, as Optimizer.update:
  *   g ← g + wd·(p − target) (when wd > 0);  with momentum: buf ← momentum·buf + g, g ← buf;
  *   p ← p − lr·(g + noise[i])
- * target is `init` when given, else 0; `buf` null means no momentum; `noise` holds σ·N(0,1) per parameter.
+ * target is `init` for a run that decays toward it, else 0; `noise` holds σ·N(0,1) per parameter. `buf`,
+ * `init` and `noise` may be null when no run reads them.
  */
 export function sgdUpdate(
   rec: Recorder,
@@ -64,13 +72,12 @@ export function sgdUpdate(
   buf: GpuArray | null,
   init: GpuArray | null,
   noise: GpuArray | null,
-  n: number,
-  lr: number,
-  momentum: number,
-  weightDecay: number,
+  size: number,
+  hyper: GpuArray,
 ): void {
   const K = "sgdUpdate";
-  checkSizes(K, { n });
+  const n = recordCount(hyper) * size;
+  checkSizes(K, { size, n });
   for (const [name, array] of [
     ["p", p],
     ["g", g],
@@ -84,30 +91,29 @@ export function sgdUpdate(
     rec.gpu.pipeline(K, SGD_WGSL),
     [
       ["u32", n],
-      ["f32", lr],
-      ["f32", momentum],
-      ["f32", weightDecay],
-      ["u32", init ? 1 : 0],
-      ["u32", buf ? 1 : 0],
-      ["u32", noise ? 1 : 0],
+      ["u32", size],
     ],
     // buf is bound writable, so it cannot share the read-only placeholder that init and noise may use
-    [p, g, buf ?? rec.gpu.scratch("sgdUpdate.noMomentum", 1), init ?? rec.gpu.absent(), noise ?? rec.gpu.absent()],
+    [
+      p,
+      g,
+      buf ?? rec.gpu.scratch("sgdUpdate.noMomentum", 1),
+      init ?? rec.gpu.absent(),
+      noise ?? rec.gpu.absent(),
+      hyper,
+    ],
     gridFor(Math.ceil(n / THREADS)),
   );
 }
 
-/** Grokfast-EMA over n gradients in place: ema ← α·ema + (1−α)·g, then g ← g + λ·ema. */
-export function grokfastFilter(
-  rec: Recorder,
-  g: GpuArray,
-  ema: GpuArray,
-  n: number,
-  alpha: number,
-  lambda: number,
-): void {
+/**
+ * Grokfast-EMA over g [runs × size] in place, for the runs whose record has the filter:
+ * ema ← α·ema + (1−α)·g, then g ← g + λ·ema.
+ */
+export function grokfastFilter(rec: Recorder, g: GpuArray, ema: GpuArray, size: number, hyper: GpuArray): void {
   const K = "grokfastFilter";
-  checkSizes(K, { n });
+  const n = recordCount(hyper) * size;
+  checkSizes(K, { size, n });
   checkArray(K, "g", g, n);
   checkArray(K, "ema", ema, n);
   if (g === ema) throw new Error(`${K}: ema must not be g`);
@@ -116,10 +122,9 @@ export function grokfastFilter(
     rec.gpu.pipeline(K, GROKFAST_WGSL),
     [
       ["u32", n],
-      ["f32", alpha],
-      ["f32", lambda],
+      ["u32", size],
     ],
-    [g, ema],
+    [g, ema, hyper],
     gridFor(Math.ceil(n / THREADS)),
   );
 }
