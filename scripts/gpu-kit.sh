@@ -6,7 +6,8 @@
 #
 #   gpu-kit/node.xz                 the `node` on the PATH here (xz)
 #   gpu-kit/libvulkan1_*.deb        the Vulkan loader (apt-get download; unpacked by the check, not installed)
-#   gpu-kit/app.tar.xz              dist/ and node_modules/webgpu (package.json, index.js, linux-x64 dawn.node)
+#   gpu-kit/app.tar.xz              dist/, node_modules/webgpu (package.json, index.js, linux-x64 dawn.node) and
+#                                   the fast engine's kernels where built (--engine auto falls back to them)
 #   gpu-kit/MANIFEST                versions and SHA-256 sums, checked by gpu-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,9 @@ echo "gpu-kit: the Vulkan loader (libvulkan1)"
 (cd "$KIT" && apt-get download libvulkan1 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
 ls "$KIT"/libvulkan1_*.deb >/dev/null 2>&1 || { echo "gpu-kit: apt-get download libvulkan1 failed" >&2; exit 1; }
 echo "gpu-kit: dist/ and node_modules/webgpu"
-tar -cf - dist "${webgpu_files[@]}" | xz -T0 -9 >"$KIT/app.tar.xz"
+addon=build/Release/grok_kernels.node
+[ -f "$addon" ] || addon=
+tar -cf - dist "${webgpu_files[@]}" $addon | xz -T0 -9 >"$KIT/app.tar.xz"
 
 {
   echo "node $("$node_bin" --version) $(uname -m)"

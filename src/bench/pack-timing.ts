@@ -2,10 +2,20 @@
 // on one GPU, each with its own seed (weights, batches). A pack step trains every run one step; its time ends
 // when the GPU has done the work (flush).
 
-import type { PackEngine } from "../engines/engine";
+import type { EngineSetup } from "../engines/engine";
+import { PackCapacity, packCapacity } from "../engines/webgpu/capacity";
+import { openWebGpu, WebGpu } from "../engines/webgpu/device";
+import { WebGpuPackEngine } from "../engines/webgpu/pack-engine";
 import { initParams } from "../model/config";
+import { UserError } from "../util/errors";
 import { BatchSampler } from "../training/batches";
-import { MsPerStep, msSince, paperBench, timeSteps, TimingOptions } from "./engine-timing";
+import { MsPerStep, msSince, PaperBench, paperBench, timeSteps, TimingOptions } from "./engine-timing";
+
+/**
+ * The design target of the webgpu engine: 4,000 run-steps per second for a pack of 64 runs of the paper's
+ * model at batch 512 on an H100/H200-class GPU. A target, not a measurement.
+ */
+export const PACK_TARGET_RUN_STEPS_PER_SECOND = 4000;
 
 export interface PackBenchResult {
   engine: string;
@@ -22,17 +32,48 @@ export interface PackBenchResult {
   runStepsPerSecond: number;
 }
 
-/** Times pack steps of `runs` paper-model runs on the pack engine that `open` gives (disposed after). */
+/** Run r's setup in a benchmark pack: the paper's model and optimizer, seed r. */
+const paperSetup = ({ cfg, dims }: PaperBench, seed: number): EngineSetup => ({
+  model: cfg.model,
+  dims,
+  optimizer: cfg.optimizer,
+  seed,
+});
+
+/** An open WebGPU device for benchmark packs, or a UserError saying why there is none. */
+export async function openBenchGpu(): Promise<WebGpu> {
+  const opened = await openWebGpu();
+  if (!opened.ok) throw new UserError(`engine webgpu cannot start: ${opened.reason}`);
+  return opened.gpu;
+}
+
+/** How many runs of the paper's model, training at `batchSize`, fit the adapter as one pack. */
+export function paperPackCapacity(webgpu: WebGpu, batchSize: number | "paper" | "full"): PackCapacity {
+  const bench = paperBench(batchSize);
+  return packCapacity(webgpu, paperSetup(bench, 0), bench.batchSize);
+}
+
+/**
+ * Times pack steps of `runs` paper-model runs on a pack engine on `webgpu` (the device stays open); a
+ * UserError when that many runs do not fit the adapter.
+ */
 export async function benchmarkPack(
-  open: () => Promise<PackEngine>,
+  webgpu: WebGpu,
   opts: TimingOptions & { runs: number; batchSize: number | "paper" | "full" },
 ): Promise<PackBenchResult> {
-  const { cfg, dims, train, batchSize } = paperBench(opts.batchSize);
+  const bench = paperBench(opts.batchSize);
+  const { cfg, dims, train, batchSize } = bench;
+  const capacity = paperPackCapacity(webgpu, batchSize);
+  if (opts.runs > capacity.runs)
+    throw new UserError(
+      `a pack of ${opts.runs}: the adapter holds at most ${capacity.runs} runs of the paper model at batch ` +
+        `${batchSize} (${capacity.limit})`,
+    );
   const seeds = Array.from({ length: opts.runs }, (_, r) => r);
-  const engine = await open();
+  const engine = new WebGpuPackEngine(webgpu);
   try {
     await engine.initialize(
-      seeds.map((seed) => ({ model: cfg.model, dims, optimizer: cfg.optimizer, seed })),
+      seeds.map((seed) => paperSetup(bench, seed)),
       seeds.map((seed) => initParams(cfg.model, dims, seed)),
     );
     const samplers = seeds.map((seed) => new BatchSampler(train, batchSize, seed, dims.seqLen));
