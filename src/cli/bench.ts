@@ -88,7 +88,8 @@ async function paperBudgetCommand(seconds: number, json: boolean): Promise<numbe
     [
       "paper preset, from the notebooks' own specs; each run's full step budget (early stopping ends some sooner)",
       `h at ${target.toLocaleString("en-US")}/s: the webgpu engine's design target for a 64-run pack on an ` +
-        "H100/H200-class GPU (a target, not a measurement)",
+        "H100/H200-class GPU (a target, not a measurement); a notebook of fewer runs fills only part of a pack, so " +
+        "its hours there are a lower bound",
       `h, fast engine: measured here, ${fast.workers} single-thread workers at once, ` +
         `${fast.runStepsPerSecond.toFixed(1)} run-steps/s at batch ${fast.batchSize}`,
       "",
