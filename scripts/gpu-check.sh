@@ -84,7 +84,7 @@ esac
 
 status=0
 say "webgpu parity tests (GROK_REQUIRE_WEBGPU=1)"
-GROK_REQUIRE_WEBGPU=1 timeout 240 "$NODE" --test dist/test/webgpu.test.js dist/test/webgpu-engine.test.js \
+GROK_REQUIRE_WEBGPU=1 timeout 300 "$NODE" --test dist/test/webgpu*.test.js \
   >"$WORK/tests.log" 2>&1
 tests_rc=$?
 grep -v 'artificially reduced' "$WORK/tests.log"
