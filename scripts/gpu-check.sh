@@ -4,7 +4,7 @@
 # prints, and writes to $OUT when that is set:
 #   1. the Vulkan drivers (ICDs) found and the WebGPU adapter (vendor, architecture, software or hardware);
 #   2. the webgpu parity tests (dist/test/webgpu*.test.js, GROK_REQUIRE_WEBGPU=1: no adapter is a failure);
-#   3. grok bench --engine webgpu: ms per step of one run, then packs of 1, 16 and 64 runs (run-steps/s).
+#   3. grok bench --engine webgpu: ms per step of one run, then packs of 1, 16, 32 and 64 runs (run-steps/s).
 # On a software adapter (lavapipe) the packs are 1 and 2 runs, timed for one step, to stay within the time.
 # Exit status: 0 when the tests and every bench passed.
 set -uo pipefail
@@ -53,7 +53,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 icd_dirs=(/usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/share/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d)
 icds=()
 for d in "${icd_dirs[@]}"; do
-  echo "gpu-check: $d: $(ls "$d" 2>/dev/null | tr '\n' ' ' || true)"
+  if [ -d "$d" ]; then echo "gpu-check: $d: $(ls "$d" | tr '\n' ' ')"; else echo "gpu-check: $d: (no such directory)"; fi
   for f in "$d"/*.json; do [ -f "$f" ] && icds+=("$f"); done
 done
 if [ ${#icds[@]} -eq 0 ]; then
@@ -91,14 +91,15 @@ grep -v 'artificially reduced' "$WORK/tests.log"
 if [ $tests_rc -eq 0 ]; then say "tests passed"; else say "TESTS FAILED (exit $tests_rc)" && status=1; fi
 
 if [[ "$adapter_json" == *'"ok":true'* ]]; then
-  if [ $software -eq 1 ]; then packs=(1 2) timing=(--steps 1 --warmup 1); else packs=(1 16 64) timing=(--steps auto --seconds 5); fi
+  if [ $software -eq 1 ]; then packs=(1 2) timing=(--steps 1 --warmup 1); else packs=(1 16 32 64) timing=(--steps auto --seconds 5); fi
   bench() {
     say "grok bench --engine webgpu $*"
     if timeout 150 "$NODE" bin/grok.js bench --engine webgpu "${timing[@]}" --json "$@" >"$WORK/bench.json" \
       2> >(grep -v 'artificially reduced' >&2); then
       "$NODE" -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); const m = r.msPerPackStep ?? r.msPerStep;
-        console.log(`gpu-check: ${r.runs ?? 1} run(s), batch ${r.batchSize}: ${m.median.toFixed(2)} ms/step median` +
-          (r.runStepsPerSecond ? `, ${r.runStepsPerSecond.toFixed(0)} run-steps/s` : "") + `, ${r.steps} steps, ${r.backend}`);' \
+        const what = r.runs ? `pack of ${r.runs}` : "one run (no pack)";
+        console.log(`gpu-check: ${what}, batch ${r.batchSize}: ${m.median.toFixed(2)} ms/step median` +
+          (r.runStepsPerSecond ? `, ${r.runStepsPerSecond.toPrecision(4)} run-steps/s` : "") + `, ${r.steps} steps, ${r.backend}`);' \
         "$WORK/bench.json"
       [ -n "$OUT_DIR" ] && { tr -d '\n' <"$WORK/bench.json"; echo; } >>"$OUT_DIR/bench.jsonl"
     else
