@@ -242,7 +242,7 @@ function targetVerdict(rows: SuiteRow[], findings: Findings): SuiteResult["targe
 }
 
 /** Pack sizes timed by bench --all: a software adapter (the CPU) gets small packs, as it is slow. */
-const PACK_SIZES = { hardware: [1, 16, 64], software: [1, 4] };
+const PACK_SIZES = { hardware: [1, 16, 32, 64], software: [1, 4] };
 
 function throughputRow(kind: ThroughputRow["kind"], config: string, runs: number, batchSize: number): ThroughputRow {
   const row = { config, kind, runs, batchSize, msPerStep: null, runStepsPerSecond: null, ratio: null };

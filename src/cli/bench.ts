@@ -6,11 +6,11 @@
 // The measuring is in src/bench; here are the flags and the output.
 
 import { benchmarkEngine } from "../bench/engine-timing";
-import { measureFastBaseline } from "../bench/fast-baseline";
+import { FastBaseline, measureFastBaseline } from "../bench/fast-baseline";
 import { benchmarkPack, openBenchGpu, PACK_TARGET_RUN_STEPS_PER_SECOND } from "../bench/pack-timing";
 import { runSuite, SuiteResult } from "../bench/suite";
 import { paperBudget } from "../notebooks/paper-budget";
-import { UserError } from "../util/errors";
+import { errorLine, UserError } from "../util/errors";
 import { formatTable } from "../util/table";
 import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags } from "./flags";
 
@@ -67,19 +67,29 @@ function formatThroughput(s: SuiteResult): string[] {
 async function paperBudgetCommand(seconds: number, json: boolean): Promise<number> {
   const budget = await paperBudget();
   process.stderr.write(`the fast engine on every core, ~${seconds} s …\n`);
-  const fast = await measureFastBaseline({ batchSize: 512, steps: "auto", warmup: 2, seconds });
+  let fast: FastBaseline | null = null;
+  let fastLine: string;
+  try {
+    fast = await measureFastBaseline({ batchSize: 512, steps: "auto", warmup: 2, seconds });
+    fastLine =
+      `measured here, ${fast.workers} single-thread workers at once, ` +
+      `${fast.runStepsPerSecond.toFixed(1)} run-steps/s at batch ${fast.batchSize}`;
+  } catch (err) {
+    fastLine = `not measured: ${errorLine(err)}`;
+  }
   const target = PACK_TARGET_RUN_STEPS_PER_SECOND;
   if (json) {
     process.stdout.write(JSON.stringify({ ...budget, target, fast }, null, 2) + "\n");
     return 0;
   }
-  const hours = (runSteps: number, perSecond: number) => (runSteps / perSecond / 3600).toFixed(1);
+  const hours = (runSteps: number, perSecond: number | undefined) =>
+    perSecond ? (runSteps / perSecond / 3600).toFixed(1) : "–";
   const row = (name: string, b: { runs: number; runSteps: number }) => [
     name,
     b.runs.toLocaleString("en-US"),
     b.runSteps.toLocaleString("en-US"),
     hours(b.runSteps, target),
-    hours(b.runSteps, fast.runStepsPerSecond),
+    hours(b.runSteps, fast?.runStepsPerSecond),
   ];
   const header = ["notebook", "runs", "run-steps", `h at ${target.toLocaleString("en-US")}/s`, "h, fast engine"];
   const body = [...budget.notebooks.map((n) => row(n.notebook, n)), row("all (shared runs once)", budget.total)];
@@ -90,8 +100,7 @@ async function paperBudgetCommand(seconds: number, json: boolean): Promise<numbe
       `h at ${target.toLocaleString("en-US")}/s: the webgpu engine's design target for a 64-run pack on an ` +
         "H100/H200-class GPU (a target, not a measurement); a notebook of fewer runs fills only part of a pack, so " +
         "its hours there are a lower bound",
-      `h, fast engine: measured here, ${fast.workers} single-thread workers at once, ` +
-        `${fast.runStepsPerSecond.toFixed(1)} run-steps/s at batch ${fast.batchSize}`,
+      `h, fast engine: ${fastLine}`,
       "",
       ...table,
     ].join("\n") + "\n",
