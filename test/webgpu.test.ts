@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { DeviceError } from "../src/engines/engine";
 import { tsKernels } from "../src/engines/fast/ts-kernels";
 import { formatAdapter, WebGpu } from "../src/engines/webgpu/device";
 import { GpuContext } from "../src/engines/webgpu/kernels/dispatch";
@@ -106,6 +107,21 @@ test("the WebGPU adapter is found and described (lavapipe reads as software)", a
   if (requireWebGpu) assert.equal(a.software, true, "CI runs on lavapipe, a software adapter");
   assert.match(formatAdapter(a), a.software ? /software adapter$/ : /hardware adapter$/);
 });
+
+gpuTest(
+  "a validation error in a recording rejects its submit with DeviceError, and the device goes on",
+  async (gpu) => {
+    const [gone, target] = [gpu.array("f32", 4), gpu.array("f32", 4)];
+    gone.buffer.destroy();
+    const rec = gpu.record();
+    rec.copy(gone, target, 4);
+    await assert.rejects(
+      rec.submit(),
+      (err: Error) => err instanceof DeviceError && err.kind === "validation" && /destroyed/.test(err.message),
+    );
+    assert.deepEqual(await gpu.readFloats(gpu.array("f32", Float32Array.from([1, 2]))), Float32Array.from([1, 2]));
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------
 // matmul
@@ -336,6 +352,33 @@ for (const variant of ADAM_VARIANTS)
       ref.p.set(got);
     }
   });
+
+gpuTest(
+  "a batch of matmuls equals each product alone, bit for bit (A with a gap between runs, B shared)",
+  async (gpu) => {
+    const [m, n, k, runs] = [37, 21, 19, 3];
+    const strideA = m * k + 5; // each run's A starts 5 values past the end of the one before
+    const a = uniform(runs * strideA);
+    const b = uniform(k * n);
+    const c0 = uniform(runs * m * n);
+    for (const accumulate of [false, true]) {
+      const c = gpu.array("f32", c0);
+      const rec = gpu.record();
+      const batch = { count: runs, strideA, strideB: 0, strideC: m * n };
+      matmul(rec, false, true, m, n, k, gpu.array("f32", a), gpu.array("f32", b), c, accumulate, batch);
+      await rec.submit();
+      const got = await gpu.readFloats(c);
+      for (let r = 0; r < runs; r++) {
+        const alone = gpu.array("f32", c0.subarray(r * m * n, (r + 1) * m * n));
+        const single = gpu.record();
+        const ar = gpu.array("f32", a.subarray(r * strideA, r * strideA + m * k));
+        matmul(single, false, true, m, n, k, ar, gpu.array("f32", b), alone, accumulate);
+        await single.submit();
+        assert.deepEqual(got.subarray(r * m * n, (r + 1) * m * n), await gpu.readFloats(alone), `run ${r}`);
+      }
+    }
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------
 // activations

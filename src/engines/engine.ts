@@ -129,15 +129,28 @@ export interface PackEngine {
   readonly backend: string;
   /** The runs in the pack now, in order. */
   readonly size: number;
-  /** Sets up a pack of setups.length runs, run r from weights[r] with a fresh optimizer. */
+  /**
+   * Sets up a pack of setups.length runs, run r from weights[r] with a fresh optimizer. Rejects with a
+   * UserError when two setups cannot share a pack (packConflict) or the pack is too big for the device
+   * (the message names the pack size that fits).
+   */
   initialize(setups: EngineSetup[], weights: NamedTensors[]): Promise<void>;
-  /** One optimizer update for every run: run r on batches[r] at its step steps[r]. */
+  /**
+   * One optimizer update for every run: run r on batches[r] at its step steps[r]. Every batch has the same
+   * size. Resolves when the step is queued; rejects with DeviceError on a device failure.
+   */
   trainStep(batches: Batch[], steps: number[]): Promise<void>;
   /** Every run's loss and gradients at its step, without updating anything. */
   gradients(batches: Batch[], steps: number[]): Promise<GradientResult[]>;
-  /** Run r's view: its evaluations, logits, weights and optimizer state. */
+  /**
+   * Run r's view: its evaluations, logits, weights and optimizer state (only the slots optim/optimizer.ts
+   * keeps for run r's configuration). A view is valid until the next keep().
+   */
   run(r: number): Omit<Engine, "trainStep" | "gradients" | "initialize" | "dispose" | "flush">;
-  /** Keeps only the runs at these indexes, in this order (the finished ones leave the pack). */
+  /**
+   * Keeps only the runs at these indexes, in this order (the finished ones leave the pack): run i is then
+   * the run that was runs[i], its weights and state unchanged.
+   */
   keep(runs: number[]): Promise<void>;
   flush(): Promise<void>;
   dispose(): void;

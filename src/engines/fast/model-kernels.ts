@@ -138,6 +138,7 @@ export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
     width: number,
     tableRows: number,
     table: Float32Array,
+    _runs: number, // every row is scanned: a run's rows index only its own table rows
   ): void {
     for (let r = 0; r < rows; r++) {
       const v = index[r];

@@ -82,7 +82,7 @@ export class Mlp<A, I> implements ModelSequence<A> {
     kernels.columnSum(dh, rows, hid, named(grads, "mlp.b1"), runs);
     const dEmbedded = kernels.zeros("dEmbedded", rows * 2 * d);
     kernels.matmul(false, true, size, 2 * d, hid, dh, w1, dEmbedded, true, runs);
-    kernels.scatterAddRows(dEmbedded, tokens, rows * 2, d, runs * n, named(grads, "embed.token"));
+    kernels.scatterAddRows(dEmbedded, tokens, rows * 2, d, runs * n, named(grads, "embed.token"), runs);
     return { logits, losses };
   }
 }

@@ -91,8 +91,12 @@ export interface ModelKernels<A, I> {
    * out[outRows[r]] (distinct). Embeddings, row selection, rows placed among others.
    */
   gatherRows(table: A, index: I, rows: number, width: number, out: A, outRows: I | null, accumulate: boolean): void;
-  /** table[v] += Σ src[r] over rows r with index[r] = v, in ascending r (indexes outside 0 … tableRows−1 add nowhere). */
-  scatterAddRows(src: A, index: I, rows: number, width: number, tableRows: number, table: A): void;
+  /**
+   * table[v] += Σ src[r] over rows r with index[r] = v, in ascending r (indexes outside 0 … tableRows−1 add
+   * nowhere). The rows and the table rows are `runs` equal blocks, and block r of the rows indexes only
+   * block r of the table (a kernel may scan only the run's own rows).
+   */
+  scatterAddRows(src: A, index: I, rows: number, width: number, tableRows: number, table: A, runs: number): void;
   /** out = x + f32(y ⊙ mask), or x + y without a mask: a residual after dropout. */
   residualAdd(x: A, y: A, mask: A | null, n: number, out: A): void;
   /** out += x. */

@@ -172,12 +172,12 @@ interface HeadActivations<A> {
   /** Examples per run. */
   size: number;
   runs: number;
-  x: A; // [size × d] the last block's output
-  normed: A; // [size × d] final LN(x) pre-LN; = x post-LN
-  lnMean: A; // [size] the final LN's statistics (pre-LN)
-  lnRstd: A; // [size]
-  logits: A; // [size × n] normed·Whead
-  losses: A; // [size] cross-entropy per example
+  x: A; // [runs·size × d] the last block's output
+  normed: A; // [runs·size × d] final LN(x) pre-LN; = x post-LN
+  lnMean: A; // [runs·size] the final LN's statistics (pre-LN)
+  lnRstd: A; // [runs·size]
+  logits: A; // [runs·size × n] normed·Whead
+  losses: A; // [runs·size] cross-entropy per example
 }
 
 export class Transformer<A, I> implements ModelSequence<A> {
@@ -284,7 +284,7 @@ export class Transformer<A, I> implements ModelSequence<A> {
 
   /**
    * Groups each run's examples by prefix (tokens 0 and 1); with `share` false (dropout), each keeps its own.
-   * Every run gets U prefix rows pairs, U the most of any run, its own first.
+   * Every run gets U pairs of prefix rows, U the most of any run: its own prefixes first, then padding.
    */
   private streams(inputs: Int32Array, size: number, runs: number, share: boolean): BatchStreams<I> {
     const examples = runs * size;
@@ -382,8 +382,9 @@ export class Transformer<A, I> implements ModelSequence<A> {
   /** Backward of embeddingForward: scatters dx [R × d] into the token (and learned position) embeddings' gradients. */
   private embeddingBackward(stream: Stream<I>, dx: A, g: ModelWeights<A>, runs: number): void {
     const { d, kernels } = this;
-    kernels.scatterAddRows(dx, stream.tokens, stream.rows, d, runs * this.dims.vocabSize, g.tokenEmbedding);
-    if (g.learnedPositions) kernels.scatterAddRows(dx, stream.positions, stream.rows, d, runs * 4, g.positionEmbedding);
+    const { tokens, positions, rows } = stream;
+    kernels.scatterAddRows(dx, tokens, rows, d, runs * this.dims.vocabSize, g.tokenEmbedding, runs);
+    if (g.learnedPositions) kernels.scatterAddRows(dx, positions, rows, d, runs * 4, g.positionEmbedding, runs);
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -667,8 +668,9 @@ export class Transformer<A, I> implements ModelSequence<A> {
     const dPrefixValues = kernels.zeros(`block${l}.prefix.dValues`, prefixRows * d);
     const dSuffixKeys = kernels.buffer(`block${l}.suffix.dKeys`, examples * 2 * d);
     const dSuffixValues = kernels.buffer(`block${l}.suffix.dValues`, examples * 2 * d);
-    kernels.scatterAddRows(dJoined.keys, join.joinedToPrefix, examples * 4, d, prefixRows, dPrefixKeys);
-    kernels.scatterAddRows(dJoined.values, join.joinedToPrefix, examples * 4, d, prefixRows, dPrefixValues);
+    const { runs } = batch;
+    kernels.scatterAddRows(dJoined.keys, join.joinedToPrefix, examples * 4, d, prefixRows, dPrefixKeys, runs);
+    kernels.scatterAddRows(dJoined.values, join.joinedToPrefix, examples * 4, d, prefixRows, dPrefixValues, runs);
     kernels.gatherRows(dJoined.keys, join.suffixTargets, examples * 2, d, dSuffixKeys, null, false);
     kernels.gatherRows(dJoined.values, join.suffixTargets, examples * 2, d, dSuffixValues, null, false);
     return {

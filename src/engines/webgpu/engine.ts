@@ -26,7 +26,9 @@ export class WebGpuEngine implements Engine {
    * the engine alone; tests share one among engines).
    */
   constructor(webgpu: WebGpu, ownsDevice = false) {
-    this.pack = new WebGpuPackEngine(webgpu, ownsDevice);
+    // a run alone is bounded by the adapter's buffer limits and its memory (an out-of-memory error), not
+    // by the budget that sizes packs
+    this.pack = new WebGpuPackEngine(webgpu, ownsDevice, Infinity);
     this.backend = this.pack.backend;
   }
 

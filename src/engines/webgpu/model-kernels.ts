@@ -144,8 +144,9 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     width: number,
     tableRows: number,
     table: GpuArray,
+    runs: number,
   ): void {
-    K.scatterAddRows(this.rec, src, index, rows, width, tableRows, table);
+    K.scatterAddRows(this.rec, src, index, rows, width, tableRows, table, runs);
   }
 
   residualAdd(x: GpuArray, y: GpuArray, mask: GpuArray | null, n: number, out: GpuArray): void {
@@ -195,12 +196,13 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
   }
 
   /**
-   * The role's array of exactly n elements. A new size replaces it; the old one stays alive for work
-   * already recorded with it (WebGPU keeps a buffer until the commands that use it are done).
+   * The role's array of exactly n elements. A new size replaces it; the old one is destroyed once the
+   * work recorded with it is submitted (WebGPU keeps a buffer until the commands that use it are done).
    */
   private array(role: string, type: "f32" | "i32", n: number): GpuArray {
     let array = this.buffers.get(role);
     if (!array || array.length !== n || array.type !== type) {
+      if (array) this.rec.retire(array);
       array = this.gpu.array(type, n);
       this.buffers.set(role, array);
     }

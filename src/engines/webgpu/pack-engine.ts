@@ -34,7 +34,7 @@ import {
 import { Mlp } from "../shared/mlp";
 import { ModelOutput, ModelSequence, NamedArrays } from "../shared/model-kernels";
 import { Transformer } from "../shared/transformer";
-import { PackCapacity, packCapacity } from "./capacity";
+import { PACK_BUDGET_BYTES, PackCapacity, packCapacity } from "./capacity";
 import { formatAdapter, openWebGpu, WebGpu } from "./device";
 import {
   adamUpdate,
@@ -119,11 +119,13 @@ export class WebGpuPackEngine implements PackEngine {
 
   /**
    * An engine on an open device; `ownsDevice`: dispose() destroys the device too (create() opens one for
-   * the engine alone; tests share one among engines).
+   * the engine alone; tests share one among engines). `budgetBytes`: the memory a pack may take (see
+   * capacity.ts; WebGPU does not tell an adapter's memory).
    */
   constructor(
     readonly webgpu: WebGpu,
     private readonly ownsDevice = false,
+    readonly budgetBytes = PACK_BUDGET_BYTES,
   ) {
     this.backend = formatAdapter(webgpu.adapter);
     this.gpu = new GpuContext(webgpu.device);
@@ -132,10 +134,10 @@ export class WebGpuPackEngine implements PackEngine {
   }
 
   /** A pack engine on its own device of the best adapter of `gpu`; a UserError saying why when there is none. */
-  static async create(gpu?: GPU): Promise<WebGpuPackEngine> {
+  static async create(gpu?: GPU, budgetBytes = PACK_BUDGET_BYTES): Promise<WebGpuPackEngine> {
     const opened = await openWebGpu(gpu);
     if (!opened.ok) throw new UserError(`engine webgpu cannot start: ${opened.reason}`);
-    return new WebGpuPackEngine(opened.gpu, true);
+    return new WebGpuPackEngine(opened.gpu, true, budgetBytes);
   }
 
   get size(): number {
@@ -155,11 +157,29 @@ export class WebGpuPackEngine implements PackEngine {
     this.gpu.checkDevice();
     const tensors = checkPack(setups, weights);
     const first = setups[0];
-    const capacity = packCapacity(this.webgpu, first);
+    const capacity = packCapacity(this.webgpu, first, undefined, this.budgetBytes);
     if (setups.length > capacity.runs) throw capacityError(this.webgpu, capacity, setups.length);
     this.free();
     const device = this.webgpu.device;
     device.pushErrorScope("out-of-memory");
+    try {
+      this.pack = this.createPack(setups, weights, tensors);
+    } catch (err) {
+      // a buffer mapped at creation that could not be allocated throws here rather than in the scope
+      void device.popErrorScope();
+      this.free();
+      throw capacityError(this.webgpu, capacity, setups.length, (err as Error).message);
+    }
+    return device.popErrorScope().then((error) => {
+      if (!error) return;
+      this.free();
+      throw capacityError(this.webgpu, capacity, setups.length, error.message);
+    });
+  }
+
+  /** The pack's arrays, from each run's initial weights, and its sequences. */
+  private createPack(setups: EngineSetup[], weights: NamedTensors[], tensors: Tensor[]): Pack {
+    const first = setups[0];
     const runs = setups.length;
     const arrays = (fill?: (t: Tensor) => Float32Array) =>
       new Map(tensors.map((t) => [t.name, this.gpu.array("f32", fill ? fill(t) : runs * t.size)]));
@@ -176,7 +196,7 @@ export class WebGpuPackEngine implements PackEngine {
       first.model.kind === "mlp"
         ? new Mlp(kernels, first.model, first.dims)
         : new Transformer(kernels, first.model, first.dims);
-    this.pack = {
+    return {
       setups: [...setups],
       model: first.model,
       dims: first.dims,
@@ -194,11 +214,6 @@ export class WebGpuPackEngine implements PackEngine {
       ),
       checkedBatchSizes: new Set(),
     };
-    return device.popErrorScope().then((error) => {
-      if (!error) return;
-      this.free();
-      throw capacityError(this.webgpu, capacity, runs, error.message);
-    });
   }
 
   private ready(): Pack {
@@ -216,7 +231,7 @@ export class WebGpuPackEngine implements PackEngine {
     if (batches.some((b) => b.size !== size))
       throw new Error(`a pack's runs share one batch size (got ${batches.map((b) => b.size).join(", ")})`);
     if (!pack.checkedBatchSizes.has(size)) {
-      const capacity = packCapacity(this.webgpu, pack.setups[0], size);
+      const capacity = packCapacity(this.webgpu, pack.setups[0], size, this.budgetBytes);
       if (runs > capacity.runs) throw capacityError(this.webgpu, capacity, runs);
       pack.checkedBatchSizes.add(size);
     }
@@ -227,6 +242,7 @@ export class WebGpuPackEngine implements PackEngine {
   private recordGradients(rec: Recorder, pack: Pack, batches: Batch[], steps: number[]): ModelOutput<GpuArray> {
     const size = this.checkStep(pack, batches, steps);
     const runs = pack.setups.length;
+    this.packKernels.begin(rec);
     for (const g of pack.grads.values()) rec.clear(g);
     let forwardWeights = pack.weights;
     if (pack.noisy) {
@@ -247,11 +263,13 @@ export class WebGpuPackEngine implements PackEngine {
     const masks = perRun[0].map((_, site) => concat(perRun.map((m) => m[site])));
     const inputs = concat(batches.map((b) => b.inputs));
     const targets = concat(batches.map((b) => b.targets));
-    this.packKernels.begin(rec);
     return pack.sequence.run(forwardWeights, inputs, targets, size, runs, masks, pack.grads);
   }
 
-  /** Records one optimizer update of every run from pack.grads, as optim/optimizer.ts's update() computes it. */
+  /**
+   * Records one optimizer update of every run from pack.grads, as optim/optimizer.ts's update() computes it
+   * (after recordGradients, whose recording the pack's kernel set is on).
+   */
   private recordUpdate(rec: Recorder, pack: Pack, steps: number[]): void {
     const { setups } = pack;
     this.gpu.write(
@@ -286,17 +304,15 @@ export class WebGpuPackEngine implements PackEngine {
 
   async trainStep(batches: Batch[], steps: number[]): Promise<void> {
     const pack = this.ready();
-    const rec = this.gpu.record();
-    this.recordGradients(rec, pack, batches, steps);
-    this.recordUpdate(rec, pack, steps);
-    await rec.submit();
+    await this.gpu.recordAndSubmit((rec) => {
+      this.recordGradients(rec, pack, batches, steps);
+      this.recordUpdate(rec, pack, steps);
+    });
   }
 
   async gradients(batches: Batch[], steps: number[]): Promise<GradientResult[]> {
     const pack = this.ready();
-    const rec = this.gpu.record();
-    const out = this.recordGradients(rec, pack, batches, steps);
-    await rec.submit();
+    const out = await this.gpu.recordAndSubmit((rec) => this.recordGradients(rec, pack, batches, steps));
     const losses = await this.gpu.readFloats(out.losses);
     const logits = await this.gpu.readFloats(out.logits);
     const grads = new Map<string, Float32Array>();
@@ -335,20 +351,21 @@ export class WebGpuPackEngine implements PackEngine {
 
   /** Copies run r's weights into pack.evalWeights, for single-run passes. */
   private selectRun(pack: Pack, r: number): Promise<void> {
-    const rec = this.gpu.record();
-    for (const t of pack.tensors)
-      rec.copy(pack.weights.get(t.name)!, pack.evalWeights.get(t.name)!, t.size, r * t.size);
-    return rec.submit();
+    return this.gpu.recordAndSubmit((rec) => {
+      for (const t of pack.tensors)
+        rec.copy(pack.weights.get(t.name)!, pack.evalWeights.get(t.name)!, t.size, r * t.size);
+    });
   }
 
   /** The forward pass of examples start … start+size−1 of a set on pack.evalWeights, read back. */
   private async forward(pack: Pack, set: Batch, start: number, size: number): Promise<ForwardPass> {
     const seqLen = pack.dims.seqLen;
-    const rec = this.gpu.record();
-    this.singleKernels.begin(rec);
     const inputs = set.inputs.subarray(start * seqLen, (start + size) * seqLen);
-    const out = pack.single.run(pack.evalWeights, inputs, set.targets.subarray(start, start + size), size, 1, [], null);
-    await rec.submit();
+    const targets = set.targets.subarray(start, start + size);
+    const out = await this.gpu.recordAndSubmit((rec) => {
+      this.singleKernels.begin(rec);
+      return pack.single.run(pack.evalWeights, inputs, targets, size, 1, [], null);
+    });
     return { losses: await this.gpu.readFloats(out.losses), logits: await this.gpu.readFloats(out.logits) };
   }
 
@@ -424,31 +441,28 @@ export class WebGpuPackEngine implements PackEngine {
     for (const r of runs) this.checkRun(r);
     if (new Set(runs).size !== runs.length) throw new Error(`keep: runs listed twice (${runs.join(", ")})`);
     if (runs.length === 0) throw new Error("keep: a pack keeps at least one run (dispose() ends it)");
-    // the kept runs' slices, copied on the GPU into arrays for the smaller pack, in the order given
-    const rec = this.gpu.record();
-    const compact = (arrays: NamedArrays<GpuArray>, copy: boolean) =>
-      new Map(
-        pack.tensors.map((t) => {
-          const old = arrays.get(t.name)!;
-          const kept = this.gpu.array("f32", runs.length * t.size);
-          if (copy) runs.forEach((r, i) => rec.copy(old, kept, t.size, r * t.size, i * t.size));
-          return [t.name, kept];
-        }),
-      );
     const old = [pack.weights, pack.grads, pack.noisy ?? new Map(), ...pack.slots.values()].flatMap((a) => [
       ...a.values(),
     ]);
     old.push(pack.hyperparameters);
-    pack.weights = compact(pack.weights, true);
-    pack.grads = compact(pack.grads, false);
-    pack.noisy = pack.noisy && compact(pack.noisy, false);
-    for (const [slot, arrays] of pack.slots) pack.slots.set(slot, compact(arrays, true));
-    pack.setups = runs.map((r) => pack.setups[r]);
-    pack.hyperparameters = this.gpu.array(
-      "f32",
-      hyperparameterRecords(pack.setups.map((s) => stepHyperparameters(s.optimizer, 0))),
-    );
-    await rec.submit();
+    // the kept runs' slices, copied on the GPU into arrays for the smaller pack, in the order given
+    await this.gpu.recordAndSubmit((rec) => {
+      const compact = (arrays: NamedArrays<GpuArray>, copy: boolean) =>
+        new Map(
+          pack.tensors.map((t) => {
+            const kept = this.gpu.array("f32", runs.length * t.size);
+            if (copy) runs.forEach((r, i) => rec.copy(arrays.get(t.name)!, kept, t.size, r * t.size, i * t.size));
+            return [t.name, kept];
+          }),
+        );
+      pack.weights = compact(pack.weights, true);
+      pack.grads = compact(pack.grads, false);
+      pack.noisy = pack.noisy && compact(pack.noisy, false);
+      for (const [slot, arrays] of pack.slots) pack.slots.set(slot, compact(arrays, true));
+      pack.setups = runs.map((r) => pack.setups[r]);
+      const records = hyperparameterRecords(pack.setups.map((s) => stepHyperparameters(s.optimizer, 0)));
+      pack.hyperparameters = this.gpu.array("f32", records);
+    });
     // destroy() waits for the submitted copies
     for (const a of old) a.buffer.destroy();
   }

@@ -21,6 +21,15 @@ export class GpuArray {
 /** One scalar of a kernel's uniform parameter struct: WGSL u32, i32 or f32 (4 bytes each, in order). */
 export type Param = ["u32" | "i32" | "f32", number];
 
+/**
+ * Bytes between two dispatches' parameters in the uniform arena: WebGPU's largest allowed
+ * minUniformBufferOffsetAlignment, so every adapter accepts the offsets.
+ */
+const UNIFORM_SLOT = 256;
+
+/** Bind groups kept for reuse before the cache starts over (a step's dispatches repeat every step). */
+const BIND_GROUP_CACHE = 8192;
+
 /** Workgroups per dimension WebGPU guarantees; more are spread over y (shaders use workgroupIndex()). */
 const MAX_GROUPS_PER_DIMENSION = 65535;
 
@@ -49,6 +58,16 @@ export class GpuContext {
   private readonly scratchArrays = new Map<string, GpuArray>();
   /** Set once the device is lost (destroyed, driver reset, …): every later use throws it. */
   private lostError: DeviceError | null = null;
+  /**
+   * The uniform arena: one uniform buffer holding the parameters of every dispatch of a step, a slot
+   * each, written once per step just before the step is submitted. Reused by every step: the queue orders
+   * a step's write after the steps submitted before it.
+   */
+  private arena: { buffer: GPUBuffer; slots: number } | null = null;
+  /** Bind groups by pipeline, uniform slot and arrays: a step's dispatches bind the same ones every step. */
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly ids = new WeakMap<object, number>();
+  private nextId = 0;
 
   constructor(readonly device: GPUDevice) {
     device.lost.then((info) => {
@@ -166,6 +185,44 @@ export class GpuContext {
     return array;
   }
 
+  /** The uniform arena with at least `slots` slots (a new, larger one replaces it when needed). */
+  uniformArena(slots: number): GPUBuffer {
+    if (!this.arena || this.arena.slots < slots) {
+      const grown = Math.max(slots, 2 * (this.arena?.slots ?? 0), 512);
+      const buffer = this.device.createBuffer({
+        size: grown * UNIFORM_SLOT,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+      this.arena = { buffer, slots: grown };
+    }
+    return this.arena.buffer;
+  }
+
+  /** The bind group of `pipeline` with uniform slot `slot` of `arena` (of `bytes` bytes) and `arrays`. */
+  bindGroup(pipeline: GPUComputePipeline, arena: GPUBuffer, slot: number, bytes: number, arrays: GpuArray[]) {
+    const key = [pipeline, arena, ...arrays.map((a) => a.buffer)].map((o) => this.id(o)).join(",") + `@${slot}`;
+    let group = this.bindGroups.get(key);
+    if (!group) {
+      if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.clear();
+      group = this.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: arena, offset: slot * UNIFORM_SLOT, size: bytes } },
+          ...arrays.map((a, i) => ({ binding: i + 1, resource: { buffer: a.buffer } })),
+        ],
+      });
+      this.bindGroups.set(key, group);
+    }
+    return group;
+  }
+
+  /** A number for a GPU object, the same for as long as it lives. */
+  private id(object: object): number {
+    let id = this.ids.get(object);
+    if (id === undefined) this.ids.set(object, (id = this.nextId++));
+    return id;
+  }
+
   /** The array bound for an absent optional input. */
   absent(): GpuArray {
     if (!this.placeholder) this.placeholder = this.array("f32", 1);
@@ -176,6 +233,23 @@ export class GpuContext {
   record(): Recorder {
     return new Recorder(this);
   }
+
+  /**
+   * Records what `record` records and submits it, returning what `record` returned; a throw while
+   * recording abandons the recording (nothing is submitted, and its error scopes are closed).
+   */
+  async recordAndSubmit<T>(record: (rec: Recorder) => T): Promise<T> {
+    const rec = this.record();
+    let out: T;
+    try {
+      out = record(rec);
+    } catch (err) {
+      await rec.abandon();
+      throw err;
+    }
+    await rec.submit();
+    return out;
+  }
 }
 
 /**
@@ -185,7 +259,14 @@ export class GpuContext {
  */
 export class Recorder {
   private readonly encoder: GPUCommandEncoder;
-  private readonly uniforms: GPUBuffer[] = [];
+  private pass: GPUComputePassEncoder | null = null;
+  /** The parameters of this recorder's dispatches, slot after slot, and the arenas they are bound in. */
+  private uniforms = new ArrayBuffer(64 * UNIFORM_SLOT);
+  private slots = 0;
+  private readonly arenas: { buffer: GPUBuffer; first: number }[] = [];
+  /** Arrays replaced while recording: destroyed once the work that uses them is submitted. */
+  private readonly retired: GpuArray[] = [];
+  private done = false;
 
   constructor(readonly gpu: GpuContext) {
     gpu.device.pushErrorScope("out-of-memory");
@@ -204,33 +285,34 @@ export class Recorder {
     grid: [number, number] | [number, number, number],
   ): void {
     if (grid.some((g) => g === 0)) return;
-    const device = this.gpu.device;
-    // one small uniform buffer per call: several calls of one kernel in a step need different parameters
-    const uniform = device.createBuffer({
-      size: Math.max(16, Math.ceil((4 * params.length) / 16) * 16),
-      usage: GPUBufferUsage.UNIFORM,
-      mappedAtCreation: true,
-    });
-    const view = new DataView(uniform.getMappedRange());
+    // a slot of the uniform arena per call: several calls of one kernel in a step need different parameters
+    const slot = this.slots++;
+    if (this.uniforms.byteLength < this.slots * UNIFORM_SLOT) {
+      const grown = new ArrayBuffer(2 * this.uniforms.byteLength);
+      new Uint8Array(grown).set(new Uint8Array(this.uniforms));
+      this.uniforms = grown;
+    }
+    const view = new DataView(this.uniforms, slot * UNIFORM_SLOT, UNIFORM_SLOT);
     params.forEach(([type, value], i) => {
       if (type === "f32") view.setFloat32(4 * i, value, true);
       else if (type === "i32") view.setInt32(4 * i, value, true);
       else view.setUint32(4 * i, value, true);
     });
-    uniform.unmap();
-    this.uniforms.push(uniform);
-    const bindGroup = device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [
-        { binding: 0, resource: { buffer: uniform } },
-        ...arrays.map((a, i) => ({ binding: i + 1, resource: { buffer: a.buffer } })),
-      ],
-    });
-    const pass = this.encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(grid[0], grid[1], grid[2] ?? 1);
-    pass.end();
+    const arena = this.gpu.uniformArena(this.slots);
+    if (this.arenas.at(-1)?.buffer !== arena) this.arenas.push({ buffer: arena, first: slot });
+    const bytes = Math.max(16, Math.ceil((4 * params.length) / 16) * 16);
+    const bindGroup = this.gpu.bindGroup(pipeline, arena, slot, bytes, arrays);
+    // consecutive dispatches share one compute pass (WebGPU orders each after the writes of the one before)
+    this.pass ??= this.encoder.beginComputePass();
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(grid[0], grid[1], grid[2] ?? 1);
+  }
+
+  /** Ends the open compute pass, for a copy, a clear or the end of the recording. */
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
   }
 
   /**
@@ -241,12 +323,38 @@ export class Recorder {
     checkSizes("copy", { n, srcStart, dstStart });
     checkArray("copy", "src", src, srcStart + n, src.type);
     checkArray("copy", "dst", dst, dstStart + n, src.type);
-    if (n > 0) this.encoder.copyBufferToBuffer(src.buffer, 4 * srcStart, dst.buffer, 4 * dstStart, 4 * n);
+    if (n === 0) return;
+    this.endPass();
+    this.encoder.copyBufferToBuffer(src.buffer, 4 * srcStart, dst.buffer, 4 * dstStart, 4 * n);
   }
 
   /** Records zeroing the whole array (in order with the kernel calls). */
   clear(array: GpuArray): void {
-    if (array.length > 0) this.encoder.clearBuffer(array.buffer, 0, 4 * array.length);
+    if (array.length === 0) return;
+    this.endPass();
+    this.encoder.clearBuffer(array.buffer, 0, 4 * array.length);
+  }
+
+  /**
+   * Destroys `array` once this recording is submitted (at once if it was): an array replaced while
+   * recording may be bound by the calls recorded before.
+   */
+  retire(array: GpuArray): void {
+    if (this.done) array.buffer.destroy();
+    else this.retired.push(array);
+  }
+
+  /** Drops what was recorded without submitting it, closing the error scopes the constructor opened. */
+  async abandon(): Promise<void> {
+    this.finish();
+    await this.gpu.device.popErrorScope();
+    await this.gpu.device.popErrorScope();
+  }
+
+  /** Marks the recording done and destroys the retired arrays (destroy() waits for submitted work). */
+  private finish(): void {
+    this.done = true;
+    for (const a of this.retired) a.buffer.destroy();
   }
 
   /**
@@ -258,12 +366,23 @@ export class Recorder {
     let lost: unknown = null;
     try {
       this.gpu.checkDevice();
+      // the dispatches' parameters, into the arena slots they are bound at (ahead of them in the queue)
+      this.arenas.forEach(({ buffer, first }, i) => {
+        const end = i + 1 < this.arenas.length ? this.arenas[i + 1].first : this.slots;
+        device.queue.writeBuffer(
+          buffer,
+          first * UNIFORM_SLOT,
+          this.uniforms,
+          first * UNIFORM_SLOT,
+          (end - first) * UNIFORM_SLOT,
+        );
+      });
+      this.endPass();
       device.queue.submit([this.encoder.finish()]);
     } catch (err) {
       lost = err;
     }
-    // destroy() waits for the submitted work that uses the buffers
-    for (const u of this.uniforms) u.destroy();
+    this.finish();
     const validation = await device.popErrorScope();
     const outOfMemory = await device.popErrorScope();
     if (lost) throw lost;

@@ -38,7 +38,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
 }`;
 
 export const SCATTER_ADD_ROWS_WGSL = /* wgsl */ `
-struct Params { rows: u32, width: u32, tableRows: u32 }
+struct Params { rows: u32, width: u32, tableRows: u32, runs: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> index: array<i32>;
@@ -51,8 +51,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
   if (i >= P.tableRows * P.width) { return; }
   let v = i32(i / P.width);
   let c = i % P.width;
+  // a pack's run indexes only its own block of the table: scan only its own block of rows
+  let run = (i / P.width) / (P.tableRows / P.runs);
+  let rowsPerRun = P.rows / P.runs;
   var sum = table[i];
-  for (var r = 0u; r < P.rows; r++) {
+  for (var r = run * rowsPerRun; r < (run + 1u) * rowsPerRun; r++) {
     if (index[r] == v) { sum += src[r * P.width + c]; }
   }
   table[i] = sum;
@@ -98,7 +101,8 @@ export function gatherRows(
 /**
  * table[v] += Σ src[r] over the rows r < rows with index[r] = v, for every table row v < tableRows: the
  * backward of gatherRows (embedding gradients; a selection's gradient back into its source rows).
- * Indexes outside 0 … tableRows−1 add nowhere.
+ * Indexes outside 0 … tableRows−1 add nowhere. With runs > 1 (a pack), rows and table rows are `runs`
+ * equal blocks, and block r of the rows indexes only block r of the table (an index elsewhere adds nowhere).
  */
 export function scatterAddRows(
   rec: Recorder,
@@ -108,9 +112,12 @@ export function scatterAddRows(
   width: number,
   tableRows: number,
   table: GpuArray,
+  runs = 1,
 ): void {
   const K = "scatterAddRows";
-  checkSizes(K, { rows, width, tableRows });
+  checkSizes(K, { rows, width, tableRows, runs });
+  if (runs < 1 || rows % runs !== 0 || tableRows % runs !== 0)
+    throw new Error(`${K}: ${rows} rows and ${tableRows} table rows do not split into ${runs} runs`);
   checkArray(K, "src", src, rows * width);
   checkArray(K, "index", index, rows, "i32");
   checkArray(K, "table", table, tableRows * width);
@@ -122,6 +129,7 @@ export function scatterAddRows(
       ["u32", rows],
       ["u32", width],
       ["u32", tableRows],
+      ["u32", runs],
     ],
     [src, index, table],
     gridFor(Math.ceil((tableRows * width) / THREADS)),
