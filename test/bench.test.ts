@@ -41,7 +41,10 @@ test("bench --engine webgpu --pack R: ms per pack step and run-steps/s of R pape
   // more runs than the adapter holds: refused before anything is allocated
   const tooMany = grok(["bench", "--engine", "webgpu", "--pack", "1000000", "--batch-size", "8", "--steps", "1"]);
   assert.equal(tooMany.code, 2, tooMany.stderr);
-  assert.match(tooMany.stderr, /a pack of 1000000: the adapter holds at most \d+ runs of the paper model at batch 8/);
+  assert.match(
+    tooMany.stderr,
+    /a pack of 1000000: the adapter.s buffers hold at most \d+ runs of the paper model at batch 8/,
+  );
 });
 
 test("bad --pack values and combinations exit 2 with a clear message", () => {

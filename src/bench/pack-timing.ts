@@ -47,15 +47,20 @@ export async function openBenchGpu(): Promise<WebGpu> {
   return opened.gpu;
 }
 
-/** How many runs of the paper's model, training at `batchSize`, fit the adapter as one pack. */
+/**
+ * How many runs of the paper's model, training at `batchSize`, the adapter's buffer limits allow in one pack.
+ * A benchmark sets no memory budget of its own (a trainer's pack keeps to PACK_BUDGET_BYTES, since WebGPU
+ * does not tell an adapter's memory): its pack takes what it needs, and the device's out-of-memory error,
+ * which the engine reports as a capacity UserError, is the limit.
+ */
 export function paperPackCapacity(webgpu: WebGpu, batchSize: number | "paper" | "full"): PackCapacity {
   const bench = paperBench(batchSize);
-  return packCapacity(webgpu, paperSetup(bench, 0), bench.batchSize);
+  return packCapacity(webgpu, paperSetup(bench, 0), bench.batchSize, Infinity);
 }
 
 /**
  * Times pack steps of `runs` paper-model runs on a pack engine on `webgpu` (the device stays open); a
- * UserError when that many runs do not fit the adapter.
+ * UserError when that many runs do not fit the adapter's buffer limits or its memory.
  */
 export async function benchmarkPack(
   webgpu: WebGpu,
@@ -66,11 +71,11 @@ export async function benchmarkPack(
   const capacity = paperPackCapacity(webgpu, batchSize);
   if (opts.runs > capacity.runs)
     throw new UserError(
-      `a pack of ${opts.runs}: the adapter holds at most ${capacity.runs} runs of the paper model at batch ` +
-        `${batchSize} (${capacity.limit})`,
+      `a pack of ${opts.runs}: the adapter's buffers hold at most ${capacity.runs} runs of the paper model at ` +
+        `batch ${batchSize} (${capacity.limit})`,
     );
   const seeds = Array.from({ length: opts.runs }, (_, r) => r);
-  const engine = new WebGpuPackEngine(webgpu);
+  const engine = new WebGpuPackEngine(webgpu, false, opts.runs * capacity.bytesPerRun);
   try {
     await engine.initialize(
       seeds.map((seed) => paperSetup(bench, seed)),

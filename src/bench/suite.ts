@@ -10,7 +10,7 @@ import { benchmarkEngine, MsPerStep } from "./engine-timing";
 import { measureFastBaseline } from "./fast-baseline";
 import { benchmarkPack, openBenchGpu, paperPackCapacity } from "./pack-timing";
 import { benchmarkTorch, findTorchPython, TorchPython } from "./torch";
-import { errorLine } from "../util/errors";
+import { errorLine, UserError } from "../util/errors";
 import { formatAdapter, WebGpu } from "../engines/webgpu/device";
 
 export interface SuiteRow {
@@ -298,12 +298,15 @@ async function measureThroughput(seconds: number, log: (line: string) => void, n
         row.runStepsPerSecond = res.runStepsPerSecond;
         if (fast.runStepsPerSecond) row.ratio = res.runStepsPerSecond / fast.runStepsPerSecond;
       } catch (err) {
-        row.skipped = `failed: ${errorLine(err)}`;
-        row.failed = true;
+        // a pack the device has no memory for is a finding, not a failure
+        row.failed = !(err instanceof UserError);
+        row.skipped = `${row.failed ? "failed" : "skipped"}: ${errorLine(err)}`;
       }
       rows.push(row);
     }
-    notes.push(`webgpu adapter: ${adapter}; ${capacity} runs of the paper model fit it at batch ${batchSize}.`);
+    notes.push(
+      `webgpu adapter: ${adapter}; its buffer limits allow ${capacity} runs of the paper model at batch ${batchSize}.`,
+    );
   } finally {
     webgpu.device.destroy();
   }

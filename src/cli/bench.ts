@@ -57,10 +57,10 @@ function formatThroughput(s: SuiteResult): string[] {
     r.config,
     String(r.runs),
     r.msPerStep === null ? (r.failed ? "failed" : "skipped") : r.msPerStep.toFixed(1),
-    r.runStepsPerSecond === null ? "" : r.runStepsPerSecond.toFixed(1),
-    r.kind === "fast-cores" ? "(baseline)" : r.ratio === null ? "–" : `${r.ratio.toFixed(2)}×`,
+    r.runStepsPerSecond === null ? "" : r.runStepsPerSecond.toPrecision(3),
+    r.kind === "fast-cores" ? "(baseline)" : r.ratio === null ? "–" : `${r.ratio.toPrecision(2)}×`,
   ]);
-  return formatTable(header, body, { rightAligned: [false, true, true, true, false], rule: true });
+  return [...lines, ...formatTable(header, body, { rightAligned: [false, true, true, true, false], rule: true })];
 }
 
 /** `grok bench --paper-budget`: each notebook's paper-preset runs and steps, and the hours they take. */
