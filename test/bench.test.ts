@@ -32,11 +32,14 @@ test("bench --engine webgpu --pack R: ms per pack step and run-steps/s of R pape
   assert.match(result.backend, /(software|hardware) adapter$/);
   assert.deepEqual([result.runs, result.batchSize, result.steps, result.warmup], [3, 8, 2, 2]);
   const m = result.msPerPackStep;
-  assert.ok(m.min > 0 && m.min <= m.median && m.median <= Math.max(m.mean, m.median), JSON.stringify(m));
+  assert.ok(m.min > 0 && m.min <= m.median && m.min <= m.mean, JSON.stringify(m));
   assert.ok(Math.abs(result.runStepsPerSecond - 3000 / m.median) < 1e-9 * result.runStepsPerSecond);
   assert.match(
     r.stdout,
-    /^paper model .*, pack of 2 runs, batch 8 each, engine webgpu on .* adapter: [\d.]+ ms per pack step median .* over 2 steps, [\d.]+ run-steps\/s\n$/,
+    new RegExp(
+      "^paper model .*, pack of 2 runs, batch 8 each, engine webgpu on .* adapter: " +
+        "[\\d.]+ ms per pack step median .* over 2 steps, [\\d.]+ run-steps/s\n$",
+    ),
   );
   // more runs than the adapter holds: refused before anything is allocated
   const tooMany = grok(["bench", "--engine", "webgpu", "--pack", "1000000", "--batch-size", "8", "--steps", "1"]);
@@ -65,7 +68,7 @@ test("bad --pack values and combinations exit 2 with a clear message", () => {
   }
 });
 
-test("the fast engine's all-core baseline: one single-thread worker per core at once, run-steps/s summed", async (t) => {
+test("the fast engine's all-core baseline: single-thread workers at once, run-steps/s summed", async (t) => {
   if (!nativeKernelsAvailable()) return t.skip("the native kernels are not built");
   const base = await measureFastBaseline({ workers: 2, batchSize: 8, steps: 2, warmup: 1 });
   assert.equal(base.workers, 2);
@@ -97,10 +100,13 @@ test("the paper budget counts what a notebook's cells would train at the paper p
     'import { runSweep, train, paperConfig, loadRun, notebookPreset, SweepSpec } from "grokking-workbench";\n';
   writeNotebook(dir, "a", [
     head + 'const preset = notebookPreset("quick");',
-    'function specFor(p: typeof preset): SweepSpec {\n  if (p === "paper") return { base: "paper", set: { "training.steps": 1000 }, ' +
-      'grid: { "training.seed": [0, 1, 2] } };\n  return { base: "paper", set: { "training.steps": 10 } };\n}\n' +
+    "function specFor(p: typeof preset): SweepSpec {\n" +
+      '  if (p === "paper")\n' +
+      '    return { base: "paper", set: { "training.steps": 1000 }, grid: { "training.seed": [0, 1, 2] } };\n' +
+      '  return { base: "paper", set: { "training.steps": 10 } };\n}\n' +
       "const result = await runSweep(specFor(preset));\nconst first = loadRun(result.runs[0].id);",
-    'const cfg = paperConfig();\ncfg.training.steps = preset === "paper" ? 500 : 5;\nconst run = await train(cfg);\nconsole.log(run.id);',
+    'const cfg = paperConfig();\ncfg.training.steps = preset === "paper" ? 500 : 5;\n' +
+      "const run = await train(cfg);\nconsole.log(run.id);",
   ]);
   // b shares a's seed-0 run, and trains one of its own after a statement that fails
   writeNotebook(dir, "b", [

@@ -201,9 +201,11 @@ async function packCommand(
   else {
     const m = result.msPerPackStep;
     process.stdout.write(
-      `paper model (2 layers, width 128, x/y mod 97, 50%), pack of ${result.runs} runs, batch ${result.batchSize} each, ` +
-        `engine webgpu on ${result.backend}: ${m.median.toFixed(1)} ms per pack step median (${m.mean.toFixed(1)} mean, ` +
-        `${m.min.toFixed(1)} min) over ${result.steps} steps, ${result.runStepsPerSecond.toFixed(1)} run-steps/s\n`,
+      `paper model (2 layers, width 128, x/y mod 97, 50%), ` +
+        `pack of ${result.runs} run${result.runs === 1 ? "" : "s"}, batch ${result.batchSize} each, ` +
+        `engine webgpu on ${result.backend}: ${m.median.toFixed(1)} ms per pack step median ` +
+        `(${m.mean.toFixed(1)} mean, ${m.min.toFixed(1)} min) over ${result.steps} steps, ` +
+        `${result.runStepsPerSecond.toFixed(1)} run-steps/s\n`,
     );
   }
   return 0;
