@@ -7,8 +7,11 @@ import { EngineChoice } from "../engines/index";
 import type { KernelChoice } from "../engines/fast/kernels";
 import { paperConfig, resolveBatchSize } from "../config/run-config";
 import { benchmarkEngine, MsPerStep } from "./engine-timing";
+import { measureFastBaseline } from "./fast-baseline";
+import { benchmarkPack, openBenchGpu, paperPackCapacity } from "./pack-timing";
 import { benchmarkTorch, findTorchPython, TorchPython } from "./torch";
-import { errorLine } from "../util/errors";
+import { errorLine, UserError } from "../util/errors";
+import { formatAdapter, WebGpu } from "../engines/webgpu/device";
 
 export interface SuiteRow {
   /** "512" or "full" as asked; batchSize is the resolved size. */
@@ -29,10 +32,30 @@ export interface SuiteRow {
   baselineThreads: number | null;
 }
 
+/** Runs trained at once, in run-steps per second: the fast engine on every core, webgpu packs. */
+export interface ThroughputRow {
+  /** e.g. "fast, native kernels, 2 workers × 1 thread", "webgpu, pack of 16 (…, hardware adapter)". */
+  config: string;
+  kind: "fast-cores" | "webgpu-pack";
+  /** Runs training at once: the workers, or the pack's runs. */
+  runs: number;
+  batchSize: number;
+  /** Median ms per step of a worker, or per pack step. */
+  msPerStep: number | null;
+  runStepsPerSecond: number | null;
+  /** runStepsPerSecond / the fast engine's on every core. */
+  ratio: number | null;
+  /** Why there is no measurement. */
+  skipped: string | null;
+  failed: boolean;
+}
+
 export interface SuiteResult {
   model: string;
   seconds: number;
   rows: SuiteRow[];
+  /** At batch 512: the fast engine on every core, then webgpu packs where an adapter exists. */
+  throughput: ThroughputRow[];
   /** Facts about the measurement: the tfjs backend, torch's BLAS, the load average. */
   notes: string[];
   /** Whether fast (native, 2 threads) ≤ 0.5 × PyTorch (2 threads) at both batch sizes; null when unknown. */
@@ -218,6 +241,78 @@ function targetVerdict(rows: SuiteRow[], findings: Findings): SuiteResult["targe
   return { met, ratios, text, fairBaseline: fairness };
 }
 
+/** Pack sizes timed by bench --all: a software adapter (the CPU) gets small packs, as it is slow. */
+const PACK_SIZES = { hardware: [1, 16, 32, 64], software: [1, 4] };
+
+function throughputRow(kind: ThroughputRow["kind"], config: string, runs: number, batchSize: number): ThroughputRow {
+  const row = { config, kind, runs, batchSize, msPerStep: null, runStepsPerSecond: null, ratio: null };
+  return { ...row, skipped: null, failed: false };
+}
+
+/**
+ * The throughput rows at batch 512: the fast engine with one single-thread worker per core at once (the
+ * baseline), then webgpu packs of the paper's model, each against that baseline. Without the `webgpu` package
+ * or an adapter there are no webgpu rows, and `notes` says why in one line.
+ */
+async function measureThroughput(seconds: number, log: (line: string) => void, notes: string[]) {
+  const batchSize = resolveBatchSize(512, makeDataset(paperConfig().data).train.size);
+  const timing = { batchSize, steps: "auto" as const, warmup: 2, seconds };
+  const cores = os.cpus().length;
+  const fast = throughputRow("fast-cores", `fast, native kernels, ${cores} workers × 1 thread`, cores, batchSize);
+  log(`throughput: ${fast.config} …`);
+  try {
+    const base = await measureFastBaseline(timing);
+    fast.runStepsPerSecond = base.runStepsPerSecond;
+    fast.msPerStep = base.perWorker.reduce((sum, r) => sum + r.msPerStep.median, 0) / base.workers;
+    fast.ratio = 1;
+  } catch (err) {
+    fast.skipped = `failed: ${errorLine(err)}`;
+    fast.failed = !/native kernels are not available/i.test(fast.skipped);
+  }
+  const rows = [fast];
+  let webgpu: WebGpu;
+  try {
+    webgpu = await openBenchGpu();
+  } catch (err) {
+    notes.push(`webgpu: no throughput rows: ${errorLine(err)}`);
+    return rows;
+  }
+  try {
+    const software = webgpu.adapter.software;
+    const adapter = formatAdapter(webgpu.adapter);
+    const capacity = paperPackCapacity(webgpu, batchSize).runs;
+    const sizes = PACK_SIZES[software ? "software" : "hardware"].filter((r) => r <= capacity);
+    if (software)
+      notes.push(`webgpu runs on a software adapter (${adapter}): the CPU, so packs of ${sizes.join(" and ")} only.`);
+    for (const runs of sizes) {
+      const row = throughputRow(
+        "webgpu-pack",
+        `webgpu, pack of ${runs}${software ? " (software adapter)" : ""}`,
+        runs,
+        batchSize,
+      );
+      log(`throughput: ${row.config} …`);
+      try {
+        const res = await benchmarkPack(webgpu, { ...timing, runs });
+        row.msPerStep = res.msPerPackStep.median;
+        row.runStepsPerSecond = res.runStepsPerSecond;
+        if (fast.runStepsPerSecond) row.ratio = res.runStepsPerSecond / fast.runStepsPerSecond;
+      } catch (err) {
+        // a pack the device has no memory for is a finding, not a failure
+        row.failed = !(err instanceof UserError);
+        row.skipped = `${row.failed ? "failed" : "skipped"}: ${errorLine(err)}`;
+      }
+      rows.push(row);
+    }
+    notes.push(
+      `webgpu adapter: ${adapter}; its buffer limits allow ${capacity} runs of the paper model at batch ${batchSize}.`,
+    );
+  } finally {
+    webgpu.device.destroy();
+  }
+  return rows;
+}
+
 /** Measures every configuration at batch 512 and full batch, in this process (engines) and in Python (PyTorch). */
 export async function runSuite(opts: { seconds: number; log?: (line: string) => void }): Promise<SuiteResult> {
   const log = opts.log ?? (() => {});
@@ -250,5 +345,7 @@ export async function runSuite(opts: { seconds: number; log?: (line: string) => 
   }
   addRatios(rows);
   const notes = suiteNotes(rows, findings, torch, load0);
-  return { model: MODEL_LINE, seconds, rows, notes, target: targetVerdict(rows, findings) };
+  const throughput = await measureThroughput(seconds, log, notes);
+  for (const r of throughput) if (r.skipped) notes.push(`throughput, ${r.config}: ${r.skipped}`);
+  return { model: MODEL_LINE, seconds, rows, throughput, notes, target: targetVerdict(rows, findings) };
 }

@@ -9,7 +9,6 @@ import { train, TrainOptions } from "../training/trainer";
 import { Interrupted, UserError } from "../util/errors";
 import { formatTable } from "../util/table";
 import { benchCommand } from "./bench";
-import { figuresCommand } from "./figures";
 import { sweepCommand } from "./sweep";
 import {
   configFromFlags,
@@ -243,7 +242,8 @@ export async function main(argv: string[]): Promise<number> {
       case "demo":
         return await demoCommand(rest);
       case "figures":
-        return await figuresCommand(rest);
+        // loaded only here: the notebook executor brings tslab and its TypeScript, which no other command needs
+        return await (await import("./figures")).figuresCommand(rest);
       case "sweep":
         return await sweepCommand(rest);
       case undefined:
