@@ -15,7 +15,10 @@ import { RunLock, RunLockedError } from "../src/store/lock";
 import { RunStore } from "../src/store/run-store";
 import { runSweep } from "../src/sweeps/runner";
 import { expandSweep, FieldValue, SweepSpec } from "../src/sweeps/spec";
-import { PackOptions, packGroups, trainPack } from "../src/training/pack";
+import { RunConfig } from "../src/config/run-config";
+import { makeDataset, modelDims } from "../src/data/dataset";
+import { packCapacity } from "../src/engines/webgpu/capacity";
+import { PackOptions, packGroups, trainInPacks, trainPack } from "../src/training/pack";
 import { train } from "../src/training/trainer";
 import { UserError } from "../src/util/errors";
 import { GROK_BIN, tempStore, withoutTime } from "./helpers";
@@ -210,6 +213,32 @@ gpuTest("runSweep on the webgpu engine trains its runs in packs of as many as fi
   const result = await runSweep(SPEC, { store, engine: "webgpu", progress: false, log: (m) => lines.push(m) });
   assert.deepEqual([result.trained, result.failed, result.unfinished], [3, 0, 0]);
   assert.match(lines[0], /3 to train in 1 group of packs \(as many runs as fit the adapter\) on 1 worker/);
+  await assertSameAsAlone(store);
+});
+
+gpuTest("trainInPacks sizes each pack at its largest batch, runs of the largest batches first", async (webgpu) => {
+  const setupOf = (cfg: RunConfig) => ({
+    model: cfg.model,
+    dims: modelDims(makeDataset(cfg.data)),
+    optimizer: cfg.optimizer,
+    seed: cfg.training.seed,
+  });
+  // room for 3 runs at run c's batch of 12, but for only 2 at the others' 16, to which a pack pads c's
+  const budget = 3 * packCapacity(webgpu, setupOf(CONFIGS[2]), 12).bytesPerRun;
+  assert.equal(packCapacity(webgpu, setupOf(CONFIGS[0]), 16, budget).runs, 2);
+  const store = tempStore("pack-capacity");
+  const lines: string[] = [];
+  const result = await trainInPacks(CONFIGS, {
+    store,
+    packEngine: new WebGpuPackEngine(webgpu, false, budget),
+    progress: false,
+    log: (m) => lines.push(m),
+  });
+  assert.equal(result.interrupted, false);
+  assert.deepEqual(
+    lines.filter((m) => /^pack of \d+ runs? on /.test(m)).map((m) => m.split(" on ")[0]),
+    ["pack of 2 runs", "pack of 1 run"],
+  );
   await assertSameAsAlone(store);
 });
 

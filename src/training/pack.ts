@@ -105,18 +105,20 @@ export async function trainInPacks(
   let interrupted = false;
   try {
     for (const group of packGroups(configs, maxPack)) {
-      // a group of compatible runs trains in packs of as many as fit the adapter at its largest batch,
-      // to which every step's batches are padded
-      const setups = group.map((i) => packSetupOf(configs[i]));
-      const batchSize = Math.max(...setups.map((s) => s.batchSize));
-      const fit = packCapacity(pack.webgpu, setups[0].setup, batchSize, pack.budgetBytes);
-      if (fit.runs < 1)
-        throw new UserError(
-          `run ${RunStore.idFor(normalizeConfig(configs[group[0]]))} does not fit the adapter: ${fit.limit}`,
-        );
-      for (let start = 0; start < group.length; start += fit.runs) {
-        if (interrupted || options.signal?.aborted) break;
-        const part = group.slice(start, start + fit.runs);
+      // a group of compatible runs trains in packs of as many as fit the adapter. A pack step pads every
+      // batch to the largest, so the runs go largest batch first (a stable sort: else in config order):
+      // a pack's first run has its largest batch, the one its capacity is measured at
+      const setups = new Map(group.map((i) => [i, packSetupOf(configs[i])]));
+      const order = [...group].sort((a, b) => setups.get(b)!.batchSize - setups.get(a)!.batchSize);
+      for (let start = 0; start < order.length && !interrupted && !options.signal?.aborted;) {
+        const { setup, batchSize } = setups.get(order[start])!;
+        const fit = packCapacity(pack.webgpu, setup, batchSize, pack.budgetBytes);
+        if (fit.runs < 1)
+          throw new UserError(
+            `run ${RunStore.idFor(normalizeConfig(configs[order[start]]))} does not fit the adapter: ${fit.limit}`,
+          );
+        const part = order.slice(start, start + fit.runs);
+        start += part.length;
         const result = await trainPack(
           part.map((i) => configs[i]),
           { ...packOptions, packEngine: pack },
