@@ -14,6 +14,7 @@ import { WebGpuEngine } from "../src/engines/webgpu/engine";
 import { WebGpuPackEngine } from "../src/engines/webgpu/pack-engine";
 import { initParams, ModelConfig } from "../src/model/config";
 import { OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
+import { BatchSampler } from "../src/training/batches";
 import { UserError } from "../src/util/errors";
 import { Rng } from "../src/util/rng";
 import { CONFIGS } from "./helpers";
@@ -30,11 +31,15 @@ function gpuTest(name: string, fn: (webgpu: WebGpu) => Promise<void>): void {
 
 const BATCH = 16;
 
-/** One run of a pack: its setup, its data (x+y mod 11 at its own training fraction) and its first step. */
+/**
+ * One run of a pack: its setup, its data (x+y mod 11 at its own training fraction) and its first step; with
+ * a sampler, its batches are the trainer's (BatchSampler: an epoch's last batch is the rest of the set).
+ */
 interface RunSpec {
   setup: EngineSetup;
   data: Dataset;
   firstStep: number;
+  sampler?: BatchSampler;
 }
 
 function runSpec(
@@ -49,9 +54,10 @@ function runSpec(
   return { setup, data, firstStep };
 }
 
-/** Run `spec`'s batch at step `step`: BATCH training examples drawn from its own training set. */
+/** Run `spec`'s batch at step `step`: its sampler's, or BATCH training examples drawn from its training set. */
 function batchAt(spec: RunSpec, step: number): Batch {
   const { data } = spec;
+  if (spec.sampler) return spec.sampler.at(step);
   const rng = new Rng(spec.setup.seed * 1000 + step);
   const positions = Int32Array.from({ length: BATCH }, () => rng.int(data.train.size));
   return {
@@ -132,8 +138,7 @@ function threeRuns(model: ModelConfig, kind: OptimizerConfig["kind"], firstSteps
 }
 
 /** A pack of the runs equals each run alone: gradients at the first step, then after K steps. */
-async function assertPackEqualsAlone(webgpu: WebGpu, specs: RunSpec[], what: string): Promise<void> {
-  const K = 5;
+async function assertPackEqualsAlone(webgpu: WebGpu, specs: RunSpec[], what: string, K = 5): Promise<void> {
   const pack = new WebGpuPackEngine(webgpu);
   await pack.initialize(
     specs.map((s) => s.setup),
@@ -190,6 +195,35 @@ gpuTest("runs at different steps in one pack equal their runs alone", async (web
   await assertPackEqualsAlone(webgpu, threeRuns(CONFIGS[1][1], "adamw", [0, 3, 7]), "mixed steps");
 });
 
+// training sets of 37, 50 and 64 examples at batch 16: epochs of 3, 4 and 4 steps, whose last batches have 5,
+// 2 and 16 examples; from steps 2, 3 and 0 the first pack step has batches of 5, 2 and 16
+const UNEVEN: [string, ModelConfig, OptimizerConfig["kind"]][] = [
+  ["post-LN", CONFIGS[0][1], "adamw"],
+  ["pre-LN, learned positions, dropout", { ...CONFIGS[1][1], dropout: 0.1 } as ModelConfig, "adam"],
+  ["the MLP with dropout, SGD", { ...CONFIGS[5][1], dropout: 0.1 } as ModelConfig, "sgd"],
+];
+
+for (const [name, model, kind] of UNEVEN)
+  gpuTest(`runs whose batches differ in size at a step equal their runs alone (${name})`, async (webgpu) => {
+    const specs = threeRuns(model, kind, [2, 3, 0]).map((spec, r) => {
+      const trainFraction = [37, 50, 64][r] / 121;
+      const uneven = runSpec(model, spec.setup.seed, trainFraction, spec.setup.optimizer, spec.firstStep);
+      const { data } = uneven;
+      const set = { size: data.train.size, inputs: encodeInputs(data, data.train), targets: data.train.answer };
+      return { ...uneven, sampler: new BatchSampler(set, BATCH, uneven.setup.seed, uneven.setup.dims.seqLen) };
+    });
+    assert.deepEqual(
+      specs.map((s) => s.data.train.size),
+      [37, 50, 64],
+    );
+    assert.deepEqual(
+      specs.map((s) => batchAt(s, s.firstStep).size),
+      [5, 2, 16],
+    );
+    // 9 steps: at least two epochs of every run, each last batch among them
+    await assertPackEqualsAlone(webgpu, specs, `uneven batches, ${name}`, 9);
+  });
+
 gpuTest("after keep(), the runs that stay continue exactly as before", async (webgpu) => {
   const specs = threeRuns(CONFIGS[0][1], "adamw");
   const pack = new WebGpuPackEngine(webgpu);
@@ -232,10 +266,7 @@ gpuTest("setups that cannot share a pack are rejected, saying why", async (webgp
     (err: Error) => err instanceof UserError && /runs 0 and 1 cannot share a pack: the models differ/.test(err.message),
   );
   await pack.initialize([a.setup, a.setup], [weightsOf(a), weightsOf(a)]);
-  await assert.rejects(
-    pack.trainStep([batchAt(a, 0), { ...batchAt(a, 0), size: 8 }], [0, 0]),
-    /a pack's runs share one batch size \(got 16, 8\)/,
-  );
+  await assert.rejects(pack.trainStep([batchAt(a, 0)], [0, 0]), /pack of 2 runs: got 1 batches and 2 steps/);
   // the refused step left nothing behind: the pack trains on, and its runs are still each other's twins
   await pack.trainStep([batchAt(a, 0), batchAt(a, 0)], [0, 0]);
   assert.deepEqual(await pack.run(0).readWeights(), await pack.run(1).readWeights());

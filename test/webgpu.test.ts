@@ -243,7 +243,7 @@ gpuTest("layerNormBackward matches TypeScript (dx, dweight, dbias accumulated)",
 // ---------------------------------------------------------------------------------------------------
 // softmax cross-entropy
 
-gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits when asked)", async (gpu) => {
+gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits at each row's scale when asked)", async (gpu) => {
   for (const [rows, classes] of [
     [1, 1],
     [50, 97], // the paper's modulus: more classes than threads per row
@@ -254,6 +254,12 @@ gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits when asked)
     const scale = 1 / rows;
     const expected = { losses: new Float32Array(rows), dlogits: new Float32Array(rows * classes) };
     tsKernels.softmaxCrossEntropy(logits, targets, rows, classes, expected.losses, expected.dlogits, scale);
+    // the last row of several has scale 0 (a padding row): its dlogits are zeros
+    const scales = new Float32Array(rows).fill(scale);
+    if (rows > 1) {
+      scales[rows - 1] = 0;
+      expected.dlogits.fill(0, (rows - 1) * classes);
+    }
     for (const withGradient of [true, false]) {
       const losses = gpu.array("f32", rows);
       const dlogits = gpu.array("f32", rows * classes);
@@ -267,7 +273,7 @@ gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits when asked)
         classes,
         losses,
         withGradient ? dlogits : null,
-        scale,
+        withGradient ? gpu.array("f32", scales) : null,
       );
       await rec.submit();
       assertAgrees(await gpu.readFloats(losses), expected.losses, `losses ${rows}×${classes}`);
@@ -285,7 +291,7 @@ gpuTest("softmaxCrossEntropy gives a NaN loss for a target outside the classes",
   const losses = gpu.array("f32", 3);
   const rec = gpu.record();
   const targets = gpu.array("i32", Int32Array.from([0, 5, -1]));
-  softmaxCrossEntropy(rec, gpu.array("f32", uniform(3 * 5)), targets, 3, 5, losses, null, 1);
+  softmaxCrossEntropy(rec, gpu.array("f32", uniform(3 * 5)), targets, 3, 5, losses, null, null);
   await rec.submit();
   const got = await gpu.readFloats(losses);
   assert.ok(Number.isFinite(got[0]), "a valid row keeps its loss");

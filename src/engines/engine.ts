@@ -118,8 +118,8 @@ export const ENGINE_NAMES = ["fast", "tfjs", "webgpu"] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
 
 /**
- * Many runs trained together: a pack. Its runs share the operation, modulus, model shape and batch size
- * (see packKey in training), and each keeps its own seed, data, step, hyperparameters and state. A pack
+ * Many runs trained together: a pack. Its runs share the operation, modulus and model shape (packConflict),
+ * and each keeps its own seed, data, batches, step, hyperparameters and state. A pack
  * step trains every run one step, each at its own step index; a run's results do not depend on the other
  * runs of its pack (bit for bit: the same as in a pack of one on the same engine and adapter).
  */
@@ -136,11 +136,11 @@ export interface PackEngine {
    */
   initialize(setups: EngineSetup[], weights: NamedTensors[]): Promise<void>;
   /**
-   * One optimizer update for every run: run r on batches[r] at its step steps[r]. Every batch has the same
+   * One optimizer update for every run: run r on batches[r] at its step steps[r]. The batches may differ in
    * size. Resolves when the step is queued; rejects with DeviceError on a device failure.
    */
   trainStep(batches: Batch[], steps: number[]): Promise<void>;
-  /** Every run's loss and gradients at its step, without updating anything. */
+  /** Every run's loss and gradients at its step (loss and accuracy over its own batch), updating nothing. */
   gradients(batches: Batch[], steps: number[]): Promise<GradientResult[]>;
   /**
    * Run r's view: its evaluations, logits, weights and optimizer state (only the slots optim/optimizer.ts
@@ -175,8 +175,8 @@ export class DeviceError extends Error {
  * Why runs of these two setups cannot share a pack, or null when they can. A pack's runs run the same
  * kernels: the same model (but any dropout rate), the same vocabulary, and the same optimizer kind; dropout
  * on in all or in none (with dropout each example keeps its own prefix, another summation order than the
- * shared prefixes of a run without). The batch size must match too (the trainer groups by it; the pack
- * engine checks it each step). Seeds, data, steps and every other hyperparameter may differ.
+ * shared prefixes of a run without). Seeds, data, steps, batch sizes (a pack step pads the smaller batches
+ * with examples that add nothing) and every other hyperparameter may differ.
  */
 export function packConflict(a: EngineSetup, b: EngineSetup): string | null {
   for (const key of ["vocabSize", "numSymbols", "seqLen"] as const)

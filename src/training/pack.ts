@@ -6,7 +6,6 @@
 // their own checkpoints, each exactly as train() would resume it.
 
 import { normalizeConfig, resolveBatchSize, RunConfig } from "../config/run-config";
-import { Dataset } from "../data/dataset";
 import { DeviceError, EngineSetup, packConflict, PackEngine } from "../engines/engine";
 import { packCapacity } from "../engines/webgpu/capacity";
 import { WebGpuPackEngine } from "../engines/webgpu/pack-engine";
@@ -67,7 +66,7 @@ export async function trainPack(configs: RunConfig[], options: PackOptions = {})
     const prepared = todo.map((i) => prepareRun(cfgs[i]));
     checkPackable(
       todo.map((i) => ids[i]),
-      todo.map((i, k) => packSetup(cfgs[i], prepared[k])),
+      todo.map((i, k) => engineSetup(cfgs[i], prepared[k].dims)),
     );
     const pack = options.packEngine ?? (await WebGpuPackEngine.create());
     const locks: RunLock[] = [];
@@ -106,16 +105,20 @@ export async function trainInPacks(
   let interrupted = false;
   try {
     for (const group of packGroups(configs, maxPack)) {
-      // a group of compatible runs trains in packs of as many as fit the adapter
-      const { setup, batchSize } = packSetupOf(configs[group[0]]);
-      const fit = packCapacity(pack.webgpu, setup, batchSize, pack.budgetBytes);
-      if (fit.runs < 1)
-        throw new UserError(
-          `run ${RunStore.idFor(normalizeConfig(configs[group[0]]))} does not fit the adapter: ${fit.limit}`,
-        );
-      for (let start = 0; start < group.length; start += fit.runs) {
-        if (interrupted || options.signal?.aborted) break;
-        const part = group.slice(start, start + fit.runs);
+      // a group of compatible runs trains in packs of as many as fit the adapter. A pack step pads every
+      // batch to the largest, so the runs go largest batch first (a stable sort: else in config order):
+      // a pack's first run has its largest batch, the one its capacity is measured at
+      const setups = new Map(group.map((i) => [i, packSetupOf(configs[i])]));
+      const order = [...group].sort((a, b) => setups.get(b)!.batchSize - setups.get(a)!.batchSize);
+      for (let start = 0; start < order.length && !interrupted && !options.signal?.aborted;) {
+        const { setup, batchSize } = setups.get(order[start])!;
+        const fit = packCapacity(pack.webgpu, setup, batchSize, pack.budgetBytes);
+        if (fit.runs < 1)
+          throw new UserError(
+            `run ${RunStore.idFor(normalizeConfig(configs[order[start]]))} does not fit the adapter: ${fit.limit}`,
+          );
+        const part = order.slice(start, start + fit.runs);
+        start += part.length;
         const result = await trainPack(
           part.map((i) => configs[i]),
           { ...packOptions, packEngine: pack },
@@ -131,11 +134,10 @@ export async function trainInPacks(
   return { runs, interrupted: runs.length < configs.length || runs.some((r) => r.interrupted) };
 }
 
-/** What decides whether runs can share a pack: their engine setup and the sizes of their batches. */
+/** A run's engine setup (whether runs can share a pack) and its batch size (the room a pack needs). */
 interface PackSetup {
   setup: EngineSetup;
   batchSize: number;
-  trainSize: number;
 }
 
 /** The engine setup of a run. */
@@ -143,39 +145,22 @@ function engineSetup(cfg: RunConfig, dims: ModelDims): EngineSetup {
   return { model: cfg.model, dims, optimizer: cfg.optimizer, seed: cfg.training.seed };
 }
 
-function packSetup(cfg: RunConfig, { dataset, dims }: { dataset: Dataset; dims: ModelDims }): PackSetup {
+function packSetupOf(config: RunConfig): PackSetup {
+  const cfg = normalizeConfig(config);
+  const { dataset, dims } = prepareRun(cfg);
   return {
     setup: engineSetup(cfg, dims),
     batchSize: resolveBatchSize(cfg.training.batchSize, dataset.train.size),
-    trainSize: dataset.train.size,
   };
 }
 
-function packSetupOf(config: RunConfig): PackSetup {
-  const cfg = normalizeConfig(config);
-  return packSetup(cfg, prepareRun(cfg));
-}
-
 /**
- * Why runs of these two setups cannot share a pack, or null when they can: packConflict's reasons, or
- * batches of different sizes at some step. A pack step takes one batch size, and an epoch's last batch is
- * the rest of the training set, so training sets of different sizes agree only when the batch size
- * divides both.
+ * A UserError naming the first run that cannot share a pack with the first one, and why (packConflict).
+ * Batch sizes may differ, at any step: a pack step pads the smaller batches.
  */
-function packSetupConflict(a: PackSetup, b: PackSetup): string | null {
-  if (a.batchSize !== b.batchSize) return `the batch sizes differ (${a.batchSize} vs ${b.batchSize})`;
-  if (a.trainSize !== b.trainSize && (a.trainSize % a.batchSize !== 0 || b.trainSize % b.batchSize !== 0))
-    return (
-      `the last batches of an epoch differ in size (training sets of ${a.trainSize} and ${b.trainSize} ` +
-      `examples at batch ${a.batchSize})`
-    );
-  return packConflict(a.setup, b.setup);
-}
-
-/** A UserError naming the first run that cannot share a pack with the first one, and why. */
-function checkPackable(ids: string[], setups: PackSetup[]): void {
+function checkPackable(ids: string[], setups: EngineSetup[]): void {
   for (let r = 1; r < setups.length; r++) {
-    const conflict = packSetupConflict(setups[0], setups[r]);
+    const conflict = packConflict(setups[0], setups[r]);
     if (conflict) throw new UserError(`run ${ids[r]} cannot share a pack with run ${ids[0]}: ${conflict}`);
   }
 }
@@ -188,7 +173,7 @@ export function packGroups(configs: RunConfig[], maxSize = Infinity): number[][]
   const setups = configs.map(packSetupOf);
   const groups: number[][] = [];
   for (const [i, setup] of setups.entries()) {
-    const group = groups.find((g) => g.length < maxSize && packSetupConflict(setups[g[0]], setup) === null);
+    const group = groups.find((g) => g.length < maxSize && packConflict(setups[g[0]].setup, setup.setup) === null);
     if (group) group.push(i);
     else groups.push([i]);
   }

@@ -14,7 +14,6 @@ export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
   private readonly kernels: Kernels;
   readonly attentionForward: Kernels["attentionForward"];
   readonly attentionBackward: Kernels["attentionBackward"];
-  readonly softmaxCrossEntropy: Kernels["softmaxCrossEntropy"];
   readonly activationForward: Kernels["activationForward"];
   readonly activationBackward: Kernels["activationBackward"];
   private readonly ws = new Workspace();
@@ -24,7 +23,6 @@ export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
     this.kernels = kernels;
     this.attentionForward = kernels.attentionForward;
     this.attentionBackward = kernels.attentionBackward;
-    this.softmaxCrossEntropy = kernels.softmaxCrossEntropy;
     this.activationForward = kernels.activationForward;
     this.activationBackward = kernels.activationBackward;
   }
@@ -158,6 +156,33 @@ export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
 
   multiply(x: Float32Array, mask: Float32Array, n: number, out: Float32Array): void {
     for (let i = 0; i < n; i++) out[i] = x[i] * mask[i];
+  }
+
+  softmaxCrossEntropy(
+    logits: Float32Array,
+    targets: Int32Array,
+    rows: number,
+    classes: number,
+    losses: Float32Array,
+    dlogits: Float32Array | null,
+    counts: number[],
+  ): void {
+    if (counts.length === 1 && counts[0] === rows)
+      return this.kernels.softmaxCrossEntropy(logits, targets, rows, classes, losses, dlogits, 1 / rows);
+    const R = rows / counts.length;
+    counts.forEach((count, r) => {
+      this.kernels.softmaxCrossEntropy(
+        runSlice(logits, r, R * classes),
+        targets.subarray(r * R, (r + 1) * R),
+        R,
+        classes,
+        runSlice(losses, r, R),
+        dlogits && runSlice(dlogits, r, R * classes),
+        1 / count,
+      );
+      // the run's padding rows add nothing
+      dlogits?.fill(0, (r * R + count) * classes, (r + 1) * R * classes);
+    });
   }
 
   biasAdd(x: Float32Array, bias: Float32Array, rows: number, width: number, runs: number): void {

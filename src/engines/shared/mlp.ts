@@ -1,10 +1,11 @@
 // The MLP's forward and backward passes over a ModelKernels set (model-kernels.ts), shared by the fast and
 // webgpu engines: embeddings of x and y, concatenated → hidden layer (+ dropout) → logits. With several
 // runs (a pack), run r's example e is row r·size + e of every activation, and its tokens index rows
-// r·numSymbols + token of the embedding table [runs·numSymbols × d].
+// r·numSymbols + token of the embedding table [runs·numSymbols × d]; a run's padding examples (counts, see
+// ModelSequence) come after its real ones.
 
 import { MlpConfig, ModelDims } from "../../model/config";
-import { ModelKernels, ModelOutput, ModelSequence, named, NamedArrays } from "./model-kernels";
+import { exampleCounts, ModelKernels, ModelOutput, ModelSequence, named, NamedArrays } from "./model-kernels";
 
 export class Mlp<A, I> implements ModelSequence<A> {
   constructor(
@@ -25,6 +26,7 @@ export class Mlp<A, I> implements ModelSequence<A> {
     runs: number,
     masks: Float32Array[],
     grads: NamedArrays<A> | null,
+    counts?: number[],
   ): ModelOutput<A> {
     const { kernels } = this;
     const d = this.cfg.width;
@@ -64,7 +66,8 @@ export class Mlp<A, I> implements ModelSequence<A> {
     kernels.biasAdd(logits, hb, rows, n, runs);
     const losses = kernels.buffer("losses", rows);
     const dlogits = grads ? kernels.buffer("dlogits", rows * n) : null;
-    kernels.softmaxCrossEntropy(logits, kernels.indices("targets", targets), rows, n, losses, dlogits, 1 / size);
+    const runCounts = exampleCounts(size, runs, counts);
+    kernels.softmaxCrossEntropy(logits, kernels.indices("targets", targets), rows, n, losses, dlogits, runCounts);
     if (!grads || !dlogits) return { logits, losses };
 
     kernels.matmul(true, false, hid, n, size, a, dlogits, named(grads, "head.weight"), true, runs);

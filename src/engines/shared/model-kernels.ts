@@ -74,6 +74,11 @@ export interface ModelKernels<A, I> {
   ): void;
   activationForward(kind: "relu" | "gelu", x: A, out: A, n: number): void;
   activationBackward(kind: "relu" | "gelu", dout: A, x: A, dx: A, n: number): void;
+  /**
+   * The losses, and with dlogits the gradient of each run's mean loss. The rows are counts.length equal
+   * blocks, one per run; run r's first counts[r] rows are its examples (dlogits scaled by 1/counts[r]), the
+   * rest padding, whose dlogits are exact zeros.
+   */
   softmaxCrossEntropy(
     logits: A,
     targets: I,
@@ -81,7 +86,7 @@ export interface ModelKernels<A, I> {
     classes: number,
     losses: A,
     dlogits: A | null,
-    scale: number,
+    counts: number[],
   ): void;
 
   // ---- the sequence's own steps (the fast engine's former inline loops)
@@ -144,6 +149,11 @@ export interface ModelOutput<A> {
  * A model sequence: the forward pass, and with gradient arrays the backward pass accumulating into them,
  * for `runs` runs of `size` examples each (inputs [runs·size·seqLen], targets [runs·size], each dropout
  * mask [runs × the mask of one run]). The logits and losses come back [runs·size × …], run after run.
+ *
+ * Runs whose batches are smaller are padded to `size`: `counts` (default: `size` for every run) says how
+ * many of each run's examples are real. Padding examples come after the real ones, hold any valid tokens
+ * and targets, and contribute exact zeros to every gradient, added after the real rows' terms in every sum,
+ * so that a run's gradients are bit for bit those of its batch alone.
  */
 export interface ModelSequence<A> {
   run(
@@ -154,5 +164,14 @@ export interface ModelSequence<A> {
     runs: number,
     masks: Float32Array[],
     grads: NamedArrays<A> | null,
+    counts?: number[],
   ): ModelOutput<A>;
+}
+
+/** Each run's real examples: `counts`, or all `size` of each of `runs` runs. */
+export function exampleCounts(size: number, runs: number, counts?: number[]): number[] {
+  if (!counts) return new Array<number>(runs).fill(size);
+  if (counts.length !== runs || counts.some((c) => !(Number.isInteger(c) && c >= 1 && c <= size)))
+    throw new Error(`example counts [${counts}] do not fit ${runs} runs of ${size} examples`);
+  return counts;
 }

@@ -23,12 +23,14 @@
 // positions rows r·4 + position). Runs differ in their number of distinct prefixes U: every run gets the
 // most any run has, its real prefixes first, then rows no example joins. Those rows' gradients are exact
 // zeros, and they come after the real rows in every sum over rows, so a run's results do not change.
+// Runs whose batches are smaller are padded the same way: padding examples after the real ones (counts),
+// whose loss has scale 0, so their rows' gradients are exact zeros too.
 //
 // Every buffer is the kernel set's buffer for its role (block, stream, tensor), so the next call to run()
 // overwrites all of them, the logits and losses it returned included.
 
 import { ModelDims, TransformerConfig, ffnWidth, sinusoidalPositions } from "../../model/config";
-import { ModelKernels, ModelOutput, ModelSequence, named, NamedArrays } from "./model-kernels";
+import { exampleCounts, ModelKernels, ModelOutput, ModelSequence, named, NamedArrays } from "./model-kernels";
 
 interface LayerNormWeights<A> {
   weight: A; // [d]
@@ -80,6 +82,8 @@ interface BatchStreams<I> {
   runs: number;
   /** Every run's examples: runs·size. */
   examples: number;
+  /** Each run's real examples, the first of its size (the rest are padding). */
+  counts: number[];
   /** U, the number of distinct prefixes per run (the most of any run; the others padded to it). */
   prefixCount: number;
   prefix: Stream<I>; // runs·U·2 rows
@@ -207,8 +211,8 @@ export class Transformer<A, I> implements ModelSequence<A> {
   /**
    * Forward pass over `size` examples of each of `runs` runs; with `grads`, also the backward pass of each
    * run's mean cross-entropy, accumulating into grads (by weight name). `masks` are the dropout masks of
-   * engines/engine.dropoutMasks, each run's after the other's (empty: no dropout). The logits and losses
-   * returned are overwritten by the next call.
+   * engines/engine.dropoutMasks, each run's after the other's (empty: no dropout); `counts` each run's real
+   * examples (see ModelSequence). The logits and losses returned are overwritten by the next call.
    */
   run(
     w: NamedArrays<A>,
@@ -218,9 +222,10 @@ export class Transformer<A, I> implements ModelSequence<A> {
     runs: number,
     masks: Float32Array[],
     grads: NamedArrays<A> | null,
+    counts?: number[],
   ): ModelOutput<A> {
     const weights = this.resolve(w);
-    const batch = this.streams(inputs, size, runs, masks.length === 0);
+    const batch = this.streams(inputs, size, runs, masks.length === 0, exampleCounts(size, runs, counts));
     let prefix = this.embeddingForward(batch.prefix, weights);
     let suffix = this.embeddingForward(batch.suffix, weights);
     const blocks: BlockActivations<A, I>[] = [];
@@ -286,7 +291,7 @@ export class Transformer<A, I> implements ModelSequence<A> {
    * Groups each run's examples by prefix (tokens 0 and 1); with `share` false (dropout), each keeps its own.
    * Every run gets U pairs of prefix rows, U the most of any run: its own prefixes first, then padding.
    */
-  private streams(inputs: Int32Array, size: number, runs: number, share: boolean): BatchStreams<I> {
+  private streams(inputs: Int32Array, size: number, runs: number, share: boolean, counts: number[]): BatchStreams<I> {
     const examples = runs * size;
     const vocab = this.dims.vocabSize;
     const prefixOf = new Int32Array(examples); // the prefix of example g within its run
@@ -349,6 +354,7 @@ export class Transformer<A, I> implements ModelSequence<A> {
       size,
       runs,
       examples,
+      counts,
       prefixCount: U,
       prefix: stream("prefix", prefixTokens, 0),
       suffix: stream("suffix", suffixTokens, 2),
@@ -865,8 +871,8 @@ export class Transformer<A, I> implements ModelSequence<A> {
       kernels.layerNormForward(x, weight, bias, examples, d, head.normed, head.lnMean, head.lnRstd, runs);
     }
     kernels.matmul(false, false, size, n, d, head.normed, w.head, head.logits, false, runs);
-    // every run has `size` examples: one scale for its mean
-    kernels.softmaxCrossEntropy(head.logits, targets, examples, n, head.losses, dlogits, 1 / size);
+    // each run's mean over its own real examples
+    kernels.softmaxCrossEntropy(head.logits, targets, examples, n, head.losses, dlogits, batch.counts);
     return head;
   }
 

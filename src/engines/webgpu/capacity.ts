@@ -144,7 +144,10 @@ class SizingKernels implements ModelKernels<number, number> {
   attentionForward(): void {}
   activationForward(): void {}
   activationBackward(): void {}
-  softmaxCrossEntropy(): void {}
+  softmaxCrossEntropy(_logits: number, _targets: number, rows: number): void {
+    // the webgpu kernel set's array of each row's loss scale
+    this.record("softmaxCrossEntropy.scales", rows);
+  }
   gatherRows(): void {}
   scatterAddRows(): void {}
   residualAdd(): void {}

@@ -112,9 +112,10 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     classes: number,
     losses: GpuArray,
     dlogits: GpuArray | null,
-    scale: number,
+    counts: number[],
   ): void {
-    K.softmaxCrossEntropy(this.rec, logits, targets, rows, classes, losses, dlogits, scale);
+    const scales = dlogits ? this.upload("softmaxCrossEntropy.scales", lossScales(rows, counts)) : null;
+    K.softmaxCrossEntropy(this.rec, logits, targets, rows, classes, losses, dlogits, scales);
   }
 
   activationForward(kind: "relu" | "gelu", x: GpuArray, out: GpuArray, n: number): void {
@@ -208,4 +209,12 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     }
     return array;
   }
+}
+
+/** Each row's loss scale: 1/counts[r] for run r's real rows (the first counts[r] of its block), 0 for padding. */
+export function lossScales(rows: number, counts: number[]): Float32Array {
+  const size = rows / counts.length;
+  const scales = new Float32Array(rows);
+  counts.forEach((count, r) => scales.fill(1 / count, r * size, r * size + count));
+  return scales;
 }

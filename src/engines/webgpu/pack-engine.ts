@@ -12,6 +12,9 @@
 //
 // A run's results do not depend on the other runs of its pack, bit for bit: every sum a run's values take
 // part in is over that run's rows alone, in the order a run alone sums them (test/webgpu-pack.test.ts).
+// Runs' batches may differ in size (an epoch's last batch, other training sets or batch sizes): each is
+// padded to the step's largest with examples after its own, whose loss has scale 0 (../shared/
+// model-kernels.ts, ModelSequence), so their gradients are exact zeros added after the real rows'.
 // Evaluation copies run r's weights into single-run arrays and runs the one-run sequence on a kernel set of
 // its own (so its buffers never displace the pack's). Results agree with the fast engine to f32 rounding.
 
@@ -104,7 +107,7 @@ interface Pack {
   evalWeights: NamedArrays<GpuArray>;
   /** The per-run hyperparameter records of the step being recorded. */
   hyperparameters: GpuArray;
-  /** Batch sizes checked against the adapter's capacity. */
+  /** Padded batch sizes (a step's largest) checked against the adapter's capacity. */
   checkedBatchSizes: Set<number>;
 }
 
@@ -222,14 +225,17 @@ export class WebGpuPackEngine implements PackEngine {
     return this.pack;
   }
 
-  /** Checks a step's batches and steps against the pack (one per run, one batch size that fits). */
+  /**
+   * Checks a step's batches and steps against the pack (one per run, the largest batch fitting the adapter);
+   * returns the size every batch is padded to, the largest.
+   */
   private checkStep(pack: Pack, batches: Batch[], steps: number[]): number {
     const runs = pack.setups.length;
     if (batches.length !== runs || steps.length !== runs)
       throw new Error(`pack of ${runs} runs: got ${batches.length} batches and ${steps.length} steps`);
-    const size = batches[0].size;
-    if (batches.some((b) => b.size !== size))
-      throw new Error(`a pack's runs share one batch size (got ${batches.map((b) => b.size).join(", ")})`);
+    const empty = batches.findIndex((b) => b.size < 1);
+    if (empty >= 0) throw new Error(`run ${empty} of the pack got an empty batch`);
+    const size = Math.max(...batches.map((b) => b.size));
     if (!pack.checkedBatchSizes.has(size)) {
       const capacity = packCapacity(this.webgpu, pack.setups[0], size, this.budgetBytes);
       if (runs > capacity.runs) throw capacityError(this.webgpu, capacity, runs);
@@ -259,11 +265,26 @@ export class WebGpuPackEngine implements PackEngine {
       });
       forwardWeights = pack.noisy;
     }
-    const perRun = pack.setups.map((s, r) => dropoutMasks(s.model, s.dims, size, s.seed, steps[r]));
-    const masks = perRun[0].map((_, site) => concat(perRun.map((m) => m[site])));
-    const inputs = concat(batches.map((b) => b.inputs));
-    const targets = concat(batches.map((b) => b.targets));
-    return pack.sequence.run(forwardWeights, inputs, targets, size, runs, masks, pack.grads);
+    // each run's masks as it draws them alone, for its own examples; the padding examples' masks are zeros
+    const perRun = pack.setups.map((s, r) => dropoutMasks(s.model, s.dims, batches[r].size, s.seed, steps[r]));
+    const masks = perRun[0].map((first, site) => {
+      const perExample = first.length / batches[0].size;
+      return padded(
+        perRun.map((m) => m[site]),
+        size * perExample,
+      );
+    });
+    const seqLen = pack.dims.seqLen;
+    const inputs = padded(
+      batches.map((b) => b.inputs),
+      size * seqLen,
+    );
+    const targets = padded(
+      batches.map((b) => b.targets),
+      size,
+    );
+    const counts = batches.map((b) => b.size);
+    return pack.sequence.run(forwardWeights, inputs, targets, size, runs, masks, pack.grads, counts);
   }
 
   /**
@@ -318,11 +339,14 @@ export class WebGpuPackEngine implements PackEngine {
     const grads = new Map<string, Float32Array>();
     for (const t of pack.tensors) grads.set(t.name, await this.gpu.readFloats(pack.grads.get(t.name)!));
     const n = pack.dims.numSymbols;
+    // run r's rows start at r·rowsPerRun (the largest batch); its loss and accuracy are its own examples'
+    const rowsPerRun = Math.max(...batches.map((b) => b.size));
     return batches.map((batch, r) => {
-      const size = batch.size;
+      const { size } = batch;
+      const first = r * rowsPerRun;
       let loss = 0;
-      for (let i = 0; i < size; i++) loss += losses[r * size + i];
-      const correct = countCorrect(logits.subarray(r * size * n, (r + 1) * size * n), batch.targets, n);
+      for (let i = 0; i < size; i++) loss += losses[first + i];
+      const correct = countCorrect(logits.subarray(first * n, (first + size) * n), batch.targets, n);
       const runGrads = new Map<string, Float32Array>();
       for (const t of pack.tensors) runGrads.set(t.name, grads.get(t.name)!.slice(r * t.size, (r + 1) * t.size));
       return { loss: loss / size, accuracy: correct / size, grads: runGrads };
@@ -525,14 +549,9 @@ function capacityError(webgpu: WebGpu, capacity: PackCapacity, runs: number, det
   return new UserError(`adapter ${adapter} holds ${fits} of this model, not ${runs} (${why})`);
 }
 
-/** The arrays one after another. */
-function concat<T extends Float32Array | Int32Array>(arrays: T[]): T {
-  const total = arrays.reduce((n, a) => n + a.length, 0);
-  const out = new (arrays[0].constructor as { new (n: number): T })(total);
-  let at = 0;
-  for (const a of arrays) {
-    out.set(a, at);
-    at += a.length;
-  }
+/** The arrays one after another, each at the start of a block of `length` values, zeros after it. */
+function padded<T extends Float32Array | Int32Array>(arrays: T[], length: number): T {
+  const out = new (arrays[0].constructor as { new (n: number): T })(arrays.length * length);
+  arrays.forEach((a, r) => out.set(a, r * length));
   return out;
 }

@@ -1,7 +1,8 @@
 // Softmax cross-entropy (the kernel contract's softmaxCrossEntropy): per row of logits [rows×classes],
-// losses[r] = −log softmax(logits[r])[targets[r]], and when asked dlogits[r] = (softmax − onehot)·scale
-// (written, not accumulated). One workgroup per row; the maximum is subtracted before exp, as in the
-// TypeScript kernel.
+// losses[r] = −log softmax(logits[r])[targets[r]], and when asked dlogits[r] = (softmax − onehot)·scales[r]
+// (written, not accumulated): a row's own scale, so that a pack's runs each take the mean over their own
+// batch (1/size), and padding rows give exact zeros (scale 0). One workgroup per row; the maximum is
+// subtracted before exp, as in the TypeScript kernel.
 //
 // The TypeScript kernel throws on a target outside 0..classes−1. Here targets live on the GPU and are not
 // checked on the CPU at every step, so such a row gets a NaN loss (and NaN gradients): a bad target shows
@@ -11,12 +12,13 @@ import { checkArray, checkSizes, GpuArray, gridFor, Recorder, WORKGROUP_INDEX_WG
 import { ROW_REDUCE_WGSL, ROW_THREADS } from "./reduce";
 
 export const SOFTMAX_CROSS_ENTROPY_WGSL = /* wgsl */ `
-struct Params { rows: u32, classes: u32, withGradient: u32, scale: f32, invalid: f32 }
+struct Params { rows: u32, classes: u32, withGradient: u32, invalid: f32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<i32>;
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(5) var<storage, read> scales: array<f32>;
 ${WORKGROUP_INDEX_WGSL}
 ${ROW_REDUCE_WGSL}
 
@@ -43,12 +45,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     for (var j = lane; j < P.classes; j += ROW_THREADS) {
       var p = exp(logits[o + j] - rowMaximum) / sum;
       if (valid && j == u32(t)) { p -= 1.0; }
-      dlogits[o + j] = select(nan, p * P.scale, valid);
+      dlogits[o + j] = select(nan, p * scales[row], valid);
     }
   }
 }`;
 
-/** Records the losses (and dlogits when given) of logits [rows×classes] against targets [rows] (i32). */
+/**
+ * Records the losses of logits [rows×classes] against targets [rows] (i32), and when dlogits is given, the
+ * gradients scaled by each row's scale (scales [rows]).
+ */
 export function softmaxCrossEntropy(
   rec: Recorder,
   logits: GpuArray,
@@ -57,14 +62,18 @@ export function softmaxCrossEntropy(
   classes: number,
   losses: GpuArray,
   dlogits: GpuArray | null,
-  scale: number,
+  scales: GpuArray | null,
 ): void {
   const K = "softmaxCrossEntropy";
   checkSizes(K, { rows, classes });
   checkArray(K, "logits", logits, rows * classes);
   checkArray(K, "targets", targets, rows, "i32");
   checkArray(K, "losses", losses, rows);
-  if (dlogits) checkArray(K, "dlogits", dlogits, rows * classes);
+  if (dlogits) {
+    checkArray(K, "dlogits", dlogits, rows * classes);
+    if (!scales) throw new Error(`${K}: dlogits need each row's scale`);
+    checkArray(K, "scales", scales, rows);
+  }
   if (rows === 0) return;
   rec.dispatch(
     rec.gpu.pipeline("softmaxCrossEntropy", SOFTMAX_CROSS_ENTROPY_WGSL),
@@ -72,10 +81,11 @@ export function softmaxCrossEntropy(
       ["u32", rows],
       ["u32", classes],
       ["u32", dlogits ? 1 : 0],
-      ["f32", scale],
       ["f32", NaN],
     ],
-    [logits, targets, losses, dlogits ?? rec.gpu.absent()],
+    // without dlogits the scales are not read: logits stand in (the placeholder is dlogits' already, and
+    // one buffer cannot be bound writable and read-only in one dispatch)
+    [logits, targets, losses, dlogits ?? rec.gpu.absent(), dlogits ? scales! : logits],
     gridFor(rows),
   );
 }
