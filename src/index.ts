@@ -14,6 +14,8 @@ export type { RunConfig, TrainingConfig, EvalSchedule } from "./config/run-confi
 export { PRESETS, demoConfig, fig1Config, FIG2_OPTIMIZER_VARIANTS } from "./training/presets";
 export { train } from "./training/trainer";
 export type { TrainOptions, TrainResult } from "./training/trainer";
+export { trainPack, trainInPacks } from "./training/pack";
+export type { PackOptions, PackResult } from "./training/pack";
 export { ProgressDisplay, ProgressCounter, formatDuration } from "./training/progress";
 export type { ProgressDisplayOptions, ProgressMode, ProgressStream } from "./training/progress";
 export { createEngine } from "./engines/index";
@@ -22,7 +24,7 @@ export { RunStore, defaultStoreRoot, displayPath } from "./store/run-store";
 export type { RunInfo, RunState, Metrics, MetricsRow } from "./store/run-store";
 export { listRuns, loadRun, metricsFrame, loadWeights, ensureSnapshots } from "./analysis/runs";
 export type { SnapshotOptions } from "./analysis/runs";
-export { tableAnswers, predictAnswers } from "./analysis/predict";
+export { tableAnswers, predictAnswers, predictLogits, wholeTable } from "./analysis/predict";
 export type { TableAnswers } from "./analysis/predict";
 export type { NamedTensors, Tensor32 } from "./util/tensors";
 export { UserError, Interrupted } from "./util/errors";
@@ -67,3 +69,17 @@ export type {
   SpearmanOptions,
   SpearmanResult,
 } from "./analysis/embeddings";
+export {
+  projectKeyFrequencies,
+  progressMeasures,
+  progressPhases,
+  changeOnset,
+  crossEntropyOf,
+  gini,
+  fourierGini,
+} from "./analysis/progress-measures";
+export type { TableLogits, ProgressMeasures, ProgressPhases } from "./analysis/progress-measures";
+export { detectSpikes, growthBefore, duringSpike, DEFAULT_SPIKE_RULE } from "./analysis/spikes";
+export type { LossSpike, SpikeRule } from "./analysis/spikes";
+export { classifyRun, PHASES, PHASE_RULES } from "./analysis/phases";
+export type { Phase, PhaseOfRun } from "./analysis/phases";

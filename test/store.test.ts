@@ -171,6 +171,82 @@ test("a lock from another host is trusted; an unreadable lock is stale only once
   RunLock.acquire(dir).release();
 });
 
+test("another host's lock is taken over only once its lease has expired", () => {
+  const dir = tempDir();
+  const elsewhere = `not-${os.hostname()}`;
+  const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
+  const lease = { pid: 1, host: elsewhere, startedAt: ago(600_000), leaseSeconds: 60 };
+  fs.writeFileSync(path.join(dir, "lock"), JSON.stringify({ ...lease, heartbeatAt: ago(10_000) }));
+  assert.throws(
+    () => RunLock.acquire(dir),
+    (err: unknown) =>
+      err instanceof RunLockedError && /lease \(60 s/.test(err.message) && err.message.includes(elsewhere),
+  );
+  fs.writeFileSync(path.join(dir, "lock"), JSON.stringify({ ...lease, heartbeatAt: ago(61_000) }));
+  const lock = RunLock.acquire(dir);
+  assert.equal(JSON.parse(fs.readFileSync(lock.path, "utf8")).host, os.hostname());
+  lock.release();
+});
+
+test("the holder renews its lease, and stops (saying so) when another host has taken it over", async () => {
+  const dir = tempDir();
+  const lost: string[] = [];
+  const lock = RunLock.acquire(dir, { leaseSeconds: 0.2, onLost: (m) => lost.push(m) });
+  const first = JSON.parse(fs.readFileSync(lock.path, "utf8"));
+  assert.equal(first.leaseSeconds, 0.2);
+  await sleep(160);
+  const renewed = JSON.parse(fs.readFileSync(lock.path, "utf8"));
+  assert.ok(Date.parse(renewed.heartbeatAt) > Date.parse(first.heartbeatAt), "heartbeat renewed");
+  assert.equal(renewed.startedAt, first.startedAt);
+  assert.throws(() => RunLock.acquire(dir), RunLockedError); // still ours, renewed in place
+  const foreign = JSON.stringify({ pid: 1, host: "elsewhere", startedAt: new Date().toISOString() });
+  fs.writeFileSync(lock.path, foreign);
+  await sleep(120);
+  assert.equal(lock.isHeld, false);
+  assert.equal(lost.length, 1);
+  assert.match(lost[0], /lost the lock .*another process took it over/);
+  assert.equal(fs.readFileSync(lock.path, "utf8"), foreign);
+  lock.release();
+  assert.equal(fs.readFileSync(lock.path, "utf8"), foreign);
+});
+
+// A real process on another host: a child in its own UTS namespace (its own hostname), where unshare works.
+const unshareWorks = spawnSync("unshare", ["--uts", "true"]).status === 0;
+
+test(
+  "a process on another host holds its lease while alive; killed, its lock is taken over after the lease",
+  { skip: unshareWorks ? false : "unshare --uts is not permitted here (needs root)" },
+  async () => {
+    const dir = tempDir();
+    const code = `
+      const { RunLock } = require(${JSON.stringify(LOCK_JS)});
+      RunLock.acquire(${JSON.stringify(dir)}, { leaseSeconds: 2 });
+      process.stdout.write("held");
+      setInterval(() => {}, 1000);`;
+    const holder = spawn(
+      "unshare",
+      ["--uts", "sh", "-c", 'hostname grok-other-host && exec "$0" -e "$1"', process.execPath, code],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    try {
+      await new Promise<void>((resolve) => holder.stdout!.once("data", () => resolve()));
+      await sleep(2500); // longer than the lease: only the renewals keep it
+      assert.throws(
+        () => RunLock.acquire(dir),
+        (err: unknown) => err instanceof RunLockedError && err.holder?.host === "grok-other-host",
+      );
+    } finally {
+      holder.kill("SIGKILL");
+      await exited(holder);
+    }
+    assert.throws(() => RunLock.acquire(dir), RunLockedError); // its lease has not run out yet
+    await sleep(2100);
+    RunLock.acquire(dir).release();
+  },
+);
+
 test("release leaves alone a lock that is no longer ours", () => {
   const dir = tempDir();
   const lock = RunLock.acquire(dir);

@@ -1,7 +1,7 @@
 // What a trained network answers: its prediction for every cell of the operation table, from any stored
 // weights (final, a checkpoint, a snapshot), with which cells it was trained on.
 
-import { Dataset, encodeInputs, makeDataset, modelDims } from "../data/dataset";
+import { Dataset, encodeInputs, Examples, makeDataset, modelDims } from "../data/dataset";
 import { createEngine, EngineOptions } from "../engines/index";
 import { RunStore } from "../store/run-store";
 import { RunConfig } from "../config/run-config";
@@ -19,7 +19,26 @@ export interface TableAnswers {
   inTrain: Uint8Array;
 }
 
-/** The network's answer for each of `inputs` ([n, 4] row-major) under `weights`. */
+/** The network's logits [n × numSymbols] for each of `inputs` ([n, 4] row-major) under `weights`. */
+export async function predictLogits(
+  dataset: Dataset,
+  config: Pick<RunConfig, "model" | "optimizer">,
+  weights: NamedTensors,
+  inputs: Int32Array,
+  engineOptions: EngineOptions = {},
+): Promise<Float32Array> {
+  const { engine } = await createEngine(engineOptions);
+  try {
+    const dims = modelDims(dataset);
+    engine.initialize({ model: config.model, dims, optimizer: config.optimizer, seed: 0 }, weights);
+    const n = inputs.length / dataset.seqLen;
+    return await engine.logits({ size: n, inputs, targets: new Int32Array(n) });
+  } finally {
+    engine.dispose();
+  }
+}
+
+/** The network's answer (the argmax of its logits) for each of `inputs` ([n, 4] row-major) under `weights`. */
 export async function predictAnswers(
   dataset: Dataset,
   config: Pick<RunConfig, "model" | "optimizer">,
@@ -27,23 +46,27 @@ export async function predictAnswers(
   inputs: Int32Array,
   engineOptions: EngineOptions = {},
 ): Promise<Int32Array> {
-  const { engine } = await createEngine(engineOptions);
-  try {
-    const dims = modelDims(dataset);
-    engine.initialize({ model: config.model, dims, optimizer: config.optimizer, seed: 0 }, weights);
-    const n = inputs.length / dataset.seqLen;
-    const logits = await engine.logits({ size: n, inputs, targets: new Int32Array(n) });
-    const k = dataset.numSymbols;
-    const out = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      let best = 0;
-      for (let j = 1; j < k; j++) if (logits[i * k + j] > logits[i * k + best]) best = j;
-      out[i] = best;
-    }
-    return out;
-  } finally {
-    engine.dispose();
+  const logits = await predictLogits(dataset, config, weights, inputs, engineOptions);
+  const k = dataset.numSymbols;
+  const out = new Int32Array(logits.length / k);
+  for (let i = 0; i < out.length; i++) {
+    let best = 0;
+    for (let j = 1; j < k; j++) if (logits[i * k + j] > logits[i * k + best]) best = j;
+    out[i] = best;
   }
+  return out;
+}
+
+/** Every row of the dataset's table (as Examples), in table order: for the whole-table analyses. */
+export function wholeTable(dataset: Dataset): Examples {
+  const table = dataset.table;
+  return {
+    size: table.size,
+    row: Int32Array.from({ length: table.size }, (_, i) => i),
+    x: table.x,
+    y: table.y,
+    answer: table.answer,
+  };
 }
 
 /** A run's answers on its whole table after `which` ("final", "latest", or the step of a checkpoint or snapshot). */
@@ -57,16 +80,8 @@ export async function tableAnswers(
   const config = store.readConfig(id);
   const dataset = makeDataset(config.data);
   const { step, weights } = loadWeights(id, which, store);
-  const table = dataset.table;
-  const all = {
-    size: table.size,
-    row: Int32Array.from({ length: table.size }, (_, i) => i),
-    x: table.x,
-    y: table.y,
-    answer: table.answer,
-  };
-  const predicted = await predictAnswers(dataset, config, weights, encodeInputs(dataset, all), opts);
-  const inTrain = new Uint8Array(table.size);
+  const predicted = await predictAnswers(dataset, config, weights, encodeInputs(dataset, wholeTable(dataset)), opts);
+  const inTrain = new Uint8Array(dataset.table.size);
   for (const row of dataset.train.row) inTrain[row] = 1;
   return { dataset, step, predicted, inTrain };
 }

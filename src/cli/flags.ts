@@ -93,6 +93,13 @@ export const FIELD_FLAGS: FieldFlag[] = [
     help: "residual dropout (MLP: hidden-layer dropout)",
   },
   { flag: "hidden", section: "model", field: "hidden", kind: "int", help: "MLP hidden size", modelKind: "mlp" },
+  {
+    flag: "init-scale",
+    section: "model",
+    field: "initScale",
+    kind: "number",
+    help: "multiplies every initial weight (default 1)",
+  },
   { flag: "optimizer", section: "optimizer", field: "kind", kind: "string", help: "adamw, adam or sgd" },
   { flag: "lr", section: "optimizer", field: "lr", kind: "number", help: "learning rate" },
   { flag: "warmup", section: "optimizer", field: "warmupSteps", kind: "int", help: "linear warmup steps" },

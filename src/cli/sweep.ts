@@ -17,6 +17,10 @@ const SWEEP_USAGE =
   "  --status               only show where each run stands (train nothing)\n" +
   "  --workers N            worker processes (default: one per core, one on a GPU)\n" +
   "  --threads N            fast engine threads per worker (default 1)\n" +
+  "  --pack N               webgpu engine: train at most N runs at once in one pack (default: as many as fit\n" +
+  "                         the adapter); runs share a pack when their model, vocabulary, optimizer kind,\n" +
+  "                         dropout (on or off) and every step's batch size agree; each stays an ordinary run\n" +
+  "                         in the store\n" +
   `  --engine E             auto, ${ENGINE_NAMES.join(", ")}\n` +
   `  --backend B            tfjs backend: ${TFJS_BACKENDS.join(", ")}\n` +
   `  --kernels K            fast engine kernels: ${KERNEL_CHOICES.join(", ")}\n` +
@@ -66,6 +70,7 @@ export async function sweepCommand(args: string[]): Promise<number> {
     {
       status: { type: "boolean" },
       workers: { type: "string" },
+      pack: { type: "string" },
       ...ENGINE_FLAG_OPTIONS,
       store: { type: "string" },
       "checkpoint-every": { type: "string" },
@@ -87,6 +92,7 @@ export async function sweepCommand(args: string[]): Promise<number> {
     ...engineFlags(values),
     threads: intFlag(values, "threads", 1),
     workers: intFlag(values, "workers", 1),
+    pack: intFlag(values, "pack", 1),
     checkpointEvery: intFlag(values, "checkpoint-every", 1),
     checkpointSeconds: intFlag(values, "checkpoint-seconds", 1),
     keepCheckpoints: intFlag(values, "keep-checkpoints", 0),

@@ -87,8 +87,7 @@ export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown
   const keys = [field, ...rest];
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i];
-    // grokfast is the one optional field (null when off)
-    if (!(key in target) && !(section === "optimizer" && key === "grokfast")) {
+    if (!(key in target) && !isOptionalField(section, key)) {
       throw new UserError(
         `${where}: "${fieldPath}" is not a config field (${keys.slice(0, i).length ? keys.slice(0, i).join(".") : section} has ${Object.keys(target).join(", ")})`,
       );
@@ -100,6 +99,14 @@ export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown
     }
   }
   return out;
+}
+
+/**
+ * Fields a config may leave out: optimizer.grokfast (null when off) and model.initScale (1 when absent, and
+ * left out then, so that a config's run id does not change with a field it does not use).
+ */
+function isOptionalField(section: string, key: string): boolean {
+  return (section === "optimizer" && key === "grokfast") || (section === "model" && key === "initScale");
 }
 
 /** A copy of a config with every field path of `changes` set, e.g. { "optimizer.kind": "adam" }. */
@@ -157,7 +164,8 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
     for (const [section, fields] of Object.entries(known)) {
       const keys = Object.keys(fields);
       for (const key of Object.keys((out as unknown as Record<string, object>)[section])) {
-        if (!keys.includes(key)) throw new Error(`${section}: unknown field "${key}" (known: ${keys.join(", ")})`);
+        if (!keys.includes(key) && !isOptionalField(section, key))
+          throw new Error(`${section}: unknown field "${key}" (known: ${keys.join(", ")})`);
       }
       for (const key of keys) {
         if (!(key in (out as unknown as Record<string, object>)[section]))
@@ -180,6 +188,8 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
       if (!Number.isInteger(v) || v < 0) throw new Error(`data: ${name} must be an integer ≥ 0 (got ${v})`);
     }
     validateModelConfig(out.model);
+    // the default scale is left out, so that configs written before the field existed keep their run ids
+    if (out.model.initScale === 1) delete out.model.initScale;
     validateOptimizerConfig(out.optimizer);
     const t = out.training;
     if (!Number.isInteger(t.seed) || t.seed < 0)

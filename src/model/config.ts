@@ -18,6 +18,8 @@ export interface TransformerConfig {
   activation: "relu" | "gelu";
   /** Residual dropout: on each sublayer's output before it joins the residual stream. */
   dropout: number;
+  /** Multiplies every initial weight (Omnigrok's initialization scale α); absent means 1. */
+  initScale?: number;
 }
 
 /** A cheap baseline: embeddings of x and y, concatenated → one hidden layer → answer. */
@@ -29,6 +31,8 @@ export interface MlpConfig {
   activation: "relu" | "gelu";
   /** Dropout on the hidden layer. */
   dropout: number;
+  /** Multiplies every initial weight (Omnigrok's initialization scale α); absent means 1. */
+  initScale?: number;
 }
 
 export type ModelConfig = TransformerConfig | MlpConfig;
@@ -140,9 +144,10 @@ export function initParams(model: ModelConfig, dims: ModelDims, seed: number): N
     const t = tensor32(spec.shape);
     const rng = Rng.for(seed, Stream.init, index);
     const init = spec.init;
-    if (init.kind === "normal") rng.fillNormal(t.data, init.std);
-    else if (init.kind === "uniform") rng.fillUniform(t.data, -init.bound, init.bound);
-    else if (init.kind === "ones") t.data.fill(1);
+    const scale = model.initScale ?? 1;
+    if (init.kind === "normal") rng.fillNormal(t.data, scale * init.std);
+    else if (init.kind === "uniform") rng.fillUniform(t.data, -scale * init.bound, scale * init.bound);
+    else if (init.kind === "ones") t.data.fill(scale);
     out.set(spec.name, t);
   });
   return out;
@@ -183,6 +188,8 @@ export function validateModelConfig(model: ModelConfig): void {
   if (!["relu", "gelu"].includes(model.activation)) fail(`activation must be relu or gelu (got ${model.activation})`);
   if (!(model.dropout >= 0 && model.dropout < 1)) fail(`dropout must be in [0, 1) (got ${model.dropout})`);
   positiveInt("width", model.width);
+  if (model.initScale !== undefined && !(Number.isFinite(model.initScale) && model.initScale > 0))
+    fail(`initScale must be a positive number (got ${model.initScale})`);
   if (model.kind === "mlp") {
     positiveInt("hidden", model.hidden);
     return;

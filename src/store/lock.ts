@@ -1,8 +1,12 @@
-// An exclusive per-run lock file so two processes never train the same run at once.
+// An exclusive per-run lock file so two processes never train the same run at once, on one machine or on
+// several that share the store (NFS).
 //
-// Protocol: the lock is `<dir>/lock`, created with O_EXCL and holding {pid, host, startedAt}. A lock is
-// stale when its pid is dead on this host, or when it is unreadable and older than STALE_UNREADABLE_MS
-// (its writer died between creating and filling it). Stale locks are removed only under a short-lived
+// Protocol: the lock is `<dir>/lock`, created with O_EXCL and holding {pid, host, startedAt, heartbeatAt,
+// leaseSeconds}. It is a lease: the holder rewrites heartbeatAt every leaseSeconds/4 while it holds the lock.
+// A lock is stale when its pid is dead on this host; from another host, where no pid can be checked, when its
+// heartbeat is older than its lease (the holder died or lost the store); or when it is unreadable and older
+// than STALE_UNREADABLE_MS (its writer died between creating and filling it). Judging another host's
+// heartbeat compares clocks: the hosts' clocks must agree to well within the lease (NTP does). Stale locks are removed only under a short-lived
 // recovery guard (`<dir>/lock.recover`, also O_EXCL), so two processes recovering the same stale lock
 // cannot delete each other's fresh lock: whoever holds the guard re-checks that the file is still the
 // stale one before unlinking it, and both then race on the exclusive create, which only one wins.
@@ -16,7 +20,20 @@ export interface LockHolder {
   host: string;
   /** ISO 8601 time the lock was taken. */
   startedAt: string;
+  /** ISO 8601 time the holder last renewed the lease (startedAt in a lock written before leases). */
+  heartbeatAt: string;
+  /** The lease: the holder renews well within it; after it, another host may take the lock over. */
+  leaseSeconds: number;
 }
+
+export interface LockOptions {
+  /** The lease (default 60 s; renewed every quarter of it). */
+  leaseSeconds?: number;
+  /** Called if a renewal finds the lock no longer ours (another host took it over after the lease expired). */
+  onLost?: (message: string) => void;
+}
+
+const DEFAULT_LEASE_SECONDS = 60;
 
 /** An unreadable lock younger than this may still be being written by a live process. */
 const STALE_UNREADABLE_MS = 60_000;
@@ -35,7 +52,11 @@ export class RunLockedError extends Error {
     const who = holder
       ? `process ${holder.pid} on host ${holder.host} since ${holder.startedAt}`
       : "a process whose lock file is not readable yet";
-    super(`run ${path.dirname(lockPath)} is locked by ${who}; ` + `if no such process is running, delete ${lockPath}`);
+    const remedy =
+      holder && holder.host !== os.hostname()
+        ? `its lease (${holder.leaseSeconds} s, last renewed ${holder.heartbeatAt}) must expire before another host takes it over`
+        : `if no such process is running, delete ${lockPath}`;
+    super(`run ${path.dirname(lockPath)} is locked by ${who}; ${remedy}`);
     this.name = "RunLockedError";
     this.lockPath = lockPath;
     this.holder = holder;
@@ -75,10 +96,16 @@ function parseHolder(text: string): LockHolder | null {
     return null;
   }
   if (typeof value !== "object" || value === null) return null;
-  const { pid, host, startedAt } = value as Record<string, unknown>;
+  const { pid, host, startedAt, heartbeatAt, leaseSeconds } = value as Record<string, unknown>;
   if (!Number.isSafeInteger(pid) || (pid as number) <= 0) return null;
   if (typeof host !== "string" || typeof startedAt !== "string") return null;
-  return { pid: pid as number, host, startedAt };
+  return {
+    pid: pid as number,
+    host,
+    startedAt,
+    heartbeatAt: typeof heartbeatAt === "string" ? heartbeatAt : startedAt,
+    leaseSeconds: typeof leaseSeconds === "number" && leaseSeconds > 0 ? leaseSeconds : DEFAULT_LEASE_SECONDS,
+  };
 }
 
 function fileIdentity(stat: fs.Stats): string {
@@ -121,12 +148,17 @@ function inspectLock(lockPath: string): LockFileState | null {
 
 function isStale(holder: LockHolder | null, stat: fs.Stats): boolean {
   if (!holder) return Date.now() - stat.mtimeMs > STALE_UNREADABLE_MS;
-  // A lock on another host cannot be checked from here, so it is trusted.
-  if (holder.host !== os.hostname()) return false;
+  // Another host's process cannot be checked from here: its lease can.
+  if (holder.host !== os.hostname()) return leaseExpired(holder);
   // Our own pid but not held by this process: left by an earlier process that had the same pid
   // (common in containers, where the pid namespace restarts).
   if (holder.pid === process.pid) return !heldLocks.has(fileIdentity(stat));
   return !isProcessAlive(holder.pid);
+}
+
+function leaseExpired(holder: LockHolder): boolean {
+  const heartbeat = Date.parse(holder.heartbeatAt);
+  return Number.isNaN(heartbeat) || Date.now() - heartbeat > holder.leaseSeconds * 1000;
 }
 
 /**
@@ -165,23 +197,27 @@ export class RunLock {
   /** The lock file, `<dir>/lock`. */
   readonly path: string;
   readonly holder: LockHolder;
-  /** The exact bytes we wrote, so release() never removes a lock that is no longer ours. */
-  private readonly content: string;
-  private readonly identity: string;
+  /** The exact bytes last written, so release() and renewals never touch a lock that is no longer ours. */
+  private content: string;
+  private identity: string;
   private held = true;
+  private readonly renewal: ReturnType<typeof setInterval>;
 
-  private constructor(lockPath: string, holder: LockHolder, content: string, identity: string) {
+  private constructor(lockPath: string, holder: LockHolder, content: string, identity: string, options: LockOptions) {
     this.path = lockPath;
     this.holder = holder;
     this.content = content;
     this.identity = identity;
+    // unref: a held lock alone does not keep the process alive
+    this.renewal = setInterval(() => this.renew(options.onLost), (holder.leaseSeconds * 1000) / 4);
+    this.renewal.unref();
   }
 
   /** Takes the lock on the run directory `dir`, recovering a stale lock; throws RunLockedError if held. */
-  static acquire(dir: string): RunLock {
+  static acquire(dir: string, options: LockOptions = {}): RunLock {
     const lockPath = path.join(dir, "lock");
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const lock = RunLock.tryCreate(lockPath);
+      const lock = RunLock.tryCreate(lockPath, options);
       if (lock) return lock;
       const existing = inspectLock(lockPath);
       if (!existing) continue; // released between our create and our read
@@ -194,7 +230,7 @@ export class RunLock {
   }
 
   /** Exclusive create; null if a lock file already exists. */
-  private static tryCreate(lockPath: string): RunLock | null {
+  private static tryCreate(lockPath: string, options: LockOptions): RunLock | null {
     let fd: number;
     try {
       fd = fs.openSync(lockPath, "wx", 0o644);
@@ -202,7 +238,16 @@ export class RunLock {
       if (errnoCode(err) === "EEXIST") return null;
       throw err;
     }
-    const holder: LockHolder = { pid: process.pid, host: os.hostname(), startedAt: new Date().toISOString() };
+    const now = new Date().toISOString();
+    const leaseSeconds = options.leaseSeconds ?? DEFAULT_LEASE_SECONDS;
+    if (!(leaseSeconds > 0)) throw new Error(`lock lease must be a positive number of seconds (got ${leaseSeconds})`);
+    const holder: LockHolder = {
+      pid: process.pid,
+      host: os.hostname(),
+      startedAt: now,
+      heartbeatAt: now,
+      leaseSeconds,
+    };
     const content = JSON.stringify(holder);
     let stat: fs.Stats;
     try {
@@ -215,7 +260,7 @@ export class RunLock {
       throw err;
     }
     fs.closeSync(fd);
-    const lock = new RunLock(lockPath, holder, content, fileIdentity(stat));
+    const lock = new RunLock(lockPath, holder, content, fileIdentity(stat), options);
     heldLocks.set(lock.identity, lock);
     if (!exitHookInstalled) {
       process.on("exit", releaseAllOnExit);
@@ -224,11 +269,49 @@ export class RunLock {
     return lock;
   }
 
+  /** Whether this process still holds the lock (false after release() or once another host took it over). */
+  get isHeld(): boolean {
+    return this.held;
+  }
+
+  /**
+   * Renews the lease: rewrites the lock with a new heartbeat (a new file renamed over it, so a reader sees the
+   * old lock or the new one, never half of one), unless it is no longer ours.
+   */
+  renew(onLost?: (message: string) => void): void {
+    if (!this.held) return;
+    let current: string;
+    try {
+      current = fs.readFileSync(this.path, "utf8");
+    } catch (err) {
+      if (errnoCode(err) !== "ENOENT") return; // the store is unreachable for now: try again next time
+      current = "";
+    }
+    if (current !== this.content) {
+      this.stopHolding();
+      onLost?.(`lost the lock ${this.path}: another process took it over after our lease expired`);
+      return;
+    }
+    const content = JSON.stringify({ ...this.holder, heartbeatAt: new Date().toISOString() });
+    const temp = `${this.path}.${process.pid}.renew`;
+    try {
+      fs.writeFileSync(temp, content);
+      fs.renameSync(temp, this.path);
+    } catch (err) {
+      // the run directory is gone (nothing left to hold), or the store is unreachable for now (try again)
+      if (errnoCode(err) === "ENOENT") this.stopHolding();
+      return;
+    }
+    heldLocks.delete(this.identity);
+    this.identity = fileIdentity(fs.statSync(this.path));
+    this.content = content;
+    heldLocks.set(this.identity, this);
+  }
+
   /** Removes the lock file if it is still ours; safe to call more than once. */
   release(): void {
     if (!this.held) return;
-    this.held = false;
-    heldLocks.delete(this.identity);
+    this.stopHolding();
     let text: string;
     try {
       text = fs.readFileSync(this.path, "utf8");
@@ -237,5 +320,11 @@ export class RunLock {
       throw err;
     }
     if (text === this.content) fs.rmSync(this.path, { force: true });
+  }
+
+  private stopHolding(): void {
+    this.held = false;
+    clearInterval(this.renewal);
+    heldLocks.delete(this.identity);
   }
 }

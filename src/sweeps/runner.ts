@@ -1,5 +1,6 @@
 // Runs a sweep: every run of the grid that the store has not finished, on a pool of worker processes (one
-// run at a time each), with one progress display for the whole sweep. Stopped at any moment (Ctrl-C, an
+// run at a time each, or on the webgpu engine one pack of runs at a time), with one progress display for the
+// whole sweep. Stopped at any moment (Ctrl-C, an
 // AbortSignal), each running run ends after its current step with a checkpoint; running the sweep again
 // skips the finished runs and resumes the others, so no finished work is lost.
 
@@ -9,7 +10,9 @@ import * as path from "node:path";
 import { EngineOptions, resolveEngineName, runsOnGpu } from "../engines/index";
 import { displayPath, RunStore } from "../store/run-store";
 import { formatDuration, formatEta, ProgressDisplay, progressDisplayFor } from "../training/progress";
+import { packGroups } from "../training/pack";
 import { resumeMessage } from "../training/trainer";
+import { UserError } from "../util/errors";
 import { describeRun, expandSweep, SweepRun, SweepSpec } from "./spec";
 import type { FromWorker, ToWorker, WorkerTrainOptions } from "./worker";
 
@@ -18,6 +21,11 @@ export interface SweepOptions extends EngineOptions {
   store?: RunStore | string;
   /** Worker processes (default: sized to the machine, see defaultWorkers). */
   workers?: number;
+  /**
+   * On the webgpu engine, runs are trained in packs of runs that can share one (see canSharePack): at most
+   * this many per pack (default: as many as fit the adapter). Only for the webgpu engine.
+   */
+  pack?: number;
   checkpointEvery?: number;
   checkpointSeconds?: number;
   keepCheckpoints?: number;
@@ -67,6 +75,8 @@ export interface SweepResult {
   unfinished: number;
   /** True when the sweep was stopped before every run finished. */
   interrupted: boolean;
+  /** The device failed (webgpu): its runs stopped at their checkpoints, and no further runs started. */
+  deviceError?: string;
   seconds: number;
 }
 
@@ -120,9 +130,11 @@ function summarize(
   counts: { skipped: number; trained: number; failed: number },
   interrupted: boolean,
   seconds: number,
+  deviceError?: string,
 ): SweepResult {
   const unfinished = runs.filter((r) => r.status !== "finished").length;
-  return { name, runs, ...counts, unfinished, interrupted: interrupted && unfinished > 0, seconds };
+  const result = { name, runs, ...counts, unfinished, interrupted: interrupted && unfinished > 0, seconds };
+  return deviceError === undefined ? result : { ...result, deviceError };
 }
 
 /** The sweep's runs as the store has them, without training anything. */
@@ -139,6 +151,9 @@ export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | str
     0,
   );
 }
+
+/** Running runs named in the progress line. */
+const LIVE_SHOWN = 4;
 
 interface Live {
   step: number;
@@ -157,23 +172,30 @@ function progressLine(
   stepsAtStart: number,
 ): string {
   const eta = formatEta(stepsTotal - stepsDone, stepsDone - stepsAtStart, seconds);
-  const running = [...live.entries()].map(
-    ([i, l]) =>
-      `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`,
-  );
+  // a pack runs many at once: the first few are shown, and how many more
+  const running = [...live.entries()]
+    .slice(0, LIVE_SHOWN)
+    .map(
+      ([i, l]) =>
+        `#${i + 1} ${l.step}/${l.steps} val ${Number.isFinite(l.valAcc) ? (100 * l.valAcc).toFixed(0) + "%" : "–"}`,
+    );
+  if (live.size > LIVE_SHOWN) running.push(`+${live.size - LIVE_SHOWN} more running`);
   return `${done}/${total} runs done · ${running.length ? running.join(" · ") : "starting"} · ${formatDuration(seconds)} elapsed, ETA ${eta} (at most)`;
 }
 
 /**
- * The runs a sweep session trains, on its workers: the queue of runs to start, what each running run has
- * reported, the progress line, stopping on a signal, and the results as runs end.
+ * The runs a sweep session trains, on its workers: the queue of jobs to start (a run, or runs to train in
+ * packs), what each running run has reported, the progress line, stopping on a signal or a device error,
+ * and the results as runs end.
  */
 class WorkerPool {
   readonly counts: { skipped: number; trained: number; failed: number };
   stopping = false;
+  /** The message of a device error: the sweep starts no further jobs. */
+  deviceError: string | undefined;
   private killed = false;
   private readonly startedAt = Date.now();
-  private readonly queue: number[];
+  private readonly queue: number[][];
   private readonly live = new Map<number, Live>();
   private readonly children = new Set<ChildProcess>();
   private readonly stepsTotal: number;
@@ -190,14 +212,15 @@ class WorkerPool {
     private readonly runs: SweepRun[],
     /** Where every run stands, updated as runs end. */
     readonly results: SweepRunResult[],
-    todo: number[],
+    jobs: number[][],
     private readonly store: RunStore,
     private readonly workerOptions: WorkerTrainOptions,
     private readonly progress: ProgressDisplay | null,
     private readonly say: (message: string) => void,
     private readonly onRunEnd?: (run: SweepRunResult) => void,
   ) {
-    this.queue = [...todo];
+    this.queue = [...jobs];
+    const todo = jobs.flat();
     this.counts = { skipped: results.filter((r) => r.status === "finished").length, trained: 0, failed: 0 };
     this.stepsTotal = todo.reduce((s, i) => s + results[i].steps, 0);
     this.stepsAtStart = todo.reduce((s, i) => s + results[i].stepsDone, 0);
@@ -207,7 +230,7 @@ class WorkerPool {
     if (!this.progress) return;
     const { results } = this;
     const liveSteps = [...this.live.entries()].reduce((s, [i, l]) => s + (l.step || results[i].stepsDone), 0);
-    const queuedSteps = this.queue.reduce((s, i) => s + results[i].stepsDone, 0);
+    const queuedSteps = this.queue.flat().reduce((s, i) => s + results[i].stepsDone, 0);
     const seconds = (Date.now() - this.startedAt) / 1000;
     const line = progressLine(
       this.doneCount(),
@@ -239,54 +262,66 @@ class WorkerPool {
     for (const c of this.children) if (c.connected) c.send({ type: "stop" } satisfies ToWorker);
   };
 
-  /** A worker process that takes runs from the queue until it is empty; resolves when it has exited. */
+  /** A worker process that takes jobs from the queue until it is empty; resolves when it has exited. */
   startWorker(): Promise<void> {
     return new Promise((resolve) => {
       const child = fork(WORKER_SCRIPT, [], { execArgv: [], stdio: ["ignore", "inherit", "inherit", "ipc"] });
       this.children.add(child);
-      let current: number | null = null;
+      /** The runs of the worker's job that have not ended yet. */
+      const current = new Set<number>();
       const next = () => {
-        const index = this.stopping ? undefined : this.queue.shift();
-        current = index ?? null;
-        if (index === undefined) {
+        const job = this.stopping ? undefined : this.queue.shift();
+        if (job === undefined) {
           if (child.connected) child.disconnect();
           return;
         }
-        this.live.set(index, { step: this.results[index].stepsDone, steps: this.results[index].steps, valAcc: NaN });
-        this.results[index].status = "running";
-        child.send({
-          type: "run",
-          index,
-          config: this.runs[index].config,
-          options: this.workerOptions,
-        } satisfies ToWorker);
+        for (const index of job) {
+          current.add(index);
+          this.live.set(index, { step: this.results[index].stepsDone, steps: this.results[index].steps, valAcc: NaN });
+          this.results[index].status = "running";
+        }
+        const runs = job.map((index) => ({ index, config: this.runs[index].config }));
+        child.send({ type: "job", runs, options: this.workerOptions } satisfies ToWorker);
         this.redraw();
       };
       child.on("message", (m: FromWorker) => {
         if (m.type === "ready") next();
         else if (m.type === "done" || m.type === "failed") {
+          current.delete(m.index);
           this.endRun(m.index, m.type === "failed" ? m.message : undefined);
-          next();
-        } else this.report(m);
+        } else if (m.type === "unstarted") {
+          current.delete(m.index);
+          this.live.delete(m.index);
+          this.results[m.index] = runResult(this.store, this.runs[m.index]);
+        } else if (m.type === "device-error") this.halt(m.message);
+        else this.report(m);
       });
       child.on("exit", (code, signal) => {
         this.children.delete(child);
-        if (current === null) {
+        if (current.size === 0) {
           if (code !== 0 && !this.stopping)
-            this.say(`sweep ${this.name}: a worker exited (${signal ?? `code ${code}`}) before taking a run`);
+            this.say(`sweep ${this.name}: a worker exited (${signal ?? `code ${code}`}) between jobs`);
           return resolve();
         }
-        this.endRun(
-          current,
-          this.killed ? "killed by a second interrupt" : `its worker exited (${signal ?? `code ${code}`})`,
-        );
-        current = null;
+        for (const index of current)
+          this.endRun(
+            index,
+            this.killed ? "killed by a second interrupt" : `its worker exited (${signal ?? `code ${code}`})`,
+          );
+        current.clear();
         // a crashed worker is replaced while there is work left
         if (!this.stopping && this.queue.length > 0) void this.startWorker().then(resolve);
         else resolve();
       });
       child.on("error", (err) => this.say(`sweep ${this.name}: worker error: ${err.message}`));
     });
+  }
+
+  /** The device failed: its runs stopped at their checkpoints; no further jobs start (the device is suspect). */
+  private halt(message: string): void {
+    this.deviceError = message;
+    this.queue.length = 0;
+    this.say(`sweep ${this.name}: ${message}`);
   }
 
   /** A running run's news: a resume, an evaluation, the steps done. */
@@ -334,6 +369,31 @@ class WorkerPool {
   }
 }
 
+/** A pack size is a whole number ≥ 1, for the webgpu engine only (which also checks the engine choice). */
+function checkPackOption(options: SweepOptions): void {
+  const engine = resolveEngineName(options);
+  if (options.pack === undefined) return;
+  if (!Number.isInteger(options.pack) || options.pack < 1)
+    throw new UserError(`--pack needs an integer ≥ 1 (got ${options.pack})`);
+  if (engine !== "webgpu")
+    throw new UserError(
+      `--pack trains runs in packs on the webgpu engine only (the engine is ${engine}): add --engine webgpu`,
+    );
+}
+
+/**
+ * The jobs of the workers, as lists of run indexes: one run each, or on the webgpu engine the runs that
+ * can share a pack, at most `pack` a job (a worker trains a job in packs of as many as fit the adapter).
+ */
+function sweepJobs(runs: SweepRun[], todo: number[], packed: boolean, pack?: number): number[][] {
+  if (!packed) return todo.map((i) => [i]);
+  const groups = packGroups(
+    todo.map((i) => runs[i].config),
+    pack,
+  );
+  return groups.map((g) => g.map((k) => todo[k]));
+}
+
 /**
  * Trains every unfinished run of a sweep and returns where every run stands. A run that fails is reported
  * and the others go on; a worker that dies is replaced.
@@ -343,22 +403,27 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
   const name = Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep");
   const store = RunStore.of(options.store);
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
-  // fails here, before any worker starts, on a bad engine choice
-  resolveEngineName(options);
+  // fails here, before any worker starts, on a bad engine or pack choice
+  checkPackOption(options);
   const startedAt = Date.now();
   const results = runs.map((r) => runResult(store, r));
   // a run shared by two variants is trained once: the queue holds its first index
   const firstIndex = new Map<string, number>();
   for (const r of runs) if (!firstIndex.has(r.id)) firstIndex.set(r.id, r.index);
   const todo = results.filter((r) => r.status !== "finished" && firstIndex.get(r.id) === r.index).map((r) => r.index);
+  const packed = resolveEngineName(options) === "webgpu";
+  const jobs = sweepJobs(runs, todo, packed, options.pack);
   const skipped = results.filter((r) => r.status === "finished").length;
   if (todo.length === 0) {
     log(`sweep ${name}: all ${runs.length} runs are finished in ${displayPath(store.root)}`);
     return summarize(name, results, { skipped, trained: 0, failed: 0 }, false, 0);
   }
-  const workers = Math.max(1, Math.min(options.workers ?? defaultWorkers(options), todo.length));
+  const workers = Math.max(1, Math.min(options.workers ?? defaultWorkers(options), jobs.length));
+  const inPacks = packed
+    ? ` in ${jobs.length} group${jobs.length > 1 ? "s" : ""} of packs (${options.pack ? `at most ${options.pack} runs each` : "as many runs as fit the adapter"})`
+    : "";
   log(
-    `sweep ${name}: ${runs.length} runs, ${skipped} finished, ${todo.length} to train on ${workers} worker${workers > 1 ? "s" : ""}` +
+    `sweep ${name}: ${runs.length} runs, ${skipped} finished, ${todo.length} to train${inPacks} on ${workers} worker${workers > 1 ? "s" : ""}` +
       `${options.threads ? ` × ${options.threads} threads` : ""}; store ${displayPath(store.root)}`,
   );
 
@@ -372,6 +437,7 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
     checkpointSeconds: options.checkpointSeconds,
     keepCheckpoints: options.keepCheckpoints,
     snapshotSteps: options.snapshotSteps,
+    pack: packed ? (options.pack ?? "fit") : undefined,
   };
   const { display: progress, owned: ownsProgress } = progressDisplayFor(
     options.progress,
@@ -379,7 +445,7 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
     true,
   );
   const say = (m: string) => (progress ? progress.log(m, log) : log(m));
-  const pool = new WorkerPool(name, runs, results, todo, store, workerOptions, progress, say, options.onRunEnd);
+  const pool = new WorkerPool(name, runs, results, jobs, store, workerOptions, progress, say, options.onRunEnd);
   if (options.handleSignals) {
     process.on("SIGINT", pool.stop);
     process.on("SIGTERM", pool.stop);
@@ -394,7 +460,7 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
     await Promise.all(Array.from({ length: workers }, () => pool.startWorker()));
     const seconds = (Date.now() - startedAt) / 1000;
     const { counts } = pool;
-    result = summarize(name, results, counts, pool.stopping, seconds);
+    result = summarize(name, results, counts, pool.stopping, seconds, pool.deviceError);
     summary =
       `sweep ${name}: ${runs.length - result.unfinished}/${runs.length} runs finished (${counts.trained} trained now, ${skipped} already done)` +
       `${counts.failed ? `, ${counts.failed} failed` : ""}${result.unfinished ? `, ${result.unfinished} unfinished: run the sweep again to go on` : ""} in ${formatDuration(seconds)}`;

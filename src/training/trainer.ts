@@ -3,7 +3,7 @@
 // moment, it resumes from its last checkpoint and ends with the metrics of an uninterrupted run.
 
 import { Dataset, encodeInputs, Examples, makeDataset, modelDims } from "../data/dataset";
-import { Batch, Engine } from "../engines/engine";
+import { Batch, DeviceError, Engine } from "../engines/engine";
 import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
 import { displayPath, Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
@@ -28,9 +28,9 @@ export interface TrainOptions extends EngineOptions {
   /** Called after each evaluation with its metrics row (awaited). */
   onEval?: (row: MetricsRow, run: { id: string; steps: number }) => void | Promise<void>;
   /** Called when the run resumes from a checkpoint, with the checkpoint's step. */
-  onResume?: (step: number) => void;
+  onResume?: (step: number, run: { id: string }) => void;
   /** Called after every step with the steps done (keep it cheap). */
-  onStep?: (step: number) => void;
+  onStep?: (step: number, run: { id: string }) => void;
   /**
    * Show a progress line (default: on a terminal or in a notebook): redrawn on a terminal, one output
    * updated in place in a notebook cell that ends as the run's summary, a line every 10 s elsewhere. Or a
@@ -66,13 +66,7 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
     return { ...store.info(id), metrics: store.readMetrics(id), interrupted: false };
   }
   // everything that can fail on bad input fails here, before the run directory exists
-  let dataset: Dataset;
-  try {
-    dataset = makeDataset(cfg.data);
-  } catch (err) {
-    throw new UserError(`invalid config: data: ${(err as Error).message}`);
-  }
-  const dims = modelDims(dataset);
+  const { dataset, dims } = prepareRun(cfg);
   let created: CreatedEngine;
   try {
     created = await createEngine(options);
@@ -83,7 +77,8 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   try {
     const { lock, state } = store.openForTraining(cfg);
     try {
-      return await runLoop({ cfg, store, id, state, dataset, dims, engine, description, options, log });
+      const ctx = { cfg, store, id, state, dataset, dims, engine, options, log };
+      return await runLoop(ctx, engine, description);
     } finally {
       lock.release();
     }
@@ -92,21 +87,40 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   }
 }
 
-interface LoopContext {
+/** The dataset and model dimensions of a normalized config; a UserError on a bad data config. */
+export function prepareRun(cfg: RunConfig): { dataset: Dataset; dims: ModelDims } {
+  try {
+    const dataset = makeDataset(cfg.data);
+    return { dataset, dims: modelDims(dataset) };
+  } catch (err) {
+    throw new UserError(`invalid config: data: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * What a training session reads and writes of its run's model: an Engine, or one run's view of a
+ * PackEngine (training steps are the caller's: one run's loop, or a pack's).
+ */
+export type RunEngine = Pick<
+  Engine,
+  "name" | "backend" | "evaluate" | "readWeights" | "writeWeights" | "readOptimizerState" | "writeOptimizerState"
+>;
+
+/** One run being trained: its config, store entry (locked), data and engine. */
+export interface RunContext {
   cfg: RunConfig;
   store: RunStore;
   id: string;
   state: RunState;
   dataset: Dataset;
   dims: ModelDims;
-  engine: Engine;
-  description: string;
+  engine: RunEngine;
   options: TrainOptions;
   log: (message: string) => void;
 }
 
 /** Where a session starts: step 0, or the run's newest checkpoint. */
-interface StartPoint {
+export interface StartPoint {
   step: number;
   /** Training time of the earlier sessions. */
   trainSeconds: number;
@@ -124,7 +138,7 @@ export function resumeMessage(id: string, step: number, steps: number): string {
  * setting newer bad ones aside, and keeps the metrics up to its step: the rows after it are recomputed
  * identically. Without a checkpoint the run starts at step 0.
  */
-function resumeFromCheckpoint(ctx: LoopContext): StartPoint {
+export function resumeFromCheckpoint(ctx: RunContext): StartPoint {
   const { store, id, engine, options, log } = ctx;
   const metrics = store.readMetrics(id);
   const ckpt = store.readNewestValidCheckpoint(id);
@@ -137,7 +151,7 @@ function resumeFromCheckpoint(ctx: LoopContext): StartPoint {
   engine.writeOptimizerState(optimizerState);
   const step = ckpt.step;
   log(resumeMessage(id, step, ctx.cfg.training.steps) + (ckpt.setAside.length ? ` (${displayPath(ckpt.file)})` : ""));
-  options.onResume?.(step);
+  options.onResume?.(step, { id });
   return {
     step,
     trainSeconds: Number(ckpt.metadata.trainSeconds ?? 0),
@@ -146,11 +160,11 @@ function resumeFromCheckpoint(ctx: LoopContext): StartPoint {
 }
 
 /**
- * Stops a run after its current step: on abort, on SIGINT/SIGTERM when the caller asks (handleSignals), or
- * when the session has done its stopAfter steps. A second interrupt stops it at the next chance, without a
- * checkpoint, by throwing Interrupted.
+ * Stops a run (or a pack of runs) after its current step: on abort, on SIGINT/SIGTERM when the caller asks
+ * (handleSignals), or when a session has done its stopAfter steps. A second interrupt stops it at the next
+ * chance, without a checkpoint, by throwing Interrupted.
  */
-class StopController {
+export class StopController {
   /** End after this step, with a checkpoint. */
   requested = false;
   private atOnce = false;
@@ -162,11 +176,12 @@ class StopController {
       return;
     }
     this.requested = true;
-    this.say(`run ${this.id}: stopping after this step (checkpoint, then exit); interrupt again to exit at once`);
+    this.say(`${this.label}: stopping after this step (checkpoint, then exit); interrupt again to exit at once`);
   };
 
+  /** `label` names what stops in messages: "run 1a2b3c4d5e6f", "pack of 4 runs". */
   constructor(
-    private readonly id: string,
+    private readonly label: string,
     private readonly options: Pick<TrainOptions, "signal" | "handleSignals">,
     private readonly say: (message: string) => void,
   ) {
@@ -191,43 +206,60 @@ class StopController {
   }
 }
 
-async function runLoop(ctx: LoopContext): Promise<TrainResult> {
-  const { cfg, store, id, state, dataset, dims, engine, options, log } = ctx;
-  const seed = cfg.training.seed;
-  engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed }, initParams(cfg.model, dims, seed));
-  const start = resumeFromCheckpoint(ctx);
+/** Why a run ended: its budget, an early stop, or null when it was stopped (resumable). */
+export type EndReason = RunState["stopReason"];
 
+/** The line a run's start prints: its table, sizes, batch and budget. */
+export function startMessage(ctx: RunContext, session: TrainingSession): string {
+  const { id, dataset, cfg } = ctx;
+  const { train, val, sampler } = session.data;
+  return (
+    `run ${id}: ${dataset.table.op.notation}${dataset.table.modulus ? ` mod ${dataset.table.modulus}` : ""}, ` +
+    `${train.size} train / ${val.size} val, batch ${sampler.batchSize}, ${cfg.training.steps} steps`
+  );
+}
+
+/** The examples of a run's session and its batches (each run draws its own, from its seed). */
+export function sessionData(ctx: RunContext): SessionData {
+  const { cfg, dataset, dims } = ctx;
   const train = asBatch(dataset, dataset.train);
   const val = asBatch(dataset, dataset.val);
   const batchSize = resolveBatchSize(cfg.training.batchSize, train.size);
-  state.status = "running";
-  state.engine = engine.name;
-  state.backend = engine.backend;
-  log(
-    `run ${id}: ${dataset.table.op.notation}${dataset.table.modulus ? ` mod ${dataset.table.modulus}` : ""}, ` +
-      `${train.size} train / ${val.size} val, batch ${batchSize}, ${cfg.training.steps} steps; ${ctx.description}`,
-  );
-  log(`run ${id}: store ${displayPath(store.dir(id))}`);
+  return { train, val, sampler: new BatchSampler(train, batchSize, cfg.training.seed, dims.seqLen) };
+}
 
+/** Marks the run as running on its engine, in its state. */
+export function markRunning(ctx: RunContext): void {
+  ctx.state.status = "running";
+  ctx.state.engine = ctx.engine.name;
+  ctx.state.backend = ctx.engine.backend;
+}
+
+async function runLoop(ctx: RunContext, engine: Engine, description: string): Promise<TrainResult> {
+  const { cfg, store, id, dims, options, log } = ctx;
+  const seed = cfg.training.seed;
+  engine.initialize({ model: cfg.model, dims, optimizer: cfg.optimizer, seed }, initParams(cfg.model, dims, seed));
+  const start = resumeFromCheckpoint(ctx);
+  markRunning(ctx);
   const { display: progress, owned: ownsProgress } = progressDisplayFor(options.progress, {
     label: `run ${id}`,
     out: log,
   });
   const say = (m: string) => (progress ? progress.log(m, log) : log(m));
-  const stop = new StopController(id, options, say);
-  const session = new TrainingSession(
-    ctx,
-    start,
-    { train, val, sampler: new BatchSampler(train, batchSize, seed, dims.seqLen) },
-    progress,
-    say,
-    stop,
-  );
-  let stopReason: RunState["stopReason"] = null;
+  const stop = new StopController(`run ${id}`, options, say);
+  const session = new TrainingSession(ctx, start, sessionData(ctx), progress, say, stop);
+  log(`${startMessage(ctx, session)}; ${description}`);
+  log(`run ${id}: store ${displayPath(store.dir(id))}`);
+  let stopReason: EndReason = null;
   let summary: string | undefined;
   try {
-    stopReason = await session.trainSteps();
+    stopReason = await trainSteps(engine, session, stop);
     summary = await session.finish(stopReason);
+  } catch (err) {
+    if (!(err instanceof DeviceError)) throw err;
+    // nothing the engine holds can be trusted: the run stops at its checkpoint on disk, read no further
+    session.abandon();
+    throw new DeviceError(err.kind, `${deviceFailure(err)}; ${session.summary()}`);
   } finally {
     // in a notebook cell the progress line becomes the summary; elsewhere the summary follows it
     if (ownsProgress) progress?.done(summary);
@@ -237,34 +269,67 @@ async function runLoop(ctx: LoopContext): Promise<TrainResult> {
   return { ...store.info(id), metrics: session.metrics, interrupted: stopReason === null };
 }
 
+/** One run's loop: trains until the budget, an early stop or a stop request; returns why it ended. */
+async function trainSteps(engine: Engine, session: TrainingSession, stop: StopController): Promise<EndReason> {
+  const begun = await session.begin();
+  if (begun !== undefined) return begun;
+  for (;;) {
+    await engine.trainStep(session.batch(), session.step);
+    const end = await session.afterStep();
+    if (end !== undefined) return end;
+    if (stop.requested) return null;
+    await session.checkpointIfDue();
+    await yieldToEventLoop();
+    stop.throwIfInterruptedTwice();
+  }
+}
+
+/** The first words of a device error's message: what failed. */
+export function deviceFailure(err: DeviceError): string {
+  return `the device failed (${err.kind}: ${err.message})`;
+}
+
+/** Lets signals, timers and the notebook's event loop run between steps. */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** The examples a session trains on and evaluates on, and its batches. */
-interface SessionData {
+export interface SessionData {
   train: Batch;
   val: Batch;
   sampler: BatchSampler;
 }
 
-/** One session of training a run: from its start point to its budget, an early stop or a stop. */
-class TrainingSession {
+/**
+ * One session of training a run, from its start point to its budget, an early stop or a stop: everything
+ * around the training steps, which its caller drives (one run's loop, or a pack's). After each step:
+ * snapshots, the evaluation schedule, early stop, the budget, stopAfter and the progress line; between
+ * steps, checkpoints by steps or seconds; at the end, the last checkpoint and the run's state.
+ */
+export class TrainingSession {
   step: number;
   metrics: Metrics;
+  /** The step of the newest checkpoint on disk: where the run resumes from if the engine fails. */
+  checkpointStep: number;
   private readonly sessionStart = Date.now();
   private readonly sessionStep0: number;
   private lastCheckpointTime = Date.now();
   private saturationReported = false;
   private readonly snapshotAt: Set<number>;
   /** The step this session means to end at: a session that stops early (stopAfter) shows it, so its ETA is right. */
-  private readonly target: number;
+  readonly target: number;
 
   constructor(
-    private readonly ctx: LoopContext,
+    private readonly ctx: RunContext,
     private readonly start: StartPoint,
-    private readonly data: SessionData,
+    readonly data: SessionData,
     private readonly progress: ProgressDisplay | null,
     private readonly say: (message: string) => void,
     private readonly stop: StopController,
   ) {
     this.step = start.step;
+    this.checkpointStep = start.step;
     this.metrics = start.metrics;
     this.sessionStep0 = start.step;
     this.snapshotAt = new Set(ctx.options.snapshotSteps ?? []);
@@ -273,48 +338,70 @@ class TrainingSession {
     this.target = stopAfter === undefined ? steps : Math.min(steps, start.step + Math.max(1, stopAfter));
   }
 
-  /** Trains until the budget, an early stop or a stop request; returns why it ended (null: stopped). */
-  async trainSteps(): Promise<RunState["stopReason"]> {
-    const { cfg, store, id, engine, options } = this.ctx;
+  get id(): string {
+    return this.ctx.id;
+  }
+
+  /** The engine the session reads the run's model from (a pack's runs move when others leave it). */
+  set engine(engine: RunEngine) {
+    this.ctx.engine = engine;
+  }
+
+  /** The batch of the next step. */
+  batch(): Batch {
+    return this.data.sampler.at(this.step);
+  }
+
+  /** Before the first step: the start's snapshot and evaluation; why the run ends at once, if it does. */
+  async begin(): Promise<EndReason | undefined> {
+    const { cfg, store, id, engine } = this.ctx;
     const steps = cfg.training.steps;
-    const checkpointEvery = options.checkpointEvery ?? 1000;
-    const checkpointSeconds = options.checkpointSeconds ?? 60;
     this.draw(true);
     if (this.step === 0 && this.snapshotAt.has(0)) store.writeSnapshot(id, 0, await engine.readWeights());
     if (isEvalStep(cfg.training.eval, this.step, steps) && this.lastRow()?.step !== this.step) await this.evaluate();
     if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) return "early-stop";
-    while (this.step < steps) {
-      await engine.trainStep(this.data.sampler.at(this.step), this.step);
-      this.step++;
-      options.onStep?.(this.step);
-      if (this.snapshotAt.has(this.step)) store.writeSnapshot(id, this.step, await engine.readWeights());
-      if (isEvalStep(cfg.training.eval, this.step, steps)) {
-        await this.evaluate();
-        if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) {
-          this.draw();
-          return "early-stop";
-        }
+    return this.step >= steps ? "budget" : undefined;
+  }
+
+  /**
+   * After the engine has done step `this.step`: counts it, then snapshots, evaluates and draws; returns why
+   * the run ends here (budget, early stop), if it does. A session that has done its stopAfter steps asks
+   * to stop.
+   */
+  async afterStep(): Promise<EndReason | undefined> {
+    const { cfg, store, id, engine, options } = this.ctx;
+    const steps = cfg.training.steps;
+    this.step++;
+    options.onStep?.(this.step, { id });
+    if (this.snapshotAt.has(this.step)) store.writeSnapshot(id, this.step, await engine.readWeights());
+    if (isEvalStep(cfg.training.eval, this.step, steps)) {
+      await this.evaluate();
+      if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) {
+        this.draw();
+        return "early-stop";
       }
-      this.draw();
-      if (this.step >= steps) break;
-      if (options.stopAfter !== undefined && this.step - this.sessionStep0 >= options.stopAfter)
-        this.stop.requested = true;
-      if (this.stop.requested) return null;
-      if (this.step % checkpointEvery === 0 || Date.now() - this.lastCheckpointTime > checkpointSeconds * 1000) {
-        await this.checkpoint(false);
-        this.saveState();
-      }
-      // let signals, timers and the notebook's event loop run
-      await new Promise((resolve) => setImmediate(resolve));
-      this.stop.throwIfInterruptedTwice();
     }
-    return "budget";
+    this.draw();
+    if (this.step >= steps) return "budget";
+    if (options.stopAfter !== undefined && this.step - this.sessionStep0 >= options.stopAfter)
+      this.stop.requested = true;
+    return undefined;
+  }
+
+  /** A periodic checkpoint (and the state) when checkpointEvery steps or checkpointSeconds have passed. */
+  async checkpointIfDue(): Promise<void> {
+    const { options } = this.ctx;
+    const checkpointEvery = options.checkpointEvery ?? 1000;
+    const checkpointSeconds = options.checkpointSeconds ?? 60;
+    if (this.step % checkpointEvery === 0 || Date.now() - this.lastCheckpointTime > checkpointSeconds * 1000) {
+      await this.checkpoint(false);
+      this.saveState();
+    }
   }
 
   /** Writes the session's last checkpoint and state; returns the run's summary line. */
-  async finish(stopReason: RunState["stopReason"]): Promise<string> {
-    const { id, state } = this.ctx;
-    const steps = this.ctx.cfg.training.steps;
+  async finish(stopReason: EndReason): Promise<string> {
+    const { state } = this.ctx;
     if (stopReason !== null) {
       // the last row must describe the final network even when the schedule skipped this step
       if (this.lastRow()?.step !== this.step) await this.evaluate();
@@ -327,9 +414,28 @@ class TrainingSession {
     }
     this.saveState();
     this.draw(true);
+    return this.summary();
+  }
+
+  /**
+   * Stops the run at its newest checkpoint on disk without reading the engine (whose device failed): its
+   * state says "stopped" at that step, and a resume starts there.
+   */
+  abandon(): void {
+    const { state } = this.ctx;
+    this.step = this.checkpointStep;
+    this.metrics = { columns: this.metrics.columns, rows: this.metrics.rows.filter((r) => r.step <= this.step) };
+    state.status = "stopped";
+    this.saveState();
+  }
+
+  /** The run's summary line: how it ended, its first steps at 99%, its training time. */
+  summary(): string {
+    const { id, state } = this.ctx;
+    const steps = this.ctx.cfg.training.steps;
     const end =
       state.status === "finished"
-        ? `finished (${stopReason}) at step ${this.step}`
+        ? `finished (${state.stopReason}) at step ${this.step}`
         : `stopped at step ${this.step} of ${steps}; run the same command again to resume`;
     return (
       `run ${id}: ${end}; first step with train acc ≥ 99%: ${state.firstTrain99 ?? "not reached"}, ` +
@@ -337,7 +443,8 @@ class TrainingSession {
     );
   }
 
-  private lastRow(): MetricsRow | undefined {
+  /** The newest metrics row. */
+  lastRow(): MetricsRow | undefined {
     return this.metrics.rows[this.metrics.rows.length - 1];
   }
 
@@ -350,6 +457,7 @@ class TrainingSession {
     const tensors: NamedTensors = new Map([...(await engine.readWeights()), ...(await engine.readOptimizerState())]);
     const metadata = { trainSeconds: String(this.elapsed()), engine: engine.name, backend: engine.backend };
     store.writeCheckpoint(id, this.step, tensors, metadata, { final, keep: options.keepCheckpoints ?? 2 });
+    this.checkpointStep = this.step;
     this.lastCheckpointTime = Date.now();
   }
 
@@ -410,7 +518,7 @@ function asBatch(dataset: Dataset, ex: Examples): Batch {
 
 /** One row of metrics.csv. */
 async function metricsRow(
-  engine: Engine,
+  engine: RunEngine,
   train: Batch,
   val: Batch,
   step: number,
