@@ -10,7 +10,7 @@ import { test } from "node:test";
 import { measureFastBaseline } from "../src/bench/fast-baseline";
 import { nativeKernelsAvailable } from "../src/engines/fast/load-kernels";
 import { NOTEBOOKS_DIR, paperBudget } from "../src/notebooks/paper-budget";
-import { GROK_BIN, tempStore } from "./helpers";
+import { GROK_BIN, REPO_ROOT, tempStore } from "./helpers";
 import { webGpuForTests } from "./webgpu-device";
 
 const deviceFor = webGpuForTests();
@@ -81,6 +81,32 @@ test("the fast engine's all-core baseline: single-thread workers at once, run-st
   }
   const sum = base.perWorker.reduce((s, w) => s + 1000 / w.msPerStep.median, 0);
   assert.ok(Math.abs(base.runStepsPerSecond - sum) < 1e-9 * sum);
+});
+
+test("bench --all's throughput rows without an adapter: the fast baseline, and one line saying why no webgpu", (t) => {
+  if (!nativeKernelsAvailable()) return t.skip("the native kernels are not built");
+  // a Vulkan loader pointed at no driver: Dawn finds no adapter (as on a machine without a GPU or lavapipe)
+  const script =
+    'const notes = []; require("./dist/src/bench/suite").measureThroughput(0.2, () => {}, notes)' +
+    ".then((rows) => console.log(JSON.stringify({ rows, notes })));";
+  const r = spawnSync(process.execPath, ["-e", script], {
+    cwd: REPO_ROOT,
+    encoding: "utf8",
+    env: { ...process.env, VK_DRIVER_FILES: "/nonexistent.json", VK_ICD_FILENAMES: "/nonexistent.json" },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const { rows, notes } = JSON.parse(r.stdout);
+  assert.deepEqual(
+    rows.map((row: { kind: string }) => row.kind),
+    ["fast-cores"],
+  );
+  assert.ok(rows[0].runStepsPerSecond > 0 && rows[0].ratio === 1, JSON.stringify(rows[0]));
+  // one line (no adapter here; without the webgpu package, that instead)
+  assert.equal(notes.length, 1, JSON.stringify(notes));
+  assert.match(
+    notes[0],
+    /^webgpu: no throughput rows: engine webgpu cannot start: (no WebGPU adapter|the optional package)/,
+  );
 });
 
 /** A notebook of the given code cells, as nbformat stores them. */
