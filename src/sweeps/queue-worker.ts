@@ -224,7 +224,7 @@ async function trainRun(
       engine: job.data.options.engine ?? options.engine,
       backend: job.data.options.backend ?? options.backend,
       kernels: job.data.options.kernels ?? options.kernels,
-      threads: options.threads,
+      threads: options.threads ?? 1,
       store,
       progress: false,
       log: () => {}, // the worker says what happened to the run, in one line each

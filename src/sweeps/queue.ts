@@ -73,13 +73,15 @@ export function maskQueueUrls(text: string): string {
 /** Parses redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or rediss:// (TLS); a bad URL is a UserError. */
 export function parseQueueUrl(url: string): QueueConnection {
   const usage = "a Redis URL: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS";
+  // whatever might be a password (anything before an @) is not shown, whatever the scheme
+  const shown = url.replace(/^([a-z][\w+.-]*:\/\/)?[^@]*@/i, (_all, scheme?: string) => `${scheme ?? ""}***@`);
   let u: URL;
   try {
     u = new URL(url);
   } catch {
-    throw new UserError(`--queue needs ${usage} (got "${maskQueueUrls(url)}")`);
+    throw new UserError(`--queue needs ${usage} (got "${shown}")`);
   }
-  const bad = (why: string) => new UserError(`--queue ${maskQueueUrls(url)}: ${why} (${usage})`);
+  const bad = (why: string) => new UserError(`--queue ${shown}: ${why} (${usage})`);
   if (u.protocol !== "redis:" && u.protocol !== "rediss:") throw bad(`unknown scheme "${u.protocol}"`);
   const host = u.hostname.replace(/^\[(.*)\]$/, "$1");
   if (!host) throw bad("no host");
@@ -129,13 +131,15 @@ export async function checkQueueReachable(conn: QueueConnection, seconds = DEFAU
       maxRetriesPerRequest: 0,
       enableOfflineQueue: false,
     });
-    client.on("error", () => {}); // reported below, once
+    // the client's own error (ECONNREFUSED, a TLS failure) says more than the "Connection is closed" that follows
+    let clientError: unknown;
+    client.on("error", (err) => (clientError ??= err));
     try {
       await client.connect();
       await client.ping();
       return;
     } catch (err) {
-      last = err;
+      last = clientError ?? err;
       if (/NOAUTH|WRONGPASS|invalid password|invalid username/i.test(errorLine(err))) break;
     } finally {
       client.disconnect();
