@@ -184,7 +184,7 @@ async function queuedJobs(url: string): Promise<number> {
   }
 }
 
-test("queue URLs: redis:// and rediss:// with a user, a password and a database; shown masked; bad ones are UserErrors", () => {
+test("queue URLs with a user, password, database or TLS; shown masked; bad ones are UserErrors", () => {
   const c = parseQueueUrl("redis://:p%40ss@redis.lab:6380/2");
   assert.deepEqual([c.options.host, c.options.port, c.options.db, c.options.password], ["redis.lab", 6380, 2, "p@ss"]);
   assert.equal(c.options.tls, undefined);
@@ -250,7 +250,7 @@ test("bad input exits 2 with a clear error before anything is enqueued", { skip 
 });
 
 test(
-  "a sweep on 2 worker processes, one killed with kill -9 mid-run: every run trained once, resumed from its checkpoint, with a local sweep's metrics",
+  "2 workers, one killed with kill -9 mid-run: each run trained once, resumed from a checkpoint, as a local sweep",
   { skip },
   async () => {
     const redis = await RedisServer.start();
@@ -330,7 +330,7 @@ function allText(dir: string): string {
 }
 
 test(
-  "Redis restarts mid-sweep: the workers and the sweep reconnect and go on, every run trained once; the password never shows",
+  "Redis restarts mid-sweep: workers and sweep reconnect, each run trained once; the password never shows",
   { skip },
   async () => {
     const password = "s3cret-pw";

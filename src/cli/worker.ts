@@ -17,8 +17,9 @@ const WORKER_USAGE =
   "  --workers N            worker processes, one run each (default 1)\n" +
   "  --engine, --backend, --kernels   as for grok train (a sweep that names an engine overrides them)\n" +
   "  --threads N            fast engine threads per worker process (default 1)\n" +
-  `  --lock-seconds N       BullMQ's lock on a running job; a killed worker's job stalls after it (default ${DEFAULT_LOCK_SECONDS})\n` +
-  `  --stalled-seconds N    how often stalled jobs are looked for and handed on (default ${DEFAULT_STALLED_SECONDS})\n` +
+  "  --lock-seconds N       BullMQ's lock on a running job: a killed worker's job stalls once it expires\n" +
+  `                         (default ${DEFAULT_LOCK_SECONDS})\n` +
+  `  --stalled-seconds N    how often stalled jobs go to another worker (default ${DEFAULT_STALLED_SECONDS})\n` +
   "  --connect-seconds N    how long to wait for Redis at start (default 10)\n" +
   "  --idle-exit N          exit after N seconds without a job (default: wait until stopped)\n";
 

@@ -306,9 +306,11 @@ async function follow(
     }
     const seconds = (Date.now() - startedAt) / 1000;
     result = summarize(name, results, counts, stopping, seconds);
+    const finished = runs.length - result.unfinished;
     summary =
-      `sweep ${name}: ${runs.length - result.unfinished}/${runs.length} runs finished (${counts.trained} trained now, ${counts.skipped} already done)` +
-      `${counts.failed ? `, ${counts.failed} failed` : ""}${result.unfinished ? `, ${result.unfinished} unfinished` : ""} in ${formatDuration(seconds)}`;
+      `sweep ${name}: ${finished}/${runs.length} runs finished (${counts.trained} trained now, ` +
+      `${counts.skipped} already done)${counts.failed ? `, ${counts.failed} failed` : ""}` +
+      `${result.unfinished ? `, ${result.unfinished} unfinished` : ""} in ${formatDuration(seconds)}`;
   } finally {
     if (owned) progress?.done(summary);
     if (options.handleSignals) {
