@@ -393,6 +393,35 @@ test(
   },
 );
 
+test("a job gone from the queue while its run is unfinished is enqueued again", { skip }, async () => {
+  const redis = await RedisServer.start();
+  const store = tempStore("queue-gone");
+  const lines: string[] = [];
+  const log = (m: string) => lines.push(m);
+  const sweep = runSweep(tinySweep("gone", 30, [0, 1]), { queue: redis.url(), store, progress: false, log });
+  const queue = new Queue(QUEUE_NAME, { connection: parseQueueUrl(redis.url()).options });
+  let worker: WorkerProcess | undefined;
+  try {
+    while ((await queue.getJobCounts()).waiting < 2) await sleep(20);
+    // as a Redis restarted without persistence would leave it
+    await queue.obliterate({ force: true });
+    while (lines.filter((l) => /its job is gone from the queue: enqueued again/.test(l)).length < 2) await sleep(20);
+    worker = new WorkerProcess(["--queue", redis.url(), "--store", store]);
+    const result = await sweep;
+    assert.deepEqual([result.trained, result.failed], [2, 0], lines.join("\n"));
+    assertTrainedOnce(
+      store,
+      result.runs.map((r) => r.id),
+      [worker.log],
+    );
+    assert.equal(await worker.stop(), 0);
+  } finally {
+    worker?.child.kill("SIGKILL");
+    await queue.close();
+    await redis.stop();
+  }
+});
+
 test(
   "the Slurm script is valid bash and runs one grok worker from the environment, which exits when idle",
   { skip },

@@ -136,7 +136,7 @@ async function runWorker(conn: QueueConnection, store: RunStore, options: QueueW
     ctx.stopping = true;
     log(`${why}: stopping (a running run ends after its step with a checkpoint and goes back to the queue)`);
     ctx.current?.abort();
-    void worker.close();
+    worker.close().catch(() => {}); // run() below ends, and its finally closes again
   };
   const onSignal = (signal: NodeJS.Signals) => stop(signal);
   const onAbort = () => stop("asked to stop");

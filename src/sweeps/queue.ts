@@ -289,11 +289,17 @@ async function follow(
     if (r.status !== "finished" || progress?.mode !== "kernel") say(runEndLine(r, done, runs.length));
     options.onRunEnd?.(r);
   };
+  // a job gone from the queue (Redis lost it, or someone removed it) while its run is unfinished is put back
+  const requeue = async (index: number) => {
+    if (runResult(store, runs[index]).status === "finished") return endRun(index);
+    say(`#${index + 1} (${runs[index].id}): its job is gone from the queue: enqueued again`);
+    await enqueue(queue, name, [runs[index]], jobOptions(options));
+  };
   let summary: string | undefined;
   let result: SweepResult;
   try {
     while (pending.size > 0 && !stopping) {
-      await pollJobs(queue, runs, pending, live, endRun);
+      await pollJobs(queue, runs, pending, live, endRun, requeue);
       if (progress) {
         const liveSteps = [...live.entries()].reduce((s, [i, l]) => s + (l.step || results[i].stepsDone), 0);
         const endedSteps = todo.filter((i) => !pending.has(i)).reduce((s, i) => s + results[i].steps, 0);
@@ -327,8 +333,8 @@ async function follow(
 const POLL_MS = 500;
 
 /**
- * One look at the queue: the running jobs' progress into `live`, and every pending job that has completed
- * or failed ended. An error (Redis away) leaves everything as it was until the next look.
+ * One look at the queue: the running jobs' progress into `live`, every pending job that has completed or
+ * failed ended, and one that is gone requeued. An error (Redis away) leaves everything until the next look.
  */
 async function pollJobs(
   queue: Queue<QueueJobData>,
@@ -336,6 +342,7 @@ async function pollJobs(
   pending: Set<number>,
   live: Map<number, Live>,
   endRun: (index: number, failure?: string) => void,
+  requeue: (index: number) => Promise<void>,
 ): Promise<void> {
   try {
     const active = await queue.getJobs(["active"]);
@@ -355,7 +362,7 @@ async function pollJobs(
       const state = job ? await job.getState() : "unknown";
       if (state === "completed") endRun(index);
       else if (state === "failed") endRun(index, job?.failedReason ?? "its job failed");
-      else if (state === "unknown") endRun(index, "its job was removed from the queue");
+      else if (state === "unknown") await requeue(index);
     }
   } catch {
     // Redis is away: the queue logs its errors; the next poll tries again
