@@ -229,6 +229,10 @@ test("bad input exits 2 with a clear error before anything is enqueued", { skip 
         /cannot reach Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ \(waited 1 s\): .*ECONNREFUSED/,
       ],
       [["sweep", spec, "--store", store, "--queue", redis.url(), "--engine", "nope"], /--engine must be one of/],
+      [
+        ["sweep", spec, "--store", store, "--queue", redis.url(), "--workers", "2"],
+        /--workers and --threads are for a/,
+      ],
       [["worker", "--store", store], /give the queue: --queue URL, or \$GROK_QUEUE/],
       [["worker", "--queue", redis.url(), "--store", path.join(store, "missing")], /no such directory/],
       [["worker", "--queue", redis.url(), "--store", spec], /not a directory/],

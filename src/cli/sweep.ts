@@ -105,8 +105,12 @@ export async function sweepCommand(args: string[]): Promise<number> {
     queue: values.queue as string | undefined,
     connectSeconds: intFlag(values, "connect-seconds", 0),
   };
-  // the process title (ps, /proc/PID/cmdline) shows a queue URL masked
-  if (options.queue !== undefined) process.title = maskQueueUrls(["grok", "sweep", ...args].join(" "));
+  if (options.queue !== undefined) {
+    // the process title (ps, /proc/PID/cmdline) shows a queue URL masked
+    process.title = maskQueueUrls(["grok", "sweep", ...args].join(" "));
+    if (options.workers !== undefined || options.threads !== undefined)
+      throw new UserError("--workers and --threads are for a local sweep: with --queue, each grok worker sets its own");
+  }
   const spec = loadSweepSpec(positionals[0]);
   spec.name ??= positionals[0].replace(/^.*[\\/]/, "").replace(/\.(json|ya?ml)$/i, "");
   const runs = expandSweep(spec);

@@ -13,6 +13,7 @@
 import { Job, Queue, RedisOptions } from "bullmq";
 import { Redis } from "ioredis";
 import { RunConfig } from "../config/run-config";
+import { engineChoices } from "../engines/index";
 import { displayPath, RunStore } from "../store/run-store";
 import { formatDuration, progressDisplayFor } from "../training/progress";
 import { errorLine, UserError } from "../util/errors";
@@ -217,6 +218,7 @@ export async function runQueuedSweep(
   const store = RunStore.of(options.store);
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   // bad input fails here, before anything is enqueued
+  engineChoices(options);
   const conn = parseQueueUrl(options.queue);
   await checkQueueReachable(conn, options.connectSeconds);
   const results = runs.map((r) => runResult(store, r));
