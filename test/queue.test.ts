@@ -11,7 +11,7 @@ import { Queue } from "bullmq";
 import { RunStore } from "../src/store/run-store";
 import { runSweep } from "../src/sweeps/runner";
 import { maskQueueUrls, parseQueueUrl, QUEUE_NAME, queueStatus } from "../src/sweeps/queue";
-import { SweepSpec } from "../src/sweeps/spec";
+import { expandSweep, SweepSpec } from "../src/sweeps/spec";
 import { UserError } from "../src/util/errors";
 import { GROK_BIN, REPO_ROOT, tempStore, withoutTime } from "./helpers";
 
@@ -392,6 +392,33 @@ test(
     } finally {
       worker.child.kill("SIGKILL");
       sweep.kill("SIGKILL");
+      await redis.stop();
+    }
+  },
+);
+
+test(
+  "a run whose lock another live process holds waits on the queue, and is trained once the lock is free",
+  { skip },
+  async () => {
+    const redis = await RedisServer.start();
+    const store = tempStore("queue-locked");
+    const spec = tinySweep("locked", 30, [0]);
+    // this process holds the run's lock, as a worker would that BullMQ lost touch with
+    const { lock } = new RunStore(store).openForTraining(expandSweep(spec)[0].config);
+    const worker = new WorkerProcess(["--queue", redis.url(), "--store", store]);
+    try {
+      const sweep = runSweep(spec, { queue: redis.url(), store, progress: false, log: () => {} });
+      await worker.waitFor(new RegExp(`locked by process ${process.pid} on \\S+; back to the queue for 2 s`));
+      assert.doesNotMatch(worker.log, /started at step 0/);
+      lock.release();
+      const result = await sweep;
+      assert.deepEqual([result.trained, result.failed], [1, 0]);
+      assertTrainedOnce(store, [result.runs[0].id], [worker.log]);
+      assert.equal(await worker.stop(), 0);
+    } finally {
+      lock.release();
+      worker.child.kill("SIGKILL");
       await redis.stop();
     }
   },
