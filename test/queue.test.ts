@@ -87,6 +87,7 @@ function waitForOutput(child: ChildProcess, stream: "stdout" | "stderr", pattern
     };
     child[stream]!.on("data", onData);
     child.once("exit", (code) => reject(new Error(`exited (${code}) before printing ${pattern}:\n${text}`)));
+    child.once("error", (err) => reject(new Error(`${err.message} (is redis-server installed? see environment.md)`)));
   });
 }
 
