@@ -29,22 +29,37 @@ class RedisServer {
   constructor(
     readonly port: number,
     readonly password?: string,
+    /** TLS only, with a self-signed certificate for 127.0.0.1 (cert.pem in dir, for NODE_EXTRA_CA_CERTS). */
+    readonly tls = false,
   ) {}
 
-  static async start(password?: string): Promise<RedisServer> {
-    const server = new RedisServer(await freePort(), password);
+  static async start(password?: string, tls = false): Promise<RedisServer> {
+    const server = new RedisServer(await freePort(), password, tls);
+    if (tls) {
+      const cert = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"];
+      cert.push("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", "key.pem", "-out", "cert.pem");
+      const made = spawnSync("openssl", cert, { cwd: server.dir, encoding: "utf8" });
+      assert.equal(made.status, 0, `openssl: ${made.stderr ?? made.error}`);
+    }
     await server.start();
     return server;
   }
 
   url(password = this.password): string {
-    return `redis://${password !== undefined ? `:${password}@` : ""}127.0.0.1:${this.port}`;
+    const auth = password !== undefined ? `:${password}@` : "";
+    return `${this.tls ? "rediss" : "redis"}://${auth}127.0.0.1:${this.port}`;
   }
 
   async start(): Promise<void> {
     const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--dir", this.dir, "--save", ""];
     args.push("--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction");
     if (this.password) args.push("--requirepass", this.password);
+    if (this.tls) {
+      args.splice(0, 2, "--port", "0", "--tls-port", String(this.port), "--tls-auth-clients", "no");
+      const pem = (name: string) => path.join(this.dir, name);
+      args.push("--tls-cert-file", pem("cert.pem"), "--tls-key-file", pem("key.pem"));
+      args.push("--tls-ca-cert-file", pem("cert.pem"));
+    }
     const child = spawn("redis-server", args, { stdio: ["ignore", "pipe", "inherit"] });
     this.process = child;
     await waitForOutput(child, "stdout", /Ready to accept connections/);
@@ -191,10 +206,7 @@ test("queue URLs with a user, password, database or TLS; shown masked; bad ones 
   assert.equal(c.options.tls, undefined);
   assert.equal(c.display, "redis://:***@redis.lab:6380/2");
   const tls = parseQueueUrl("rediss://alice:secret@10.0.0.5");
-  assert.deepEqual(
-    [tls.options.port, tls.options.username, tls.options.tls],
-    [6379, "alice", { servername: "10.0.0.5" }],
-  );
+  assert.deepEqual([tls.options.port, tls.options.username, tls.options.tls], [6379, "alice", {}]);
   assert.equal(tls.display, "rediss://alice:***@10.0.0.5");
   assert.equal(
     maskQueueUrls("at redis://:secret@h:1 and rediss://u:pw@h2"),
@@ -393,6 +405,44 @@ test(
     } finally {
       worker.child.kill("SIGKILL");
       sweep.kill("SIGKILL");
+      await redis.stop();
+    }
+  },
+);
+
+test(
+  "rediss:// with a password: a sweep and a worker over TLS; an untrusted certificate is a clear error",
+  { skip },
+  async () => {
+    const redis = await RedisServer.start("tls-pw", true);
+    const store = tempStore("queue-tls");
+    const specFile = path.join(store, "tls.json");
+    fs.writeFileSync(specFile, JSON.stringify(tinySweep("tls", 30, [0, 1])));
+    const sweepArgs = [GROK_BIN, "sweep", specFile, "--queue", redis.url(), "--store", store, "--no-progress"];
+    // the server's certificate is self-signed: a client that does not trust it says so
+    const untrusted = spawnSync(process.execPath, [...sweepArgs, "--connect-seconds", "1"], { encoding: "utf8" });
+    assert.equal(untrusted.status, 2, untrusted.stderr);
+    assert.match(
+      untrusted.stderr,
+      /cannot reach Redis at rediss:\/\/:\*\*\*@127\.0\.0\.1:\d+ .*self-signed certificate/,
+    );
+    const env = { ...process.env, NODE_EXTRA_CA_CERTS: path.join(redis.dir, "cert.pem") };
+    const worker = new WorkerProcess(["--queue", redis.url(), "--store", store], env);
+    try {
+      const sweep = spawnSync(process.execPath, sweepArgs, { encoding: "utf8", env });
+      assert.equal(sweep.status, 0, sweep.stderr);
+      assert.match(sweep.stderr, /sweep tls: 2\/2 runs finished \(2 trained now/);
+      // the worker's lines, which arrive once this process reads its pipe again
+      await worker.waitFor(/finished at step 30[^]*finished at step 30/);
+      assertTrainedOnce(
+        store,
+        expandSweep(tinySweep("tls", 30, [0, 1])).map((r) => r.id),
+        [worker.log],
+      );
+      assert.equal(await worker.stop(), 0);
+      assert.doesNotMatch(untrusted.stderr + sweep.stderr + sweep.stdout + worker.log, /tls-pw/);
+    } finally {
+      worker.child.kill("SIGKILL");
       await redis.stop();
     }
   },

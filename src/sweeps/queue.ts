@@ -100,7 +100,8 @@ export function parseQueueUrl(url: string): QueueConnection {
     password,
     // commands wait while Redis restarts instead of failing (BullMQ's workers require it)
     maxRetriesPerRequest: null,
-    ...(u.protocol === "rediss:" ? { tls: { servername: host } } : {}),
+    // TLS checks the server's certificate against the system's CAs (a private CA: NODE_EXTRA_CA_CERTS)
+    ...(u.protocol === "rediss:" ? { tls: {} } : {}),
   };
   const auth = password !== undefined ? `${username ?? ""}:***@` : username ? `${username}@` : "";
   const display = `${u.protocol}//${auth}${u.host}${dbText ? `/${dbText}` : ""}`;
