@@ -475,6 +475,34 @@ test(
   },
 );
 
+test("a worker whose run lock another host took over exits at once, writing nothing more", { skip }, async () => {
+  const redis = await RedisServer.start();
+  const store = tempStore("queue-lost");
+  const worker = new WorkerProcess(["--queue", redis.url(), "--store", store]);
+  const abort = new AbortController();
+  try {
+    const spec = tinySweep("lost", 100_000, [0]);
+    const sweep = runSweep(spec, { queue: redis.url(), store, progress: false, log: () => {}, signal: abort.signal });
+    const id = (await worker.waitFor(/run (\w+) \(sweep lost #1\): started at step 0/))[1];
+    // another host's lock, as after our lease expired there (written whole, as a renewal is)
+    const lockPath = path.join(store, id, "lock");
+    const now = new Date().toISOString();
+    const other = { pid: 4242, host: "another-host", startedAt: now, heartbeatAt: now, leaseSeconds: 60 };
+    fs.writeFileSync(lockPath + ".tmp", JSON.stringify(other));
+    fs.renameSync(lockPath + ".tmp", lockPath);
+    const code = await new Promise((resolve) => worker.child.once("exit", resolve));
+    assert.equal(code, 1, worker.log);
+    assert.match(worker.log, /the run's lock now names process 4242 on another-host: exiting without writing more/);
+    assert.equal(JSON.parse(fs.readFileSync(lockPath, "utf8")).host, "another-host");
+    assert.notEqual(new RunStore(store).readState(id).status, "finished");
+    abort.abort();
+    assert.equal((await sweep).interrupted, true);
+  } finally {
+    worker.child.kill("SIGKILL");
+    await redis.stop();
+  }
+});
+
 test("a job gone from the queue while its run is unfinished is enqueued again", { skip }, async () => {
   const redis = await RedisServer.start();
   const store = tempStore("queue-gone");

@@ -57,6 +57,8 @@ export const DEFAULT_LOCK_SECONDS = 30;
 export const DEFAULT_STALLED_SECONDS = 30;
 /** Times a job may stall (its worker died) before BullMQ fails it: a run resumes safely, so many. */
 const MAX_STALLED = 1000;
+/** How often a worker checks that the lock of the run it trains is still its own. */
+const LOCK_WATCH_MS = 1000;
 /** Least milliseconds between two progress reports of a running run. */
 const REPORT_MS = 1000;
 
@@ -213,9 +215,12 @@ async function trainRun(
     // not awaited: training goes on while Redis is away, and the report waits in the client's queue
     job.updateProgress(progress).catch(() => {});
   };
+  const lockWatch = watchRunLock(path.join(store.dir(run.id), "lock"), tag, log);
+  // train() calls onResume, onEval or onStep only once it holds the run's lock
   const started = () => {
     if (!announced) log(`${tag}: started at step 0 of ${steps}`);
     announced = true;
+    lockWatch.arm();
   };
   let result: Awaited<ReturnType<typeof train>>;
   try {
@@ -231,6 +236,7 @@ async function trainRun(
       signal: controller.signal,
       onResume: (step) => {
         announced = true;
+        lockWatch.arm();
         log(`${tag}: resumed from the checkpoint at step ${step} of ${steps}`);
       },
       onEval: (row) => {
@@ -248,6 +254,7 @@ async function trainRun(
     log(`${tag}: FAILED: ${errorLine(err)}`);
     throw err;
   } finally {
+    lockWatch.stop();
     ctx.current = null;
   }
   if (result.interrupted) {
@@ -281,6 +288,30 @@ async function holdBack(
   ctx.log(`${tag}: locked by ${who}; back to the queue for ${Math.round(delayMs / 1000)} s`);
   await job.moveToDelayed(Date.now() + delayMs, token);
   throw new DelayedError();
+}
+
+/**
+ * Watches a run's lock while this process trains the run, from when training has begun (the lock is ours
+ * then). If the lock names another process, another host took the run over after our lease expired (this
+ * machine lost the store for longer than the lease, or its clock is off): this process must not write another
+ * byte of the run, so it exits at once, as a killed worker would.
+ */
+function watchRunLock(lockPath: string, tag: string, log: (message: string) => void) {
+  let armed = false;
+  const timer = setInterval(() => {
+    if (!armed) return;
+    let holder: { pid?: unknown; host?: unknown };
+    try {
+      holder = JSON.parse(fs.readFileSync(lockPath, "utf8")) as typeof holder;
+    } catch {
+      return; // being replaced, or the store is away for now
+    }
+    if (holder.pid === process.pid && holder.host === os.hostname()) return;
+    log(`${tag}: the run's lock now names process ${holder.pid} on ${holder.host}: exiting without writing more`);
+    process.exit(1);
+  }, LOCK_WATCH_MS);
+  timer.unref();
+  return { arm: () => (armed = true), stop: () => clearInterval(timer) };
 }
 
 /** Parent → worker process. */
