@@ -25,6 +25,12 @@ import type { WorkerTrainOptions } from "./worker";
 /** The one queue every sweep and worker shares (a job names its runs; the runs name their sweep). */
 export const QUEUE_NAME = "grok-runs";
 
+/**
+ * Completed jobs are kept this long (for --status), then removed; the store still says the run is finished,
+ * and a follower that finds a job gone asks the store first.
+ */
+const KEEP_COMPLETED_SECONDS = 7 * 24 * 3600;
+
 /** How long to wait for Redis to answer before giving up, by default. */
 export const DEFAULT_CONNECT_SECONDS = 10;
 
@@ -184,7 +190,7 @@ async function enqueue(
       await existing.remove();
     }
     const data: QueueJobData = { sweep: name, runs: [{ index: run.index, id: run.id, config: run.config }], options };
-    await queue.add(name, data, { jobId });
+    await queue.add(name, data, { jobId, removeOnComplete: { age: KEEP_COMPLETED_SECONDS } });
     added++;
   }
   return added;
