@@ -10,6 +10,8 @@ import { Interrupted, UserError } from "../util/errors";
 import { formatTable } from "../util/table";
 import { benchCommand } from "./bench";
 import { sweepCommand } from "./sweep";
+import { workerCommand } from "./worker";
+import { maskQueueUrls } from "../sweeps/queue";
 import {
   configFromFlags,
   ENGINE_FLAG_OPTIONS,
@@ -204,6 +206,7 @@ function usage(): string {
     "commands:\n" +
     "  train [options]        train a run (resumes it if the store has it; finished runs return at once)\n" +
     "  sweep SPEC [options]   train every missing run of a sweep spec (JSON or YAML grid); grok sweep --help\n" +
+    "  worker --queue URL     train the runs sweeps put on a Redis queue (grok sweep --queue); grok worker --help\n" +
     "  ls [--json]            list the runs in the store\n" +
     "  show RUN [--json]      one run: config, status, first steps at 99%, last metrics\n" +
     "  bench [options]        ms per training step of the paper's model (--batch-size 512|full, --steps N|auto,\n" +
@@ -246,6 +249,8 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import("./figures")).figuresCommand(rest);
       case "sweep":
         return await sweepCommand(rest);
+      case "worker":
+        return await workerCommand(rest);
       case undefined:
       case "help":
       case "--help":
@@ -253,12 +258,15 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(usage());
         return command === undefined ? 2 : 0;
       default:
-        throw new UserError(`unknown command "${command}" (commands: train, sweep, ls, show, bench, demo, figures)`);
+        throw new UserError(
+          `unknown command "${command}" (commands: train, sweep, worker, ls, show, bench, demo, figures)`,
+        );
     }
   } catch (err) {
     // what an interrupt had to say is said
     if (err instanceof Interrupted) return err.signal === "SIGTERM" ? 143 : 130;
-    process.stderr.write(`grok ${command ?? ""}: ${(err as Error).message}\n`);
+    // a Redis URL in a message never shows its password
+    process.stderr.write(`grok ${command ?? ""}: ${maskQueueUrls((err as Error).message)}\n`);
     return err instanceof UserError ? 2 : 1;
   }
 }

@@ -7,6 +7,7 @@ import { ENGINE_FLAG_OPTIONS, engineFlags, intFlag, parseFlags } from "./flags";
 import { displayPath, RunStore } from "../store/run-store";
 import { defaultWorkers, runSweep, SweepOptions, SweepResult, sweepStatus } from "../sweeps/runner";
 import { describeRun, expandSweep, loadSweepSpec } from "../sweeps/spec";
+import { maskQueueUrls, queueStatus } from "../sweeps/queue";
 import { UserError } from "../util/errors";
 import { formatTable } from "../util/table";
 
@@ -27,11 +28,16 @@ const SWEEP_USAGE =
   "  --store DIR            run store (default: the project's data/runs, or $GROK_STORE)\n" +
   "  --checkpoint-every N, --checkpoint-seconds N, --keep-checkpoints N   as for grok train\n" +
   "  --json                 print every run's result as JSON on stdout\n" +
-  "  --no-progress          no progress display\n";
+  "  --no-progress          no progress display\n" +
+  "  --queue URL            enqueue the runs on Redis for grok worker processes on any machine sharing the\n" +
+  "                         store, and follow them (Ctrl-C stops following; the jobs stay queued); with\n" +
+  "                         --status, also each run's job and worker. redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n" +
+  "  --connect-seconds N    with --queue: how long to wait for Redis (default 10)\n";
 
 function table(result: SweepResult): string {
   const fields = [...new Set(result.runs.flatMap((r) => Object.keys(r.params)))];
   const hasVariants = result.runs.some((r) => r.variant !== "");
+  const hasQueue = result.runs.some((r) => r.queue !== undefined);
   const header = [
     "#",
     "id",
@@ -42,6 +48,7 @@ function table(result: SweepResult): string {
     "train99",
     "val99",
     "best val",
+    ...(hasQueue ? ["queue", "worker"] : []),
   ];
   const rows = result.runs.map((r) => [
     String(r.index + 1),
@@ -53,6 +60,7 @@ function table(result: SweepResult): string {
     String(r.firstTrain99 ?? "-"),
     String(r.firstVal99 ?? "-"),
     Number.isFinite(r.bestValAcc) ? `${(100 * r.bestValAcc).toFixed(1)}%` : "-",
+    ...(hasQueue ? [r.queue?.state ?? "-", r.queue?.worker ?? "-"] : []),
   ]);
   return formatTable(header, rows).join("\n") + "\n";
 }
@@ -78,6 +86,8 @@ export async function sweepCommand(args: string[]): Promise<number> {
       "keep-checkpoints": { type: "string" },
       json: { type: "boolean" },
       "no-progress": { type: "boolean" },
+      queue: { type: "string" },
+      "connect-seconds": { type: "string" },
       help: { type: "boolean" },
     },
     1,
@@ -98,14 +108,24 @@ export async function sweepCommand(args: string[]): Promise<number> {
     keepCheckpoints: intFlag(values, "keep-checkpoints", 0),
     progress: !values["no-progress"],
     handleSignals: true,
+    queue: values.queue as string | undefined,
+    connectSeconds: intFlag(values, "connect-seconds", 0),
   };
+  if (options.queue !== undefined) {
+    // the process title (ps, /proc/PID/cmdline) shows a queue URL masked
+    process.title = maskQueueUrls(["grok", "sweep", ...args].join(" "));
+    if (options.workers !== undefined || options.threads !== undefined)
+      throw new UserError("--workers and --threads are for a local sweep: with --queue, each grok worker sets its own");
+  }
   const spec = loadSweepSpec(positionals[0]);
   spec.name ??= positionals[0].replace(/^.*[\\/]/, "").replace(/\.(json|ya?ml)$/i, "");
   const runs = expandSweep(spec);
   if (runs.length === 0) throw new UserError(`${positionals[0]}: the sweep has no runs`);
   const store = new RunStore(options.store as string | undefined);
   if (values.status) {
-    const result = sweepStatus(spec, store);
+    const result = options.queue
+      ? await queueStatus(spec, { store, queue: options.queue, connectSeconds: options.connectSeconds })
+      : sweepStatus(spec, store);
     process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
     if (!values.json)
       process.stdout.write(

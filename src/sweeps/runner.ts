@@ -15,6 +15,7 @@ import { resumeMessage } from "../training/trainer";
 import { UserError } from "../util/errors";
 import { describeRun, expandSweep, SweepRun, SweepSpec } from "./spec";
 import type { FromWorker, ToWorker, WorkerTrainOptions } from "./worker";
+import { runQueuedSweep } from "./queue";
 
 export interface SweepOptions extends EngineOptions {
   /** The run store or its directory (default: the project's data/runs, or $GROK_STORE). */
@@ -45,6 +46,13 @@ export interface SweepOptions extends EngineOptions {
   handleSignals?: boolean;
   /** Called when a run of this session finishes, stops or fails. */
   onRunEnd?: (run: SweepRunResult) => void;
+  /**
+   * A Redis URL (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS): enqueue the runs there for
+   * `grok worker` processes on any machine that shares the store, and follow them (see sweeps/queue.ts).
+   */
+  queue?: string;
+  /** With a queue: seconds to wait for Redis to answer before giving up (default 10). */
+  connectSeconds?: number;
 }
 
 export type SweepRunStatus = "missing" | "created" | "running" | "stopped" | "finished" | "failed";
@@ -63,6 +71,8 @@ export interface SweepRunResult extends SweepRun {
   finalTrainAcc: number;
   finalValAcc: number;
   trainSeconds: number;
+  /** With a queue (status only): the run's job state and the worker (host:pid) holding it. */
+  queue?: { state: string; worker: string | null };
 }
 
 export interface SweepResult {
@@ -93,7 +103,7 @@ export function defaultWorkers(opts: EngineOptions = {}): number {
 }
 
 /** Where one run stands in the store. */
-function runResult(store: RunStore, run: SweepRun): SweepRunResult {
+export function runResult(store: RunStore, run: SweepRun): SweepRunResult {
   const base = { ...run, steps: run.config.training.steps };
   if (!store.has(run.id)) {
     return {
@@ -124,7 +134,7 @@ function runResult(store: RunStore, run: SweepRun): SweepRunResult {
   };
 }
 
-function summarize(
+export function summarize(
   name: string,
   runs: SweepRunResult[],
   counts: { skipped: number; trained: number; failed: number },
@@ -155,14 +165,14 @@ export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | str
 /** Running runs named in the progress line. */
 const LIVE_SHOWN = 4;
 
-interface Live {
+export interface Live {
   step: number;
   steps: number;
   valAcc: number;
 }
 
 /** The sweep's progress line: done/total runs, each running run's step and val acc, an ETA. */
-function progressLine(
+export function progressLine(
   done: number,
   total: number,
   live: Map<number, Live>,
@@ -355,16 +365,7 @@ class WorkerPool {
     } else if (r.status === "finished") this.counts.trained++;
     results[index] = r;
     for (const other of runs) if (other.id === r.id && other.index !== index) results[other.index] = { ...r, ...other };
-    const label = describeRun(r.variant, r.params) || r.id;
-    const what =
-      r.status === "finished"
-        ? `finished: train ≥99% at ${r.firstTrain99 ?? "-"}, val ≥99% at ${r.firstVal99 ?? "-"}, best val ${(100 * r.bestValAcc).toFixed(1)}%`
-        : r.status === "failed"
-          ? `FAILED: ${failure}`
-          : `stopped at step ${r.stepsDone}/${r.steps}`;
-    (r.status === "finished" ? this.sayUnlessInCell : this.say)(
-      `[${this.doneCount()}/${runs.length}] #${index + 1} ${label} (${r.id}): ${what}`,
-    );
+    (r.status === "finished" ? this.sayUnlessInCell : this.say)(runEndLine(r, this.doneCount(), runs.length));
     this.onRunEnd?.(r);
   }
 }
@@ -394,11 +395,24 @@ function sweepJobs(runs: SweepRun[], todo: number[], packed: boolean, pack?: num
   return groups.map((g) => g.map((k) => todo[k]));
 }
 
+/** The line that says a run ended: "[3/12] #5 data.trainFraction=0.4 (1a2b3c4d5e6f): finished: …". */
+export function runEndLine(r: SweepRunResult, done: number, total: number): string {
+  const label = describeRun(r.variant, r.params) || r.id;
+  const what =
+    r.status === "finished"
+      ? `finished: train ≥99% at ${r.firstTrain99 ?? "-"}, val ≥99% at ${r.firstVal99 ?? "-"}, best val ${(100 * r.bestValAcc).toFixed(1)}%`
+      : r.status === "failed"
+        ? `FAILED: ${r.error}`
+        : `stopped at step ${r.stepsDone}/${r.steps}`;
+  return `[${done}/${total}] #${r.index + 1} ${label} (${r.id}): ${what}`;
+}
+
 /**
  * Trains every unfinished run of a sweep and returns where every run stands. A run that fails is reported
  * and the others go on; a worker that dies is replaced.
  */
 export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptions = {}): Promise<SweepResult> {
+  if (options.queue !== undefined) return runQueuedSweep(spec, { ...options, queue: options.queue });
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
   const name = Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep");
   const store = RunStore.of(options.store);
