@@ -34,14 +34,21 @@ unxz_to "$KIT/node.xz" "$WORK/bin/node" && chmod +x "$WORK/bin/node" || die "can
 NODE=$WORK/bin/node
 say "node $("$NODE" --version) (carried, at $NODE)" || die "the carried node does not run"
 
-deb=$(ls "$KIT"/libvulkan1_*.deb)
-if command -v dpkg-deb >/dev/null; then dpkg-deb -x "$deb" "$WORK/vulkan"; else
-  (cd "$WORK" && ar x "$OLDPWD/$deb" && data=$(ls data.tar.*) && unxz_to "$data" data.tar && tar -xf data.tar -C vulkan)
-fi || die "cannot unpack $deb"
-libdir=$(dirname "$(find "$WORK/vulkan" -name 'libvulkan.so.1' | head -1)")
-[ -f "$libdir/libvulkan.so.1" ] || die "no libvulkan.so.1 in $deb"
-export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-say "Vulkan loader: $(basename "$deb") (carried, at $libdir)"
+# The Vulkan loader: the machine's own where it has one (it matches its driver, often newer than ours), else
+# the carried one, unpacked into a private directory.
+system_loader=$( (ldconfig -p 2>/dev/null || true) | awk '/libvulkan\.so\.1 / {print $NF; exit}')
+if [ -n "$system_loader" ]; then
+  say "Vulkan loader: the machine's own ($system_loader)"
+else
+  deb=$(ls "$KIT"/libvulkan1_*.deb)
+  if command -v dpkg-deb >/dev/null; then dpkg-deb -x "$deb" "$WORK/vulkan"; else
+    (cd "$WORK" && ar x "$OLDPWD/$deb" && data=$(ls data.tar.*) && unxz_to "$data" data.tar && tar -xf data.tar -C vulkan)
+  fi || die "cannot unpack $deb"
+  libdir=$(dirname "$(find "$WORK/vulkan" -name 'libvulkan.so.1' | head -1)")
+  [ -f "$libdir/libvulkan.so.1" ] || die "no libvulkan.so.1 in $deb"
+  export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  say "Vulkan loader: $(basename "$deb") (carried, at $libdir)"
+fi
 
 unxz_to "$KIT/app.tar.xz" "$WORK/app.tar" && tar -xf "$WORK/app.tar" || die "cannot unpack dist/ and node_modules/webgpu"
 say "dist/ and node_modules/webgpu unpacked into $(pwd)"

@@ -17,8 +17,8 @@ import { runSweep } from "../src/sweeps/runner";
 import { expandSweep, FieldValue, SweepSpec } from "../src/sweeps/spec";
 import { RunConfig } from "../src/config/run-config";
 import { makeDataset, modelDims } from "../src/data/dataset";
-import { packCapacity } from "../src/engines/webgpu/capacity";
-import { PackOptions, packGroups, trainInPacks, trainPack } from "../src/training/pack";
+import { PACK_BUDGET_BYTES, packCapacity } from "../src/engines/webgpu/capacity";
+import { PackOptions, packGroups, packMemoryBudget, trainInPacks, trainPack } from "../src/training/pack";
 import { train } from "../src/training/trainer";
 import { UserError } from "../src/util/errors";
 import { GROK_BIN, tempStore, withoutTime } from "./helpers";
@@ -341,4 +341,26 @@ test("--pack is for the webgpu engine, a whole number ≥ 1, and documented", as
   await assert.rejects(runSweep(SPEC, { store, engine: "webgpu", pack: 1.5, ...quiet }), UserError);
   const help = grok(["sweep", "--help"]);
   assert.match(help.stdout, /--pack N/);
+});
+
+test("GROK_PACK_MEMORY sets a pack's memory budget in GiB; a bad value stops a webgpu sweep before it starts", async () => {
+  assert.equal(packMemoryBudget({}), PACK_BUDGET_BYTES);
+  assert.equal(packMemoryBudget({ GROK_PACK_MEMORY: "100" }), 100 * 2 ** 30);
+  assert.equal(packMemoryBudget({ GROK_PACK_MEMORY: "0.5" }), 2 ** 29);
+  for (const bad of ["0", "-2", "lots"])
+    assert.throws(
+      () => packMemoryBudget({ GROK_PACK_MEMORY: bad }),
+      /GROK_PACK_MEMORY must be a positive number of GiB/,
+    );
+  const dir = tempStore("pack-memory");
+  const spec = path.join(dir, "pack.json");
+  fs.writeFileSync(spec, JSON.stringify(SPEC));
+  const store = path.join(dir, "runs");
+  const r = spawnSync(process.execPath, [GROK_BIN, "sweep", spec, "--store", store, "--engine", "webgpu"], {
+    encoding: "utf8",
+    env: { ...process.env, GROK_PACK_MEMORY: "lots" },
+  });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /GROK_PACK_MEMORY must be a positive number of GiB \(got "lots"\)/);
+  assert.ok(!fs.existsSync(store), "nothing is written on a bad value");
 });

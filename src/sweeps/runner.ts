@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { EngineOptions, resolveEngineName, runsOnGpu } from "../engines/index";
 import { displayPath, RunStore } from "../store/run-store";
 import { formatDuration, formatEta, ProgressDisplay, progressDisplayFor } from "../training/progress";
-import { packGroups } from "../training/pack";
+import { packGroups, packMemoryBudget } from "../training/pack";
 import { resumeMessage } from "../training/trainer";
 import { UserError } from "../util/errors";
 import { describeRun, expandSweep, SweepRun, SweepSpec } from "./spec";
@@ -373,6 +373,7 @@ class WorkerPool {
 /** A pack size is a whole number ≥ 1, for the webgpu engine only (which also checks the engine choice). */
 function checkPackOption(options: SweepOptions): void {
   const engine = resolveEngineName(options);
+  if (engine === "webgpu") packMemoryBudget();
   if (options.pack === undefined) return;
   if (!Number.isInteger(options.pack) || options.pack < 1)
     throw new UserError(`--pack needs an integer ≥ 1 (got ${options.pack})`);

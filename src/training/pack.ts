@@ -7,7 +7,7 @@
 
 import { normalizeConfig, resolveBatchSize, RunConfig } from "../config/run-config";
 import { DeviceError, EngineSetup, packConflict, PackEngine } from "../engines/engine";
-import { packCapacity } from "../engines/webgpu/capacity";
+import { PACK_BUDGET_BYTES, packCapacity } from "../engines/webgpu/capacity";
 import { WebGpuPackEngine } from "../engines/webgpu/pack-engine";
 import { initParams, ModelDims } from "../model/config";
 import { displayPath, RunStore } from "../store/run-store";
@@ -68,7 +68,7 @@ export async function trainPack(configs: RunConfig[], options: PackOptions = {})
       todo.map((i) => ids[i]),
       todo.map((i, k) => engineSetup(cfgs[i], prepared[k].dims)),
     );
-    const pack = options.packEngine ?? (await WebGpuPackEngine.create());
+    const pack = options.packEngine ?? (await WebGpuPackEngine.create(undefined, packMemoryBudget()));
     const locks: RunLock[] = [];
     try {
       const runs = todo.map((i, k): PackRun => {
@@ -90,6 +90,19 @@ export async function trainPack(configs: RunConfig[], options: PackOptions = {})
 }
 
 /**
+ * The memory a pack may take on the GPU: $GROK_PACK_MEMORY in GiB (WebGPU does not tell an adapter's memory, so a
+ * large GPU says it here, e.g. 100 on a 141 GB H200), else PACK_BUDGET_BYTES.
+ */
+export function packMemoryBudget(env: NodeJS.ProcessEnv = process.env): number {
+  const text = env.GROK_PACK_MEMORY;
+  if (text === undefined || text === "") return PACK_BUDGET_BYTES;
+  const gib = Number(text);
+  if (!(Number.isFinite(gib) && gib > 0))
+    throw new UserError(`GROK_PACK_MEMORY must be a positive number of GiB (got "${text}")`);
+  return Math.floor(gib * 2 ** 30);
+}
+
+/**
  * Trains runs in packs of runs that can share one, at most `maxPack` runs each (default: as many as fit the
  * adapter), one pack after another on one pack engine. A stop ends the pack training then and starts no
  * other; a DeviceError stops the pack's runs at their checkpoints and is rethrown. The result holds the
@@ -100,7 +113,7 @@ export async function trainInPacks(
   options: Omit<PackOptions, "packEngine"> & { packEngine?: WebGpuPackEngine; maxPack?: number } = {},
 ): Promise<PackResult> {
   const { maxPack, ...packOptions } = options;
-  const pack = options.packEngine ?? (await WebGpuPackEngine.create());
+  const pack = options.packEngine ?? (await WebGpuPackEngine.create(undefined, packMemoryBudget()));
   const results = new Map<number, TrainResult>();
   let interrupted = false;
   try {
