@@ -255,42 +255,64 @@ gpuTest("a run locked by another process stops the pack before anything is train
   for (const id of IDS) assert.ok(!fs.existsSync(path.join(new RunStore(store).dir(id), "metrics.csv")));
 });
 
-gpuTest("grok sweep --engine webgpu --pack: kill -9 mid-pack, run again, the table of the runs alone", async () => {
-  const dir = tempStore("pack-cli");
-  const spec = path.join(dir, "pack.json");
-  fs.writeFileSync(spec, JSON.stringify(SPEC));
-  const grok = (args: string[]) => spawnSync(process.execPath, [GROK_BIN, ...args], { encoding: "utf8" });
-  const store = path.join(dir, "runs");
-  const args = ["sweep", spec, "--store", store, "--engine", "webgpu", "--pack", "2", "--checkpoint-every", "20"];
-
-  // the whole process group (the sweep and its worker) killed at once, while the first pack trains
+/**
+ * Starts `grok sweep ARGS` in its own process group and sends the group `signal` (as a terminal's Ctrl-C does to
+ * its foreground group) once the first pack's second run has done 40 steps; resolves with how it exited.
+ */
+async function interruptMidPack(
+  args: string[],
+  store: string,
+  signal: "SIGINT" | "SIGKILL",
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   const child = spawn(process.execPath, [GROK_BIN, ...args, "--no-progress"], { detached: true, stdio: "ignore" });
-  const killed = await new Promise<boolean>((resolve) => {
+  return new Promise((resolve) => {
+    let sent = false;
     const timer = setInterval(() => {
       const s = new RunStore(store);
-      if (s.has(IDS[1]) && s.readState(IDS[1]).stepsDone >= 40) {
-        clearInterval(timer);
-        process.kill(-child.pid!, "SIGKILL");
+      if (!sent && s.has(IDS[1]) && s.readState(IDS[1]).stepsDone >= 40) {
+        sent = true;
+        process.kill(-child.pid!, signal);
       }
     }, 20);
-    child.on("exit", (_code, signal) => {
+    child.on("exit", (code, exitSignal) => {
       clearInterval(timer);
-      resolve(signal === "SIGKILL");
+      resolve({ code: sent ? code : -1, signal: exitSignal });
     });
   });
-  assert.ok(killed, "the sweep ended before it was killed");
-  assert.equal(new RunStore(store).readState(IDS[1]).status, "running");
-  await lockHoldersGone(store);
+}
 
-  const resumed = grok(args);
-  assert.equal(resumed.status, 0, resumed.stderr);
-  assert.match(resumed.stderr, /resuming from the checkpoint/);
-  await assertSameAsAlone(store);
-  // the same results table as the runs trained alone
-  const reference = grok(["sweep", spec, "--store", await aloneStore(), "--engine", "webgpu"]);
-  assert.equal(reference.status, 0, reference.stderr);
-  assert.equal(resumed.stdout, reference.stdout);
-});
+for (const signal of ["SIGKILL", "SIGINT"] as const) {
+  const how = signal === "SIGKILL" ? "kill -9" : "Ctrl-C";
+  gpuTest(`grok sweep --engine webgpu --pack: ${how} mid-pack, run again, the table of the runs alone`, async () => {
+    const dir = tempStore("pack-cli");
+    const spec = path.join(dir, "pack.json");
+    fs.writeFileSync(spec, JSON.stringify(SPEC));
+    const grok = (args: string[]) => spawnSync(process.execPath, [GROK_BIN, ...args], { encoding: "utf8" });
+    const store = path.join(dir, "runs");
+    const args = ["sweep", spec, "--store", store, "--engine", "webgpu", "--pack", "2", "--checkpoint-every", "20"];
+
+    const ended = await interruptMidPack(args, store, signal);
+    assert.notEqual(ended.code, -1, "the sweep ended before it was interrupted");
+    if (signal === "SIGKILL") {
+      assert.equal(ended.signal, "SIGKILL");
+      assert.equal(new RunStore(store).readState(IDS[1]).status, "running");
+    } else {
+      // a stop with a checkpoint: the runs are "stopped", and the sweep says it did not finish
+      assert.notEqual(ended.code, 0);
+      assert.equal(new RunStore(store).readState(IDS[1]).status, "stopped");
+    }
+    await lockHoldersGone(store);
+
+    const resumed = grok(args);
+    assert.equal(resumed.status, 0, resumed.stderr);
+    assert.match(resumed.stderr, /resuming from the checkpoint/);
+    await assertSameAsAlone(store);
+    // the same results table as the runs trained alone
+    const reference = grok(["sweep", spec, "--store", await aloneStore(), "--engine", "webgpu"]);
+    assert.equal(reference.status, 0, reference.stderr);
+    assert.equal(resumed.stdout, reference.stdout);
+  });
+}
 
 test("runs share a pack when their engine setups agree, whatever their batch sizes", async () => {
   const variant = (fraction: number, batchSize: number | "full", over: Record<string, FieldValue> = {}) =>
