@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Engine } from "../src/engines/engine";
+import { Batch, Engine } from "../src/engines/engine";
 import { FastEngine } from "../src/engines/fast/engine";
 import { nativeKernelsAvailable } from "../src/engines/fast/load-kernels";
 import { TfjsEngine } from "../src/engines/tfjs/engine";
 import { initParams, ModelConfig, ModelDims } from "../src/model/config";
 import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { train } from "../src/training/trainer";
+import { Rng } from "../src/util/rng";
+import { NamedTensors } from "../src/util/tensors";
 import { CONFIGS, randomBatch, SMALL_DIMS, tempStore, tinyConfig, withoutTime } from "./helpers";
 import { referenceLogits } from "./reference-model";
 
@@ -73,6 +75,65 @@ for (const kernels of KERNELS) {
       }
     }
   });
+}
+
+/** Mean StableMax cross-entropy of a batch in float64, on the float64 reference model's logits. */
+function referenceStablemaxLoss(model: ModelConfig, dims: ModelDims, w: NamedTensors, batch: Batch): number {
+  const s = (x: number) => (x >= 0 ? x + 1 : 1 / (1 - x));
+  let total = 0;
+  for (let b = 0; b < batch.size; b++) {
+    const logits = referenceLogits(model, dims, w, batch.inputs.subarray(b * dims.seqLen, (b + 1) * dims.seqLen));
+    total += Math.log(logits.reduce((sum, x) => sum + s(x), 0)) - Math.log(s(logits[batch.targets[b]]));
+  }
+  return total / batch.size;
+}
+
+for (const kernels of KERNELS) {
+  for (const [name, model] of CONFIGS) {
+    test(`fast engine (${kernels} kernels) StableMax loss and gradients vs float64 finite differences: ${name}`, async () => {
+      const m = { ...model, output: "stablemax" } as ModelConfig;
+      const weights = initParams(m, SMALL_DIMS, 5);
+      const engine = FastEngine.create(kernels);
+      engine.initialize({ model: m, dims: SMALL_DIMS, optimizer: PAPER_OPTIMIZER, seed: 11 }, weights);
+      const batch = randomBatch(SMALL_DIMS, 12, 3);
+      const { loss, grads } = await engine.gradients(batch, 0);
+      const logits = await engine.logits(batch);
+      assert.ok(logits.some((x) => x < 0) && logits.some((x) => x > 0), "logits on both sides of s's seam at 0");
+      const refLoss = referenceStablemaxLoss(m, SMALL_DIMS, weights, batch);
+      assert.ok(Math.abs(loss - refLoss) <= 1e-5 * (1 + refLoss), `loss ${loss} vs reference ${refLoss}`);
+      // Central differences of the float64 loss along one random direction per tensor. With a shift of 1e-6
+      // the difference quotient is accurate to ~1e-9 (float64 loss, O(h²) truncation) and ReLU kinks are
+      // almost never crossed; the shift is recomputed from the float32 weights it lands on. The engine's
+      // gradients are float32 through ~20 rounded operations (~1e-5 relative), so 1e-3 relative leaves
+      // margin, while a wrong term of the StableMax gradient (a missing s′, a softmax in its place) is off
+      // by far more.
+      const rng = new Rng(99);
+      const h = 1e-6;
+      for (const tensor of weights.keys()) {
+        const dir = rng.fillNormal(new Float32Array(weights.get(tensor)!.data.length));
+        const shifted = (sign: number): NamedTensors =>
+          new Map(
+            [...weights].map(([n, t]) => [
+              n,
+              { shape: t.shape, data: n === tensor ? t.data.map((v, i) => v + sign * h * dir[i]) : t.data },
+            ]),
+          );
+        const plus = shifted(1).get(tensor)!.data;
+        const minus = shifted(-1).get(tensor)!.data;
+        const g = grads.get(tensor)!;
+        let analytic = 0;
+        for (let i = 0; i < g.length; i++) analytic += (g[i] * (plus[i] - minus[i])) / (2 * h);
+        const numeric =
+          (referenceStablemaxLoss(m, SMALL_DIMS, shifted(1), batch) -
+            referenceStablemaxLoss(m, SMALL_DIMS, shifted(-1), batch)) /
+          (2 * h);
+        assert.ok(
+          Math.abs(analytic - numeric) <= 1e-3 * Math.abs(numeric) + 1e-5,
+          `${tensor}: analytic ${analytic} vs numeric ${numeric}`,
+        );
+      }
+    });
+  }
 }
 
 test("200 training steps on the fast and the tfjs engine give the same curve", async () => {

@@ -762,7 +762,9 @@ nativeTest("attention forward/backward vs float64 and TypeScript; 1 and 2 thread
 });
 
 // ---------------------------------------------------------------------------------------------------
-// softmax cross-entropy
+// softmax and StableMax cross-entropy
+
+type Output = "softmax" | "stablemax";
 
 function refSoftmaxCE(logits: ArrayLike<number>, targets: Int32Array, rows: number, classes: number, scale: number) {
   const losses = new Float64Array(rows);
@@ -779,9 +781,36 @@ function refSoftmaxCE(logits: ArrayLike<number>, targets: Int32Array, rows: numb
   return { losses, dlogits };
 }
 
+/**
+ * StableMax cross-entropy in float64, from Prieto et al. (2025) eq. 3: s(x) = x + 1 (x ≥ 0), 1/(1 − x)
+ * (x < 0), p = s(x)/Σ s, loss = −log p_t; its gradient by the quotient rule, p_j·s'(x_j)/s(x_j) − [j = t]·
+ * s'(x_t)/s(x_t).
+ */
+function refStablemaxCE(logits: ArrayLike<number>, targets: Int32Array, rows: number, classes: number, scale: number) {
+  const s = (x: number) => (x >= 0 ? x + 1 : 1 / (1 - x));
+  const ds = (x: number) => (x >= 0 ? 1 : 1 / (1 - x) ** 2);
+  const losses = new Float64Array(rows);
+  const dlogits = new Float64Array(rows * classes);
+  for (let r = 0; r < rows; r++) {
+    const x = (j: number) => logits[r * classes + j];
+    let total = 0;
+    for (let j = 0; j < classes; j++) total += s(x(j));
+    const t = targets[r];
+    losses[r] = -Math.log(s(x(t)) / total);
+    for (let j = 0; j < classes; j++) {
+      const p = s(x(j)) / total;
+      dlogits[r * classes + j] = ((p * ds(x(j))) / s(x(j)) - (j === t ? ds(x(t)) / s(x(t)) : 0)) * scale;
+    }
+  }
+  return { losses, dlogits };
+}
+
+const REF_CE = { softmax: refSoftmaxCE, stablemax: refStablemaxCE };
+
 function ceInputs(rows: number, classes: number) {
   const logits = normal(rows * classes, 4);
   logits[0] += 80; // stability: a huge logit must not overflow
+  if (logits.length > 2) logits[1] = 0; // StableMax's s changes its formula at 0
   const targets = new Int32Array(rows).map(() => rng.int(classes));
   return { logits, targets };
 }
@@ -794,10 +823,12 @@ function runCE(
   classes: number,
   scale: number,
   withGrad = true,
+  output: Output = "softmax",
 ) {
   const losses = new Float32Array(rows).fill(Number.NaN);
   const dlogits = withGrad ? new Float32Array(rows * classes).fill(Number.NaN) : null;
-  kern.softmaxCrossEntropy(logits, targets, rows, classes, losses, dlogits, scale);
+  const kernel = output === "softmax" ? kern.softmaxCrossEntropy : kern.stablemaxCrossEntropy;
+  kernel(logits, targets, rows, classes, losses, dlogits, scale);
   return { losses, dlogits };
 }
 
@@ -808,19 +839,20 @@ const CE_SHAPES: Array<[number, number]> = [
   [2048, 97],
 ];
 
-function checkCE(kern: Kernels, rows: number, classes: number): void {
-  const what = `${kern.kind} softmax cross-entropy ${rows}×${classes}`;
+function checkCE(kern: Kernels, rows: number, classes: number, output: Output): void {
+  const what = `${kern.kind} ${output} cross-entropy ${rows}×${classes}`;
   const { logits, targets } = ceInputs(rows, classes);
   const scale = 1 / rows;
-  const got = runCE(kern, logits, targets, rows, classes, scale);
-  const ref = refSoftmaxCE(logits, targets, rows, classes, scale);
+  const got = runCE(kern, logits, targets, rows, classes, scale, true, output);
+  const ref = REF_CE[output](logits, targets, rows, classes, scale);
   assertClose(got.losses, ref.losses, (i) => 1e-6 * (1 + Math.abs(ref.losses[i])), `${what} losses`);
   assertClose(got.dlogits!, ref.dlogits, (i) => 1e-6 * (scale + Math.abs(ref.dlogits[i])), `${what} dlogits`);
-  const noGrad = runCE(kern, logits, targets, rows, classes, scale, false);
+  const noGrad = runCE(kern, logits, targets, rows, classes, scale, false, output);
   assertBitwise(noGrad.losses, got.losses, `${what} losses without dlogits`);
-  // directional derivative of scale·Σ losses
+  // directional derivative of scale·Σ losses (central differences of the float64 loss; s is smooth at 0:
+  // both pieces have value 1 and slope 1 there, so the kink-free estimate holds)
   const L = (x: ArrayLike<number>) =>
-    refSoftmaxCE(x, targets, rows, classes, scale).losses.reduce((s, l) => s + l, 0) * scale;
+    REF_CE[output](x, targets, rows, classes, scale).losses.reduce((s, l) => s + l, 0) * scale;
   const dir = normal(logits.length);
   const h = 1e-5;
   const fd = (L(f64(logits).map((v, i) => v + h * dir[i])) - L(f64(logits).map((v, i) => v - h * dir[i]))) / (2 * h);
@@ -833,46 +865,54 @@ function checkCE(kern: Kernels, rows: number, classes: number): void {
   assertDirectional(fd, an, mag, `${what} directional derivative`);
 }
 
-test("ts softmax cross-entropy vs float64 reference and finite differences", () => {
-  for (const [rows, classes] of CE_SHAPES) checkCE(tsKernels, rows, classes);
-  assert.throws(
-    () => runCE(tsKernels, new Float32Array(6), new Int32Array([0, 3]), 2, 3, 1),
-    /softmaxCrossEntropy: target 3 of row 1 is outside 0\.\.2/,
-  );
-});
+for (const output of ["softmax", "stablemax"] as const) {
+  const K = `${output}CrossEntropy`;
 
-nativeTest("softmax cross-entropy vs float64 and TypeScript; 1 and 2 threads bitwise", (nk) => {
-  for (const [rows, classes] of CE_SHAPES) checkCE(nk, rows, classes);
-  const { logits, targets } = ceInputs(2048, 97);
-  const one = withThreads(nk, 1, () => runCE(nk, logits, targets, 2048, 97, 0.5));
-  const two = withThreads(nk, 2, () => runCE(nk, logits, targets, 2048, 97, 0.5));
-  assertBitwise(two.losses, one.losses, "losses 2 vs 1 threads");
-  assertBitwise(two.dlogits!, one.dlogits!, "dlogits 2 vs 1 threads");
-  const ts = runCE(tsKernels, logits, targets, 2048, 97, 0.5);
-  assertClose(one.losses, ts.losses, (i) => 1e-6 * (1 + Math.abs(ts.losses[i])), "losses vs ts");
-  assertClose(one.dlogits!, ts.dlogits!, (i) => 1e-6 * (1e-3 + Math.abs(ts.dlogits![i])), "dlogits vs ts");
-  assert.throws(
-    () => runCE(nk, new Float32Array(6), new Int32Array([0, -1]), 2, 3, 1),
-    /softmaxCrossEntropy: target -1 of row 1 is outside 0\.\.2/,
-  );
-  assert.throws(
-    () =>
-      nk.softmaxCrossEntropy(
-        new Float32Array(6),
-        new Float32Array(2) as unknown as Int32Array,
-        2,
-        3,
-        new Float32Array(2),
-        null,
-        1,
-      ),
-    /softmaxCrossEntropy: targets must be an Int32Array/,
-  );
-  assert.throws(
-    () =>
-      nk.softmaxCrossEntropy(new Float32Array(6), new Int32Array(2), 2, 3, new Float32Array(2), new Float32Array(5), 1),
-    /softmaxCrossEntropy: dlogits has 5 elements/,
-  );
+  test(`ts ${output} cross-entropy vs float64 reference and finite differences`, () => {
+    for (const [rows, classes] of CE_SHAPES) checkCE(tsKernels, rows, classes, output);
+    assert.throws(
+      () => runCE(tsKernels, new Float32Array(6), new Int32Array([0, 3]), 2, 3, 1, true, output),
+      new RegExp(`${K}: target 3 of row 1 is outside 0\\.\\.2`),
+    );
+  });
+
+  nativeTest(`${output} cross-entropy vs float64 and TypeScript; 1 and 2 threads bitwise`, (nk) => {
+    for (const [rows, classes] of CE_SHAPES) checkCE(nk, rows, classes, output);
+    const { logits, targets } = ceInputs(2048, 97);
+    const one = withThreads(nk, 1, () => runCE(nk, logits, targets, 2048, 97, 0.5, true, output));
+    const two = withThreads(nk, 2, () => runCE(nk, logits, targets, 2048, 97, 0.5, true, output));
+    assertBitwise(two.losses, one.losses, "losses 2 vs 1 threads");
+    assertBitwise(two.dlogits!, one.dlogits!, "dlogits 2 vs 1 threads");
+    const ts = runCE(tsKernels, logits, targets, 2048, 97, 0.5, true, output);
+    assertClose(one.losses, ts.losses, (i) => 1e-6 * (1 + Math.abs(ts.losses[i])), "losses vs ts");
+    assertClose(one.dlogits!, ts.dlogits!, (i) => 1e-6 * (1e-3 + Math.abs(ts.dlogits![i])), "dlogits vs ts");
+    const kernel = output === "softmax" ? nk.softmaxCrossEntropy : nk.stablemaxCrossEntropy;
+    assert.throws(
+      () => runCE(nk, new Float32Array(6), new Int32Array([0, -1]), 2, 3, 1, true, output),
+      new RegExp(`${K}: target -1 of row 1 is outside 0\\.\\.2`),
+    );
+    assert.throws(
+      () =>
+        kernel(new Float32Array(6), new Float32Array(2) as unknown as Int32Array, 2, 3, new Float32Array(2), null, 1),
+      new RegExp(`${K}: targets must be an Int32Array`),
+    );
+    assert.throws(
+      () => kernel(new Float32Array(6), new Int32Array(2), 2, 3, new Float32Array(2), new Float32Array(5), 1),
+      new RegExp(`${K}: dlogits has 5 elements`),
+    );
+  });
+}
+
+test("stablemax cross-entropy does not saturate where softmax does: a fitted row keeps a loss and a gradient", () => {
+  // a logit margin of 120 saturates float32 softmax (exp(−120) ≈ 8e−53 is below f32's smallest value once
+  // the loss is stored); StableMax's probabilities fall off as 1/x and stay representable
+  const logits = Float32Array.from([120, 0, -3]);
+  const targets = new Int32Array([0]);
+  const softmax = runCE(tsKernels, logits, targets, 1, 3, 1, true, "softmax");
+  const stablemax = runCE(tsKernels, logits, targets, 1, 3, 1, true, "stablemax");
+  assert.equal(softmax.losses[0], 0);
+  assert.ok(stablemax.losses[0] > 0, `stablemax loss ${stablemax.losses[0]}`);
+  assert.ok(stablemax.dlogits!.some((d) => d !== 0));
 });
 
 // ---------------------------------------------------------------------------------------------------

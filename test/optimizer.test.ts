@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { noisyWeights } from "../src/engines/engine";
-import { learningRate, Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
+import {
+  learningRate,
+  Optimizer,
+  OptimizerConfig,
+  orthogonalizeGradient,
+  PAPER_OPTIMIZER,
+} from "../src/optim/optimizer";
 import { NamedTensors } from "../src/util/tensors";
 
 const cfg = (over: Partial<OptimizerConfig>): OptimizerConfig => ({ ...PAPER_OPTIMIZER, warmupSteps: 0, ...over });
@@ -11,12 +17,23 @@ const gradsOf = (values: number[]) => new Map([["w", Float32Array.from(values)]]
 const close = (a: number, b: number, tol = 1e-6) =>
   assert.ok(Math.abs(a - b) <= tol * (1 + Math.abs(b)), `${a} vs ${b}`);
 
-/** Adam/AdamW in float64, straight from the papers' pseudo-code (Loshchilov & Hutter, Algorithm 2). */
+/** ⊥Grad in float64 (Prieto et al. 2025, eq. 9): ∇ − (θ·∇ / θ·θ)·θ. */
+function referenceOrthogonal(g: number[], w: number[]): number[] {
+  const dot = (a: number[], b: number[]) => a.reduce((s, ai, i) => s + ai * b[i], 0);
+  const c = dot(g, w) / dot(w, w);
+  return g.map((gi, i) => gi - c * w[i]);
+}
+
+/**
+ * Adam/AdamW in float64, straight from the papers' pseudo-code (Loshchilov & Hutter, Algorithm 2); with
+ * c.orthogonalGrad, each gradient is first projected off the current weights (⊥AdamW).
+ */
 function referenceAdam(p0: number[], grads: number[][], c: OptimizerConfig): number[] {
   const p = [...p0];
   const m = p.map(() => 0);
   const v = p.map(() => 0);
-  grads.forEach((g, k) => {
+  grads.forEach((g0, k) => {
+    const g = c.orthogonalGrad ? referenceOrthogonal(g0, p) : g0;
     const t = k + 1;
     const lr = learningRate(c, k);
     for (let i = 0; i < p.length; i++) {
@@ -68,6 +85,66 @@ test("Adam and AdamW match a float64 reference over many steps", () => {
     const ref = referenceAdam(p0, grads, c);
     ref.forEach((r, i) => close(w.get("w")!.data[i], r, 1e-5));
   }
+});
+
+test("⊥AdamW and ⊥Adam match a float64 reference over many steps", () => {
+  for (const kind of ["adam", "adamw"] as const) {
+    const c = cfg({ kind, lr: 1e-2, weightDecay: 0.5, warmupSteps: 3, orthogonalGrad: true });
+    const p0 = [0.3, -1.2, 2.5, 0.01];
+    const grads = Array.from({ length: 20 }, (_, k) => p0.map((_, i) => Math.sin(k * 1.3 + i) + 0.2 * i));
+    const w = weightsOf(p0);
+    const opt = new Optimizer(c, 0, w);
+    grads.forEach((g, k) => opt.update(w, gradsOf(g), k));
+    const ref = referenceAdam(p0, grads, c);
+    ref.forEach((r, i) => close(w.get("w")!.data[i], r, 1e-5));
+    // and the projection changed the result: plain AdamW ends elsewhere
+    const plain = referenceAdam(p0, grads, { ...c, orthogonalGrad: false });
+    assert.ok(
+      plain.some((r, i) => Math.abs(r - ref[i]) > 1e-3),
+      `${kind}: ⊥Grad made no difference`,
+    );
+  }
+});
+
+test("⊥Grad: the update's gradient is orthogonal to the weights, per tensor; zero weights keep theirs", () => {
+  // SGD without momentum or decay: the update is −lr·g⊥ exactly, and the gradients are projected in place
+  const w0 = [0.5, -1.25, 2, 0.75];
+  const g0 = [0.3, 0.1, -0.7, 0.2];
+  const weights: NamedTensors = new Map([
+    ["w", { shape: [4], data: Float32Array.from(w0) }],
+    ["bias", { shape: [2], data: new Float32Array(2) }],
+  ]);
+  const grads = new Map([
+    ["w", Float32Array.from(g0)],
+    ["bias", Float32Array.from([0.5, -0.25])],
+  ]);
+  const lr = 0.1;
+  new Optimizer(cfg({ kind: "sgd", lr, momentum: 0, weightDecay: 0, orthogonalGrad: true }), 0, weights).update(
+    weights,
+    grads,
+    0,
+  );
+  const expected = referenceOrthogonal(g0, w0);
+  const projected = grads.get("w")!;
+  expected.forEach((e, i) => close(projected[i], e));
+  expected.forEach((e, i) => close(weights.get("w")!.data[i], w0[i] - lr * e));
+  // g⊥·w ≈ 0 relative to |g|·|w| (float32 storage of g⊥)
+  const dot = projected.reduce((s, gi, i) => s + gi * w0[i], 0);
+  const norm = (a: ArrayLike<number>) => Math.hypot(...Array.from(a));
+  assert.ok(Math.abs(dot) <= 1e-6 * norm(g0) * norm(w0), `g⊥·w = ${dot}`);
+  // a tensor of zeros has no direction to remove
+  assert.deepEqual([...grads.get("bias")!], [0.5, -0.25]);
+  assert.deepEqual([...weights.get("bias")!.data], [Math.fround(-0.05), Math.fround(0.025)]);
+});
+
+test("orthogonalizeGradient: a gradient along the weights vanishes, one across them stays", () => {
+  const w = Float32Array.from([3, 4]);
+  const along = Float32Array.from([6, 8]);
+  orthogonalizeGradient(along, w);
+  assert.deepEqual([...along], [0, 0]);
+  const across = Float32Array.from([-4, 3]);
+  orthogonalizeGradient(across, w);
+  assert.deepEqual([...across], [-4, 3]);
 });
 
 test("AdamW decaying toward the initial weights pulls back to them, not to zero", () => {

@@ -21,9 +21,10 @@ import { layerNormBackward, layerNormForward } from "../src/engines/webgpu/kerne
 import { matmul } from "../src/engines/webgpu/kernels/matmul";
 import { addInto, biasAdd, columnSum, multiply, residualAdd } from "../src/engines/webgpu/kernels/elementwise";
 import { gatherRows, scatterAddRows } from "../src/engines/webgpu/kernels/rows";
-import { grokfastFilter, sgdUpdate } from "../src/engines/webgpu/kernels/sgd";
+import { grokfastFilter, orthogonalGrad, sgdUpdate } from "../src/engines/webgpu/kernels/sgd";
 import { hyperparameterRecords, StepHyperparameters } from "../src/engines/webgpu/kernels/hyperparameters";
-import { Optimizer, OptimizerConfig, PAPER_OPTIMIZER } from "../src/optim/optimizer";
+import { OutputKind } from "../src/model/config";
+import { Optimizer, OptimizerConfig, orthogonalizeGradient, PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { Rng, Stream } from "../src/util/rng";
 import { requireWebGpu, webGpuForTests } from "./webgpu-device";
 
@@ -41,6 +42,10 @@ const rng = new Rng(20260113);
 
 /** One run's optimizer hyperparameters (the optimizer kernels' per-run records): defaults, then `over`. */
 function hyperparameters(gpu: GpuContext, over: Partial<StepHyperparameters>) {
+  return gpu.array("f32", hyperparameterRecords([runHyperparameters(over)]));
+}
+
+function runHyperparameters(over: Partial<StepHyperparameters>): StepHyperparameters {
   const defaults: StepHyperparameters = {
     lr: 0,
     beta1: 0,
@@ -54,8 +59,9 @@ function hyperparameters(gpu: GpuContext, over: Partial<StepHyperparameters>) {
     withNoise: false,
     momentum: 0,
     grokfast: null,
+    orthogonalGrad: false,
   };
-  return gpu.array("f32", hyperparameterRecords([{ ...defaults, ...over }]));
+  return { ...defaults, ...over };
 }
 const uniform = (n: number, lo = -1, hi = 1) => rng.fillUniform(new Float32Array(n), lo, hi);
 
@@ -243,7 +249,17 @@ gpuTest("layerNormBackward matches TypeScript (dx, dweight, dbias accumulated)",
 // ---------------------------------------------------------------------------------------------------
 // softmax cross-entropy
 
-gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits at each row's scale when asked)", async (gpu) => {
+for (const output of ["softmax", "stablemax"] as OutputKind[]) {
+  gpuTest(
+    `${output} cross-entropy matches TypeScript (losses, and dlogits at each row's scale when asked)`,
+    async (gpu) => {
+      await checkCrossEntropy(gpu, output);
+    },
+  );
+}
+
+async function checkCrossEntropy(gpu: GpuContext, output: OutputKind): Promise<void> {
+  const kernel = output === "softmax" ? tsKernels.softmaxCrossEntropy : tsKernels.stablemaxCrossEntropy;
   for (const [rows, classes] of [
     [1, 1],
     [50, 97], // the paper's modulus: more classes than threads per row
@@ -253,7 +269,7 @@ gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits at each row
     const targets = Int32Array.from({ length: rows }, () => rng.int(classes));
     const scale = 1 / rows;
     const expected = { losses: new Float32Array(rows), dlogits: new Float32Array(rows * classes) };
-    tsKernels.softmaxCrossEntropy(logits, targets, rows, classes, expected.losses, expected.dlogits, scale);
+    kernel(logits, targets, rows, classes, expected.losses, expected.dlogits, scale);
     // the last row of several has scale 0 (a padding row): its dlogits are zeros
     const scales = new Float32Array(rows).fill(scale);
     if (rows > 1) {
@@ -274,6 +290,7 @@ gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits at each row
         losses,
         withGradient ? dlogits : null,
         withGradient ? gpu.array("f32", scales) : null,
+        output,
       );
       await rec.submit();
       assertAgrees(await gpu.readFloats(losses), expected.losses, `losses ${rows}×${classes}`);
@@ -285,7 +302,7 @@ gpuTest("softmaxCrossEntropy matches TypeScript (losses, and dlogits at each row
         );
     }
   }
-});
+}
 
 gpuTest("softmaxCrossEntropy gives a NaN loss for a target outside the classes", async (gpu) => {
   const losses = gpu.array("f32", 3);
@@ -612,6 +629,34 @@ gpuTest("residualAdd, addInto, multiply, biasAdd and columnSum match plain loops
   assert.throws(() => residualAdd(gpu.record(), gx, gy, null, n, gx), /residualAdd: the output must not be an input/);
 });
 
+gpuTest("orthogonalGrad projects each run's gradient off its own weights, for the runs that ask", async (gpu) => {
+  const size = 700; // more values than threads per workgroup
+  const runs = 3;
+  const w = uniform(runs * size);
+  w.fill(0, 2 * size); // run 2: all-zero weights keep their gradient
+  // gradients with a large component along the weights, so the projection matters
+  const g = Float32Array.from(uniform(runs * size), (gi, i) => gi + 3 * w[i]);
+  const flags = [true, false, true];
+  const records = hyperparameterRecords(flags.map((on) => runHyperparameters({ orthogonalGrad: on })));
+  const gg = gpu.array("f32", g);
+  const rec = gpu.record();
+  orthogonalGrad(rec, gg, gpu.array("f32", w), size, gpu.array("f32", records));
+  await rec.submit();
+  const got = await gpu.readFloats(gg);
+  for (let r = 0; r < runs; r++) {
+    const gr = g.slice(r * size, (r + 1) * size);
+    const wr = w.subarray(r * size, (r + 1) * size);
+    if (flags[r]) orthogonalizeGradient(gr, wr);
+    const mine = got.subarray(r * size, (r + 1) * size);
+    assertAgrees(mine, gr, `run ${r}`);
+    if (!flags[r] || r === 2) assert.deepEqual(mine, gr, `run ${r} keeps its gradient`);
+    // what is left is orthogonal to the weights, to f32 rounding of the dot products
+    const dot = mine.reduce((s, gi, i) => s + gi * wr[i], 0);
+    const norm = (a: Float32Array) => Math.sqrt(a.reduce((s, x) => s + x * x, 0));
+    if (flags[r] && r !== 2) assert.ok(Math.abs(dot) <= 1e-4 * norm(mine) * norm(wr), `run ${r}: g⊥·w = ${dot}`);
+  }
+});
+
 // ---------------------------------------------------------------------------------------------------
 // SGD and Grokfast (sgd.ts), against optim/optimizer.ts itself: three updates of one tensor
 
@@ -624,6 +669,11 @@ const SGD_VARIANTS: { name: string; cfg: Partial<OptimizerConfig> }[] = [
   },
   { name: "SGD with Grokfast", cfg: { kind: "sgd", lr: 0.1, momentum: 0.5, grokfast: { alpha: 0.9, lambda: 2 } } },
   { name: "AdamW with Grokfast (the filter alone)", cfg: { kind: "adamw", grokfast: { alpha: 0.8, lambda: 5 } } },
+  { name: "SGD with ⊥Grad", cfg: { kind: "sgd", lr: 0.1, weightDecay: 0, orthogonalGrad: true } },
+  {
+    name: "⊥AdamW with Grokfast",
+    cfg: { kind: "adamw", weightDecay: 0, grokfast: { alpha: 0.8, lambda: 5 }, orthogonalGrad: true },
+  },
 ];
 
 for (const variant of SGD_VARIANTS) {
@@ -648,6 +698,7 @@ for (const variant of SGD_VARIANTS) {
       gpu.write(g, grad);
       const rec = gpu.record();
       if (cfg.grokfast) grokfastFilter(rec, g, ema, n, hyperparameters(gpu, { grokfast: cfg.grokfast }));
+      if (cfg.orthogonalGrad) orthogonalGrad(rec, g, p, n, hyperparameters(gpu, { orthogonalGrad: true }));
       if (cfg.kind === "sgd") {
         let noise: Float32Array | null = null;
         if (cfg.updateNoise > 0) {

@@ -100,6 +100,13 @@ export const FIELD_FLAGS: FieldFlag[] = [
     kind: "number",
     help: "multiplies every initial weight (default 1)",
   },
+  {
+    flag: "output",
+    section: "model",
+    field: "output",
+    kind: "string",
+    help: "softmax or stablemax (the loss's output function, default softmax)",
+  },
   { flag: "optimizer", section: "optimizer", field: "kind", kind: "string", help: "adamw, adam or sgd" },
   { flag: "lr", section: "optimizer", field: "lr", kind: "number", help: "learning rate" },
   { flag: "warmup", section: "optimizer", field: "warmupSteps", kind: "int", help: "linear warmup steps" },
@@ -255,6 +262,7 @@ export function configFromFlags(values: Record<string, string | boolean | undefi
           : (cfg.optimizer.grokfast?.lambda ?? 2),
     };
   }
+  if (values["orthogonal-grad"] === true) cfg.optimizer.orthogonalGrad = true;
   return cfg;
 }
 

@@ -49,7 +49,8 @@ function trainOptionsSpec(): ParseArgsConfig["options"] {
   for (const f of FIELD_FLAGS) options[f.flag] = { type: "string" };
   for (const name of Object.keys(SPECIAL_FLAGS)) options[name] = { type: "string" };
   for (const name of Object.keys(RUNTIME_FLAGS)) options[name] = { type: "string" };
-  for (const name of [...Object.keys(BOOLEAN_FLAGS), "grokfast"]) options[name] = { type: "boolean" };
+  for (const name of [...Object.keys(BOOLEAN_FLAGS), "grokfast", "orthogonal-grad"])
+    options[name] = { type: "boolean" };
   options.modulus.short = "p";
   return options;
 }
@@ -218,6 +219,7 @@ function usage(): string {
       ...FIELD_FLAGS.map((f) => [f.flag === "modulus" ? "modulus, -p" : f.flag, f.help] as [string, string]),
       ...Object.entries(SPECIAL_FLAGS),
       ["grokfast", GROKFAST_HELP],
+      ["orthogonal-grad", "⊥Grad: each gradient without its component along its weights (⊥AdamW with adamw)"],
     ]) +
     "\n" +
     section("train: how it runs", [...Object.entries(RUNTIME_FLAGS), ...Object.entries(BOOLEAN_FLAGS)])

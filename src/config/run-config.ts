@@ -102,11 +102,13 @@ export function setConfigField(cfg: RunConfig, fieldPath: string, value: unknown
 }
 
 /**
- * Fields a config may leave out: optimizer.grokfast (null when off) and model.initScale (1 when absent, and
- * left out then, so that a config's run id does not change with a field it does not use).
+ * Fields a config may leave out: optimizer.grokfast (null when off), optimizer.orthogonalGrad (false when
+ * absent), model.initScale (1 when absent) and model.output (softmax when absent); the last three are left
+ * out at their defaults, so that a config's run id does not change with a field it does not use.
  */
 function isOptionalField(section: string, key: string): boolean {
-  return (section === "optimizer" && key === "grokfast") || (section === "model" && key === "initScale");
+  if (section === "optimizer") return key === "grokfast" || key === "orthogonalGrad";
+  return section === "model" && (key === "initScale" || key === "output");
 }
 
 /** A copy of a config with every field path of `changes` set, e.g. { "optimizer.kind": "adam" }. */
@@ -190,7 +192,9 @@ export function normalizeConfig(cfg: RunConfig): RunConfig {
     validateModelConfig(out.model);
     // the default scale is left out, so that configs written before the field existed keep their run ids
     if (out.model.initScale === 1) delete out.model.initScale;
+    if (out.model.output === "softmax") delete out.model.output;
     validateOptimizerConfig(out.optimizer);
+    if (out.optimizer.orthogonalGrad === false) delete out.optimizer.orthogonalGrad;
     const t = out.training;
     if (!Number.isInteger(t.seed) || t.seed < 0)
       throw new Error(`training: seed must be an integer ≥ 0 (got ${t.seed})`);

@@ -51,6 +51,11 @@ export interface Engine {
   readonly name: string;
   /** What it runs on, e.g. "wasm" or "node-gpu". */
   readonly backend: string;
+  /**
+   * Why this engine cannot train a run of this model and optimizer, or null when it can (absent: it can
+   * train every valid configuration). Asked before anything is created on disk; initialize() throws it.
+   */
+  unsupported?(model: ModelConfig, optimizer: OptimizerConfig): string | null;
   /** Sets up the model and a fresh optimizer for `weights` (the initial weights when training from scratch). */
   initialize(setup: EngineSetup, weights: NamedTensors): void;
   /**

@@ -20,6 +20,8 @@ export interface TransformerConfig {
   dropout: number;
   /** Multiplies every initial weight (Omnigrok's initialization scale α); absent means 1. */
   initScale?: number;
+  /** The output function of the cross-entropy loss (see OutputKind); absent means softmax. */
+  output?: OutputKind;
 }
 
 /** A cheap baseline: embeddings of x and y, concatenated → one hidden layer → answer. */
@@ -33,9 +35,19 @@ export interface MlpConfig {
   dropout: number;
   /** Multiplies every initial weight (Omnigrok's initialization scale α); absent means 1. */
   initScale?: number;
+  /** The output function of the cross-entropy loss (see OutputKind); absent means softmax. */
+  output?: OutputKind;
 }
 
 export type ModelConfig = TransformerConfig | MlpConfig;
+
+/**
+ * The function that turns logits into probabilities in the loss: softmax, exp(x_i)/Σ exp(x_j), or StableMax
+ * (Prieto et al. 2025), s(x_i)/Σ s(x_j) with s(x) = x + 1 for x ≥ 0 and 1/(1 − x) below, which grows
+ * linearly instead of exponentially, so float32 probabilities do not saturate at 1 (Softmax Collapse).
+ */
+export type OutputKind = "softmax" | "stablemax";
+export const OUTPUT_KINDS: readonly OutputKind[] = ["softmax", "stablemax"];
 
 /** What the model needs to know about the data. */
 export interface ModelDims {
@@ -190,6 +202,8 @@ export function validateModelConfig(model: ModelConfig): void {
   positiveInt("width", model.width);
   if (model.initScale !== undefined && !(Number.isFinite(model.initScale) && model.initScale > 0))
     fail(`initScale must be a positive number (got ${model.initScale})`);
+  if (model.output !== undefined && !OUTPUT_KINDS.includes(model.output))
+    fail(`output must be softmax or stablemax (got ${model.output})`);
   if (model.kind === "mlp") {
     positiveInt("hidden", model.hidden);
     return;

@@ -25,6 +25,11 @@ export interface OptimizerConfig {
   weightNoise: number;
   /** Grokfast-EMA (Lee et al. 2024): g ← g + λ·ema, ema ← α·ema + (1−α)·g. Null: off. */
   grokfast: { alpha: number; lambda: number } | null;
+  /**
+   * ⊥Grad (Prieto et al. 2025): each tensor's gradient loses its component along the tensor's weights before
+   * the update (after Grokfast); with AdamW this is ⊥AdamW. Absent: off.
+   */
+  orthogonalGrad?: boolean;
 }
 
 /** The paper's default (Appendix A.1.2): AdamW, lr 1e-3, wd 1, β = (0.9, 0.98), 10 warmup steps. */
@@ -70,6 +75,26 @@ export function validateOptimizerConfig(cfg: OptimizerConfig): void {
     if (!(alpha >= 0 && alpha < 1)) fail(`grokfast alpha must be in [0, 1) (got ${alpha})`);
     if (!(lambda >= 0)) fail(`grokfast lambda must be ≥ 0 (got ${lambda})`);
   }
+  if (cfg.orthogonalGrad !== undefined && typeof cfg.orthogonalGrad !== "boolean")
+    fail(`orthogonalGrad must be true or false (got ${JSON.stringify(cfg.orthogonalGrad)})`);
+}
+
+/**
+ * ⊥Grad of one tensor, in place: g ← g − (g·w / w·w)·w, the gradient without its component along the
+ * weights w (the direction that only scales the weights, which is what lets the logits grow until the
+ * softmax saturates). Dot products in double; an all-zero w (a bias at its initial value) has no direction
+ * to remove and leaves g as it is.
+ */
+export function orthogonalizeGradient(g: Float32Array, w: Float32Array): void {
+  let gw = 0;
+  let ww = 0;
+  for (let i = 0; i < w.length; i++) {
+    gw += g[i] * w[i];
+    ww += w[i] * w[i];
+  }
+  if (ww === 0) return;
+  const c = gw / ww;
+  for (let i = 0; i < w.length; i++) g[i] -= c * w[i];
 }
 
 /**
@@ -161,7 +186,7 @@ export class Optimizer {
 
   /**
    * One update of `weights` in place from `grads` (same names), for 0-based `step`. Grads may be modified
-   * (Grokfast filters them in place).
+   * (Grokfast filters them and ⊥Grad projects them in place).
    */
   update(weights: NamedTensors, grads: Map<string, Float32Array>, step: number): void {
     const cfg = this.cfg;
@@ -184,6 +209,8 @@ export class Optimizer {
           g[i] += lambda * ema[i];
         }
       }
+      // as in the paper's code, ⊥Grad takes the gradient the optimizer would use: after the Grokfast filter
+      if (cfg.orthogonalGrad) orthogonalizeGradient(g, p);
       if (cfg.kind === "sgd") {
         const buf = this.slots.get("buf")?.get(name);
         for (let i = 0; i < p.length; i++) {

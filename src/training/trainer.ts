@@ -75,6 +75,8 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   }
   const { engine, description } = created;
   try {
+    const unsupported = engine.unsupported?.(cfg.model, cfg.optimizer);
+    if (unsupported) throw new UserError(unsupported);
     const { lock, state } = store.openForTraining(cfg);
     try {
       const ctx = { cfg, store, id, state, dataset, dims, engine, options, log };

@@ -128,6 +128,22 @@ export interface Kernels {
     scale: number,
   ): void;
 
+  /**
+   * The same with StableMax in place of softmax (model/config.ts, OutputKind): with s(x) = x + 1 for x ≥ 0
+   * and 1/(1 − x) below, S = Σ_j s(logits[r, j]) and t = targets[r], losses[r] = log S − log s(logits[r, t])
+   * and dlogits[r, j] = (s'(x_j)/S − [j = t]·s'(x_t)/s(x_t))·scale, with s'(x) = 1 for x ≥ 0 and
+   * 1/(1 − x)² below. No maximum is subtracted (StableMax is not shift-invariant; s never overflows).
+   */
+  stablemaxCrossEntropy(
+    logits: Float32Array,
+    targets: Int32Array,
+    rows: number,
+    classes: number,
+    losses: Float32Array,
+    dlogits: Float32Array | null,
+    scale: number,
+  ): void;
+
   /** out = act(x), elementwise over n values. relu(x) = x > 0 ? x : 0, and NaN stays NaN. */
   activationForward(kind: "relu" | "gelu", x: Float32Array, out: Float32Array, n: number): void;
   /**

@@ -6,6 +6,7 @@
 // replaced did: the fast engine's results are bit for bit what they were. The fast engine runs one run at
 // a time (runs = 1); the kernels that take a run count loop over the runs' subarrays otherwise.
 
+import { OutputKind } from "../../model/config";
 import { ModelKernels } from "../shared/model-kernels";
 import { Kernels } from "./kernels";
 import { Workspace } from "./workspace";
@@ -166,12 +167,14 @@ export class CpuModelKernels implements ModelKernels<Float32Array, Int32Array> {
     losses: Float32Array,
     dlogits: Float32Array | null,
     counts: number[],
+    output: OutputKind,
   ): void {
+    const kernel = output === "stablemax" ? this.kernels.stablemaxCrossEntropy : this.kernels.softmaxCrossEntropy;
     if (counts.length === 1 && counts[0] === rows)
-      return this.kernels.softmaxCrossEntropy(logits, targets, rows, classes, losses, dlogits, 1 / rows);
+      return kernel(logits, targets, rows, classes, losses, dlogits, 1 / rows);
     const R = rows / counts.length;
     counts.forEach((count, r) => {
-      this.kernels.softmaxCrossEntropy(
+      kernel(
         runSlice(logits, r, R * classes),
         targets.subarray(r * R, (r + 1) * R),
         R,

@@ -439,16 +439,16 @@ function attentionBackward(
 // ---------------------------------------------------------------------------------------------------
 // softmax cross-entropy (double precision)
 
-function softmaxCrossEntropy(
+/** The checks both cross-entropy kernels make before they read anything. */
+function checkCrossEntropy(
+  K: string,
   logits: Float32Array,
   targets: Int32Array,
   rows: number,
   classes: number,
   losses: Float32Array,
   dlogits: Float32Array | null,
-  scale: number,
 ): void {
-  const K = "softmaxCrossEntropy";
   checkDims(K, { rows, classes });
   checkLen(K, "logits", logits, rows * classes);
   checkLen(K, "targets", targets, rows, true);
@@ -458,6 +458,18 @@ function softmaxCrossEntropy(
     const t = targets[r];
     if (t < 0 || t >= classes) fail(K, `target ${t} of row ${r} is outside 0..${classes - 1}`);
   }
+}
+
+function softmaxCrossEntropy(
+  logits: Float32Array,
+  targets: Int32Array,
+  rows: number,
+  classes: number,
+  losses: Float32Array,
+  dlogits: Float32Array | null,
+  scale: number,
+): void {
+  checkCrossEntropy("softmaxCrossEntropy", logits, targets, rows, classes, losses, dlogits);
   for (let r = 0; r < rows; r++) {
     const o = r * classes;
     let max = -Infinity;
@@ -470,6 +482,42 @@ function softmaxCrossEntropy(
       for (let j = 0; j < classes; j++) {
         const pj = Math.exp(logits[o + j] - max) / sum;
         dlogits[o + j] = (j === t ? pj - 1 : pj) * scale;
+      }
+    }
+  }
+}
+
+/** StableMax's s(x): x + 1 for x ≥ 0, 1/(1 − x) below (continuous, with slope 1 at 0 from both sides). */
+function stablemaxS(x: number): number {
+  return x >= 0 ? x + 1 : 1 / (1 - x);
+}
+
+/** s'(x): 1 for x ≥ 0, 1/(1 − x)² below. */
+function stablemaxSlope(x: number): number {
+  return x >= 0 ? 1 : 1 / ((1 - x) * (1 - x));
+}
+
+function stablemaxCrossEntropy(
+  logits: Float32Array,
+  targets: Int32Array,
+  rows: number,
+  classes: number,
+  losses: Float32Array,
+  dlogits: Float32Array | null,
+  scale: number,
+): void {
+  checkCrossEntropy("stablemaxCrossEntropy", logits, targets, rows, classes, losses, dlogits);
+  for (let r = 0; r < rows; r++) {
+    const o = r * classes;
+    let sum = 0;
+    for (let j = 0; j < classes; j++) sum += stablemaxS(logits[o + j]);
+    const t = targets[r];
+    const st = stablemaxS(logits[o + t]);
+    losses[r] = Math.log(sum) - Math.log(st);
+    if (dlogits) {
+      for (let j = 0; j < classes; j++) {
+        const dj = stablemaxSlope(logits[o + j]) / sum;
+        dlogits[o + j] = (j === t ? dj - stablemaxSlope(logits[o + t]) / st : dj) * scale;
       }
     }
   }
@@ -585,6 +633,7 @@ export const tsKernels: Kernels = {
   attentionForward,
   attentionBackward,
   softmaxCrossEntropy,
+  stablemaxCrossEntropy,
   activationForward,
   activationBackward,
   adamUpdate,

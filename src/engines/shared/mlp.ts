@@ -67,7 +67,9 @@ export class Mlp<A, I> implements ModelSequence<A> {
     const losses = kernels.buffer("losses", rows);
     const dlogits = grads ? kernels.buffer("dlogits", rows * n) : null;
     const runCounts = exampleCounts(size, runs, counts);
-    kernels.softmaxCrossEntropy(logits, kernels.indices("targets", targets), rows, n, losses, dlogits, runCounts);
+    const targetIndices = kernels.indices("targets", targets);
+    const output = this.cfg.output ?? "softmax";
+    kernels.softmaxCrossEntropy(logits, targetIndices, rows, n, losses, dlogits, runCounts, output);
     if (!grads || !dlogits) return { logits, losses };
 
     kernels.matmul(true, false, hid, n, size, a, dlogits, named(grads, "head.weight"), true, runs);

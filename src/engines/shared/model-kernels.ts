@@ -13,6 +13,8 @@
 // norms, biasAdd and columnSum (rows split into `runs` equal blocks). The others work on all rows alike;
 // gathers and scatters reach a run's own rows of a table through indices that include the run's offset.
 
+import { OutputKind } from "../../model/config";
+
 /** The kernel contract's methods (see fast/kernels.ts for each one's meaning) over A and I, then the rest. */
 export interface ModelKernels<A, I> {
   /** `runs` products C_r = op(A_r)·op(B_r), each operand of run r at r·(its m·k, k·n or m·n). */
@@ -75,9 +77,10 @@ export interface ModelKernels<A, I> {
   activationForward(kind: "relu" | "gelu", x: A, out: A, n: number): void;
   activationBackward(kind: "relu" | "gelu", dout: A, x: A, dx: A, n: number): void;
   /**
-   * The losses, and with dlogits the gradient of each run's mean loss. The rows are counts.length equal
-   * blocks, one per run; run r's first counts[r] rows are its examples (dlogits scaled by 1/counts[r]), the
-   * rest padding, whose dlogits are exact zeros.
+   * The losses, and with dlogits the gradient of each run's mean loss, with softmax or StableMax as `output`
+   * says (the kernel contract's softmaxCrossEntropy or stablemaxCrossEntropy). The rows are counts.length
+   * equal blocks, one per run; run r's first counts[r] rows are its examples (dlogits scaled by
+   * 1/counts[r]), the rest padding, whose dlogits are exact zeros.
    */
   softmaxCrossEntropy(
     logits: A,
@@ -87,6 +90,7 @@ export interface ModelKernels<A, I> {
     losses: A,
     dlogits: A | null,
     counts: number[],
+    output: OutputKind,
   ): void;
 
   // ---- the sequence's own steps (the fast engine's former inline loops)

@@ -872,7 +872,8 @@ export class Transformer<A, I> implements ModelSequence<A> {
     }
     kernels.matmul(false, false, size, n, d, head.normed, w.head, head.logits, false, runs);
     // each run's mean over its own real examples
-    kernels.softmaxCrossEntropy(head.logits, targets, examples, n, head.losses, dlogits, batch.counts);
+    const output = this.cfg.output ?? "softmax";
+    kernels.softmaxCrossEntropy(head.logits, targets, examples, n, head.losses, dlogits, batch.counts, output);
     return head;
   }
 

@@ -3,6 +3,9 @@
 import type * as TF from "@tensorflow/tfjs";
 import { BaseEngine, countCorrect, ForwardPass } from "../base";
 import { Batch, EngineSetup, GradientResult, dropoutMasks, noisyWeights } from "../engine";
+import { ModelConfig } from "../../model/config";
+import { OptimizerConfig } from "../../optim/optimizer";
+import { UserError } from "../../util/errors";
 import { NamedTensors } from "../../util/tensors";
 import { LoadedTfjs, TfjsBackendChoice, loadTfjs } from "./backend";
 import { Params, TfjsModel } from "./model";
@@ -27,7 +30,18 @@ export class TfjsEngine extends BaseEngine {
     return this.loaded.note;
   }
 
+  /** The tfjs model computes its loss with tfjs's softmax only, and its parity with ⊥Grad is not tested. */
+  unsupported(model: ModelConfig, optimizer: OptimizerConfig): string | null {
+    if (model.output === "stablemax")
+      return "the tfjs engine has no StableMax output (model.output): use --engine fast or webgpu";
+    if (optimizer.orthogonalGrad)
+      return "the tfjs engine has no ⊥Grad (optimizer.orthogonalGrad): use --engine fast or webgpu";
+    return null;
+  }
+
   protected prepare(setup: EngineSetup): void {
+    const why = this.unsupported(setup.model, setup.optimizer);
+    if (why) throw new UserError(why);
     this.model?.dispose();
     this.model = new TfjsModel(this.loaded.tf, setup.model, setup.dims);
   }

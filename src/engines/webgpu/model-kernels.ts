@@ -4,6 +4,7 @@
 // CPU data (the batch's index arrays, dropout masks, fixed positions) is written into its role's buffer
 // through the queue, which orders it before the command buffer that reads it.
 
+import { OutputKind } from "../../model/config";
 import { ModelKernels } from "../shared/model-kernels";
 import * as K from "./kernels";
 import { GpuArray, GpuContext, Recorder } from "./kernels/dispatch";
@@ -113,9 +114,10 @@ export class GpuModelKernels implements ModelKernels<GpuArray, GpuArray> {
     losses: GpuArray,
     dlogits: GpuArray | null,
     counts: number[],
+    output: OutputKind,
   ): void {
     const scales = dlogits ? this.upload("softmaxCrossEntropy.scales", lossScales(rows, counts)) : null;
-    K.softmaxCrossEntropy(this.rec, logits, targets, rows, classes, losses, dlogits, scales);
+    K.softmaxCrossEntropy(this.rec, logits, targets, rows, classes, losses, dlogits, scales, output);
   }
 
   activationForward(kind: "relu" | "gelu", x: GpuArray, out: GpuArray, n: number): void {

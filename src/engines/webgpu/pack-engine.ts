@@ -2,7 +2,7 @@
 // and optimizer slot is one GPU array [R × size] per tensor (run r's values at r·size), and every
 // activation [R × rows × …]: the shared sequence (../shared/transformer.ts, mlp.ts) runs once over all
 // runs, the kernels that touch a weight taking the run count (model-kernels.ts). The optimizer mirrors
-// optim/optimizer.ts step for step (Grokfast filter, then AdamW/Adam or SGD), each run reading its own
+// optim/optimizer.ts step for step (Grokfast filter, ⊥Grad, then AdamW/Adam or SGD), each run reading its own
 // hyperparameters at its own step from a small array written each step (kernels/hyperparameters.ts).
 //
 // A pack step is recorded into one command buffer and submitted; nothing is read back. What the CPU
@@ -43,6 +43,7 @@ import {
   adamUpdate,
   grokfastFilter,
   hyperparameterRecords,
+  orthogonalGrad,
   residualAdd,
   sgdUpdate,
   StepHyperparameters,
@@ -77,6 +78,7 @@ function stepHyperparameters(cfg: OptimizerConfig, step: number): StepHyperparam
     withNoise: cfg.updateNoise > 0,
     momentum: cfg.kind === "sgd" ? cfg.momentum : 0,
     grokfast: cfg.grokfast ?? null,
+    orthogonalGrad: cfg.orthogonalGrad ?? false,
   };
 }
 
@@ -307,6 +309,7 @@ export class WebGpuPackEngine implements PackEngine {
       const g = pack.grads.get(t.name)!;
       const ema = slot("ema", t.name);
       if (ema) grokfastFilter(rec, g, ema, t.size, pack.hyperparameters);
+      if (setups.some((s) => s.optimizer.orthogonalGrad)) orthogonalGrad(rec, g, p, t.size, pack.hyperparameters);
       let noise: GpuArray | null = null;
       if (noiseRngs.some((rng) => rng)) {
         const values = new Float32Array(setups.length * t.size);

@@ -253,9 +253,12 @@ napi_value AttentionBackward(napi_env env, napi_callback_info info) {
   });
 }
 
-napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
+using CrossEntropyKernel = void (*)(const float*, const int32_t*, int64_t, int64_t, float*, float*, double);
+
+// softmaxCrossEntropy and stablemaxCrossEntropy: the same arguments and checks, another kernel
+napi_value CrossEntropy(napi_env env, napi_callback_info info, const char* name, CrossEntropyKernel kernel) {
   return guarded(env, [&] {
-    Args a(env, info, "softmaxCrossEntropy", 7);
+    Args a(env, info, name, 7);
     const int64_t rows = a.dim(2, "rows"), classes = a.dim(3, "classes");
     const float* logits = a.f32(0, "logits", rows * classes);
     const int32_t* targets = a.i32(1, "targets", rows);
@@ -266,9 +269,17 @@ napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
       if (targets[r] < 0 || targets[r] >= classes)
         a.fail("target " + std::to_string(targets[r]) + " of row " + std::to_string(r) + " is outside 0.." + std::to_string(classes - 1));
     std::lock_guard<std::mutex> lock(kernel_mutex());
-    grok::softmax_cross_entropy(logits, targets, rows, classes, losses, dlogits, scale);
+    kernel(logits, targets, rows, classes, losses, dlogits, scale);
     return undefined(env);
   });
+}
+
+napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
+  return CrossEntropy(env, info, "softmaxCrossEntropy", grok::softmax_cross_entropy);
+}
+
+napi_value StablemaxCrossEntropy(napi_env env, napi_callback_info info) {
+  return CrossEntropy(env, info, "stablemaxCrossEntropy", grok::stablemax_cross_entropy);
 }
 
 napi_value ActivationForward(napi_env env, napi_callback_info info) {
@@ -331,6 +342,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"attentionForward", AttentionForward},
       {"attentionBackward", AttentionBackward},
       {"softmaxCrossEntropy", SoftmaxCrossEntropy},
+      {"stablemaxCrossEntropy", StablemaxCrossEntropy},
       {"activationForward", ActivationForward},
       {"activationBackward", ActivationBackward},
       {"adamUpdate", AdamUpdate},

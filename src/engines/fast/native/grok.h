@@ -36,6 +36,7 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t b
 void attention_backward(const float* dout, const float* q, const float* k, const float* v, const float* att, int64_t batch, int64_t tq, int64_t tk, int64_t heads, int64_t headDim, int64_t queryOffset, float* dq, float* dk, float* dv);
 
 void softmax_cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t classes, float* losses, float* dlogits, double scale);
+void stablemax_cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t classes, float* losses, float* dlogits, double scale);
 
 enum class Activation { Relu, Gelu };
 void activation_forward(Activation kind, const float* x, float* out, int64_t n);

@@ -1,4 +1,4 @@
-// Layer norm, attention, softmax cross-entropy and activations: the same arithmetic as ts-kernels.ts
+// Layer norm, attention, softmax and StableMax cross-entropy and activations: the same arithmetic as ts-kernels.ts
 // (double precision inside, float32 in memory). Work is split across the pool only in units whose results
 // do not depend on the split (rows, (sequence, head) pairs, columns, elements).
 #include <algorithm>
@@ -230,6 +230,36 @@ void softmax_cross_entropy(const float* logits, const int32_t* targets, int64_t 
         for (int64_t j = 0; j < classes; ++j) {
           const double pj = e[j] / sum;
           dr[j] = static_cast<float>((j == t ? pj - 1.0 : pj) * scale);
+        }
+      }
+    }
+  });
+}
+
+// ---- StableMax cross-entropy ---------------------------------------------------------------------------
+
+namespace {
+// s(x) = x + 1 for x >= 0, 1/(1 - x) below, and its slope
+inline double stablemax_s(double x) { return x >= 0 ? x + 1.0 : 1.0 / (1.0 - x); }
+inline double stablemax_slope(double x) { return x >= 0 ? 1.0 : 1.0 / ((1.0 - x) * (1.0 - x)); }
+}  // namespace
+
+void stablemax_cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t classes, float* losses, float* dlogits, double scale) {
+  if (rows <= 0) return;
+  const int64_t minRows = std::max<int64_t>(1, (kMinElems / 4) / std::max<int64_t>(1, classes));
+  parallel_for(rows, minRows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* lr = logits + r * classes;
+      double sum = 0;
+      for (int64_t j = 0; j < classes; ++j) sum += stablemax_s(lr[j]);
+      const int32_t t = targets[r];
+      const double st = stablemax_s(lr[t]);
+      losses[r] = static_cast<float>(std::log(sum) - std::log(st));
+      if (dlogits) {
+        float* dr = dlogits + r * classes;
+        for (int64_t j = 0; j < classes; ++j) {
+          const double dj = stablemax_slope(lr[j]) / sum;
+          dr[j] = static_cast<float>((j == t ? dj - stablemax_slope(lr[t]) / st : dj) * scale);
         }
       }
     }

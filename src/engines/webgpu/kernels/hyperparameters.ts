@@ -24,6 +24,8 @@ export interface StepHyperparameters {
   momentum: number;
   /** The Grokfast-EMA filter's α and λ; null: no filter for this run. */
   grokfast: { alpha: number; lambda: number } | null;
+  /** ⊥Grad: the gradient loses its component along the weights before the update. */
+  orthogonalGrad: boolean;
 }
 
 /** f32 values per run record (a multiple of 4, for the struct's alignment). */
@@ -35,7 +37,7 @@ export function hyperparametersWgsl(binding: number): string {
 struct RunHyperparameters {
   lr: f32, beta1: f32, beta2: f32, eps: f32, stepSize: f32, sqrtBc2: f32, weightDecay: f32, decoupled: f32,
   towardInit: f32, withNoise: f32, momentum: f32, withMomentum: f32, alpha: f32, lambda: f32, grokfast: f32,
-  unused: f32,
+  orthogonalGrad: f32,
 }
 @group(0) @binding(${binding}) var<storage, read> H: array<RunHyperparameters>;`;
 }
@@ -63,7 +65,7 @@ export function hyperparameterRecords(runs: StepHyperparameters[]): Float32Array
         h.grokfast?.alpha ?? 0,
         h.grokfast?.lambda ?? 0,
         flag(h.grokfast !== null),
-        0,
+        flag(h.orthogonalGrad),
       ],
       r * RECORD,
     );

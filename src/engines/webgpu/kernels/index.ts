@@ -13,6 +13,6 @@ export { GpuArray, GpuContext, Recorder } from "./dispatch";
 export { layerNormBackward, layerNormForward } from "./layer-norm";
 export { matmul } from "./matmul";
 export { gatherRows, scatterAddRows } from "./rows";
-export { grokfastFilter, sgdUpdate } from "./sgd";
+export { grokfastFilter, orthogonalGrad, sgdUpdate } from "./sgd";
 export { hyperparameterRecords, StepHyperparameters } from "./hyperparameters";
 export { MatmulBatch } from "./matmul";

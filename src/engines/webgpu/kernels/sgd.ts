@@ -1,11 +1,13 @@
 // The optimizer steps besides Adam (adam.ts), as optim/optimizer.ts computes them, one thread per
 // parameter: SGD with L2 decay (toward 0 or the initial weights), momentum and update noise, and the
-// Grokfast-EMA gradient filter that runs before either optimizer. Every operation is f32 here; the
+// Grokfast-EMA gradient filter that runs before either optimizer; and ⊥Grad after it, one workgroup per
+// run and tensor (it needs the tensor's dot products). Every operation is f32 here; the
 // optimizer computes in double and rounds at each store, so the two agree to rounding. As in adam.ts, one
 // dispatch updates every run of a pack, each with its own hyperparameters (hyperparameters.ts).
 
-import { checkArray, checkSizes, GpuArray, gridFor, Recorder } from "./dispatch";
+import { checkArray, checkSizes, GpuArray, gridFor, Recorder, WORKGROUP_INDEX_WGSL } from "./dispatch";
 import { hyperparametersWgsl, recordCount } from "./hyperparameters";
+import { ROW_REDUCE_WGSL, ROW_THREADS } from "./reduce";
 
 const THREADS = 256;
 
@@ -57,6 +59,59 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
   ema[i] = e;
   g[i] += h.lambda * e;
 }`;
+
+export const ORTHOGONAL_GRAD_WGSL = /* wgsl */ `
+struct Params { runs: u32, size: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read_write> g: array<f32>;
+@group(0) @binding(2) var<storage, read> p: array<f32>;
+${hyperparametersWgsl(3)}
+${WORKGROUP_INDEX_WGSL}
+${ROW_REDUCE_WGSL}
+
+@compute @workgroup_size(${ROW_THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32) {
+  let run = workgroupIndex(wid, groups);
+  if (run >= P.runs) { return; } // the same for the whole workgroup
+  if (H[run].orthogonalGrad != 1.0) { return; } // a run without ⊥Grad keeps its gradient
+  let o = run * P.size;
+  var gw = 0.0;
+  var ww = 0.0;
+  for (var i = lane; i < P.size; i += ROW_THREADS) {
+    gw += g[o + i] * p[o + i];
+    ww += p[o + i] * p[o + i];
+  }
+  let gDotW = rowSum(lane, gw);
+  let wDotW = rowSum(lane, ww);
+  if (wDotW == 0.0) { return; } // all-zero weights: no direction to remove
+  let c = gDotW / wDotW;
+  for (var i = lane; i < P.size; i += ROW_THREADS) { g[o + i] -= c * p[o + i]; }
+}`;
+
+/**
+ * ⊥Grad over g [runs × size] in place, for the runs whose record has it, as optim/optimizer.ts's
+ * orthogonalizeGradient: g ← g − (g·p / p·p)·p per run, the dot products summed in f32 by one workgroup
+ * per run.
+ */
+export function orthogonalGrad(rec: Recorder, g: GpuArray, p: GpuArray, size: number, hyper: GpuArray): void {
+  const K = "orthogonalGrad";
+  const runs = recordCount(hyper);
+  checkSizes(K, { size, runs });
+  checkArray(K, "g", g, runs * size);
+  checkArray(K, "p", p, runs * size);
+  if (g === p) throw new Error(`${K}: p must not be g`);
+  if (runs * size === 0) return;
+  rec.dispatch(
+    rec.gpu.pipeline(K, ORTHOGONAL_GRAD_WGSL),
+    [
+      ["u32", runs],
+      ["u32", size],
+    ],
+    [g, p, hyper],
+    gridFor(runs),
+  );
+}
 
 /**
  * One SGD update of p [runs × size] in place, run r with record r of `hyper`, as Optimizer.update:
