@@ -72,9 +72,14 @@ test("runs with different outputs cannot share a pack; runs with and without ⊥
   const plain = setup({});
   assert.match(
     packConflict(plain, setup({ model: { ...cfg.model, output: "stablemax" } })) ?? "",
-    /the models differ in output/,
+    /the outputs differ \(softmax vs stablemax\)/,
   );
   assert.equal(packConflict(plain, setup({ optimizer: { ...cfg.optimizer, orthogonalGrad: true } })), null);
+  assert.equal(
+    packConflict(plain, setup({ model: { ...cfg.model, output: "softmax" } })),
+    null,
+    "softmax is the default",
+  );
 });
 
 test("the tfjs engine refuses StableMax and ⊥Grad by name; the CLI exits 2 before creating the run", async () => {

@@ -1,8 +1,9 @@
 // The webgpu engine against the fast engine (TypeScript kernels) on a real WebGPU adapter (lavapipe in CI):
-// loss and every gradient, each optimizer's update, a resumed run, a 200-step training curve, and how the
-// engine is selected. The two engines run the same model sequence (src/engines/shared) on different kernel
-// sets, and the WGSL kernels sum in f32 where the TypeScript ones sum in double, so they agree to rounding:
-// each tensor within 1e-4 of its largest element (normwise, as test/webgpu.test.ts explains).
+// loss and every gradient (softmax and StableMax), each optimizer's update (⊥Grad too), a resumed run, a
+// 200-step training curve, and how the engine is selected. The two engines run the same model sequence
+// (src/engines/shared) on different kernel sets, and the WGSL kernels sum in f32 where the TypeScript ones
+// sum in double, so they agree to rounding: each tensor within 1e-4 of its largest element (normwise, as
+// test/webgpu.test.ts explains).
 // Without the `webgpu` package or an adapter the tests skip with the reason, unless GROK_REQUIRE_WEBGPU=1.
 
 import assert from "node:assert/strict";
@@ -81,6 +82,15 @@ for (const [name, model] of CONFIGS) {
   }
 }
 
+for (const [name, model] of CONFIGS) {
+  gpuTest(`StableMax: loss and every gradient match the fast engine: ${name}`, async (webgpu) => {
+    const m = { ...model, output: "stablemax" } as ModelConfig;
+    const { fast, gpu } = engines(webgpu, m, SMALL_DIMS, PAPER_OPTIMIZER);
+    await assertSameGradients(fast, gpu, randomBatch(SMALL_DIMS, 40, 3), 6, `StableMax, ${name}`);
+    gpu.dispose();
+  });
+}
+
 gpuTest(
   "loss and every gradient match on the paper's model (97 symbols, width 128), with weight noise",
   async (webgpu) => {
@@ -92,16 +102,19 @@ gpuTest(
   },
 );
 
-gpuTest("evaluation and logits match the fast engine", async (webgpu) => {
-  const { fast, gpu } = engines(webgpu, CONFIGS[1][1], SMALL_DIMS, PAPER_OPTIMIZER);
-  const set = randomBatch(SMALL_DIMS, 300, 9);
-  const [a, b] = [await gpu.evaluate(set), await fast.evaluate(set)];
-  assert.equal(a.count, 300);
-  assert.ok(Math.abs(a.loss - b.loss) <= 1e-4 * b.loss, `loss ${a.loss} vs ${b.loss}`);
-  assert.ok(Math.abs(a.accuracy - b.accuracy) <= 1 / 300, `accuracy ${a.accuracy} vs ${b.accuracy}`);
-  assertClose(await gpu.logits(set), await fast.logits(set), "logits");
-  gpu.dispose();
-});
+for (const output of ["softmax", "stablemax"] as const) {
+  gpuTest(`evaluation and logits match the fast engine (${output})`, async (webgpu) => {
+    const model = { ...CONFIGS[1][1], output } as ModelConfig;
+    const { fast, gpu } = engines(webgpu, model, SMALL_DIMS, PAPER_OPTIMIZER);
+    const set = randomBatch(SMALL_DIMS, 300, 9);
+    const [a, b] = [await gpu.evaluate(set), await fast.evaluate(set)];
+    assert.equal(a.count, 300);
+    assert.ok(Math.abs(a.loss - b.loss) <= 1e-4 * b.loss, `loss ${a.loss} vs ${b.loss}`);
+    assert.ok(Math.abs(a.accuracy - b.accuracy) <= 1 / 300, `accuracy ${a.accuracy} vs ${b.accuracy}`);
+    assertClose(await gpu.logits(set), await fast.logits(set), "logits");
+    gpu.dispose();
+  });
+}
 
 // ---------------------------------------------------------------------------------------------------
 // the optimizers: each update against optim/optimizer.ts applied to the same gradients
@@ -122,6 +135,11 @@ const OPTIMIZERS: [string, Partial<OptimizerConfig>][] = [
     { kind: "sgd", lr: 0.05, momentum: 0.9, weightDecay: 0.1, decayToward: "init", updateNoise: 0.1 },
   ],
   ["SGD plain, Grokfast", { kind: "sgd", lr: 0.1, momentum: 0, weightDecay: 0, grokfast: { alpha: 0.8, lambda: 1 } }],
+  // ⊥Grad's dot products are f32 sums on the GPU, so its gradients differ from the optimizer's by rounding,
+  // and a weight near 1 may land one f32 ulp (6e-8) apart: a learning rate without warmup makes the change
+  // large enough (~3e-2) that one ulp is far below 1e-4 of it
+  ["⊥AdamW without weight decay", { weightDecay: 0, orthogonalGrad: true, lr: 1e-2, warmupSteps: 0 }],
+  ["⊥Grad after Grokfast, SGD", { kind: "sgd", lr: 0.1, grokfast: { alpha: 0.8, lambda: 1 }, orthogonalGrad: true }],
 ];
 
 /** Every tensor's change from `start` agrees (so a wrong small update cannot hide behind the weights). */

@@ -191,6 +191,27 @@ for (const [name, model, kind] of PACKS)
     await assertPackEqualsAlone(webgpu, threeRuns(model, kind), name);
   });
 
+gpuTest("a pack with ⊥Grad runs beside a plain one equals each run alone", async (webgpu) => {
+  const model = CONFIGS[0][1];
+  const specs = [
+    runSpec(model, 1, 0.5, { weightDecay: 0 }),
+    runSpec(model, 2, 0.5, { weightDecay: 0, orthogonalGrad: true, lr: 3e-3 }),
+    runSpec(model, 3, 0.8, { weightDecay: 0.1, orthogonalGrad: true, grokfast: { alpha: 0.9, lambda: 2 } }),
+  ];
+  await assertPackEqualsAlone(webgpu, specs, "⊥Grad beside plain");
+});
+
+gpuTest("a pack of StableMax runs, one with ⊥AdamW, equals each run alone", async (webgpu) => {
+  for (const model of [CONFIGS[1][1], CONFIGS[4][1]]) {
+    const stablemax = { ...model, output: "stablemax" } as ModelConfig;
+    const specs = [
+      runSpec(stablemax, 1, 0.3, { weightDecay: 0 }),
+      runSpec(stablemax, 2, 0.6, { weightDecay: 0, orthogonalGrad: true }),
+    ];
+    await assertPackEqualsAlone(webgpu, specs, `StableMax ${model.kind}`);
+  }
+});
+
 gpuTest("runs at different steps in one pack equal their runs alone", async (webgpu) => {
   await assertPackEqualsAlone(webgpu, threeRuns(CONFIGS[1][1], "adamw", [0, 3, 7]), "mixed steps");
 });
@@ -257,6 +278,10 @@ gpuTest("setups that cannot share a pack are rejected, saying why", async (webgp
   assert.match(packConflict(a.setup, sgd.setup) ?? "", /the optimizers differ \(adamw vs sgd\)/);
   const dropout = runSpec({ ...CONFIGS[0][1], dropout: 0.1 } as ModelConfig, 2, 0.5, {});
   assert.match(packConflict(a.setup, dropout.setup) ?? "", /dropout is on in one run \(0.1\) and off in the other/);
+  const stablemax = runSpec({ ...CONFIGS[0][1], output: "stablemax" } as ModelConfig, 2, 0.5, {});
+  assert.match(packConflict(a.setup, stablemax.setup) ?? "", /the outputs differ \(softmax vs stablemax\)/);
+  const orthogonal = runSpec(CONFIGS[0][1], 2, 0.5, { orthogonalGrad: true });
+  assert.equal(packConflict(a.setup, orthogonal.setup), null, "⊥Grad is a per-run flag");
   const otherRate = runSpec({ ...CONFIGS[0][1], dropout: 0.3 } as ModelConfig, 2, 0.5, {});
   assert.equal(packConflict(dropout.setup, otherRate.setup), null, "dropout rates may differ");
   assert.equal(packConflict(a.setup, runSpec(CONFIGS[0][1], 9, 0.3, { lr: 0.1 }).setup), null);

@@ -178,7 +178,8 @@ export class DeviceError extends Error {
 
 /**
  * Why runs of these two setups cannot share a pack, or null when they can. A pack's runs run the same
- * kernels: the same model (but any dropout rate), the same vocabulary, and the same optimizer kind; dropout
+ * kernels: the same model (but any dropout rate) and output, the same vocabulary, and the same optimizer
+ * kind (⊥Grad is a per-run flag, like Grokfast); dropout
  * on in all or in none (with dropout each example keeps its own prefix, another summation order than the
  * shared prefixes of a run without). Seeds, data, steps, batch sizes (a pack step pads the smaller batches
  * with examples that add nothing) and every other hyperparameter may differ.
@@ -186,10 +187,13 @@ export class DeviceError extends Error {
 export function packConflict(a: EngineSetup, b: EngineSetup): string | null {
   for (const key of ["vocabSize", "numSymbols", "seqLen"] as const)
     if (a.dims[key] !== b.dims[key]) return `the data differ in ${key} (${a.dims[key]} vs ${b.dims[key]})`;
+  // one cross-entropy kernel per pack (an absent output is softmax)
+  const [outputA, outputB] = [a.model.output ?? "softmax", b.model.output ?? "softmax"];
+  if (outputA !== outputB) return `the outputs differ (${outputA} vs ${outputB})`;
   const modelA = a.model as unknown as Record<string, unknown>;
   const modelB = b.model as unknown as Record<string, unknown>;
   for (const key of new Set([...Object.keys(modelA), ...Object.keys(modelB)]))
-    if (key !== "dropout" && modelA[key] !== modelB[key])
+    if (key !== "dropout" && key !== "output" && modelA[key] !== modelB[key])
       return `the models differ in ${key} (${modelA[key]} vs ${modelB[key]})`;
   if (a.model.dropout > 0 !== b.model.dropout > 0)
     return `dropout is on in one run (${Math.max(a.model.dropout, b.model.dropout)}) and off in the other`;
