@@ -127,9 +127,11 @@ export async function sweepCommand(args: string[]): Promise<number> {
       ? await queueStatus(spec, { store, queue: options.queue, connectSeconds: options.connectSeconds })
       : sweepStatus(spec, store);
     process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
+    // the workers of a queued sweep are the grok worker processes, wherever they run: none are "here"
+    const here = options.queue ? "" : `; default workers here: ${defaultWorkers(options)}`;
     if (!values.json)
       process.stdout.write(
-        `${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}; default workers here: ${defaultWorkers(options)}\n`,
+        `${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}${here}\n`,
       );
     return 0;
   }
