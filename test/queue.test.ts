@@ -13,7 +13,10 @@ import { runSweep } from "../src/sweeps/runner";
 import { maskQueueUrls, parseQueueUrl, QUEUE_NAME, queueStatus } from "../src/sweeps/queue";
 import { expandSweep, SweepSpec } from "../src/sweeps/spec";
 import { UserError } from "../src/util/errors";
-import { GROK_BIN, REPO_ROOT, tempStore, withoutTime } from "./helpers";
+import { filesUnder, GROK_BIN, REPO_ROOT, takeOverLock, tempStore, withoutTime } from "./helpers";
+import { webGpuForTests } from "./webgpu-device";
+
+const deviceFor = webGpuForTests();
 
 const hasRedis = spawnSync("redis-server", ["--version"]).status === 0;
 const skip =
@@ -112,7 +115,8 @@ class WorkerProcess {
   log = "";
 
   constructor(args: string[], env: NodeJS.ProcessEnv = process.env) {
-    const timing = ["--lock-seconds", "2", "--stalled-seconds", "1", "--engine", "fast", "--kernels", "auto"];
+    const timing = ["--lock-seconds", "2", "--stalled-seconds", "1"];
+    if (!args.includes("--engine")) timing.push("--engine", "fast", "--kernels", "auto");
     this.child = spawn(process.execPath, [GROK_BIN, "worker", ...timing, ...args], {
       stdio: ["ignore", "ignore", "pipe"],
       env,
@@ -475,33 +479,75 @@ test(
   },
 );
 
-test("a worker whose run lock another host took over exits at once, writing nothing more", { skip }, async () => {
-  const redis = await RedisServer.start();
-  const store = tempStore("queue-lost");
-  const worker = new WorkerProcess(["--queue", redis.url(), "--store", store]);
-  const abort = new AbortController();
-  try {
-    const spec = tinySweep("lost", 100_000, [0]);
-    const sweep = runSweep(spec, { queue: redis.url(), store, progress: false, log: () => {}, signal: abort.signal });
-    const id = (await worker.waitFor(/run (\w+) \(sweep lost #1\): started at step 0/))[1];
-    // another host's lock, as after our lease expired there (written whole, as a renewal is)
-    const lockPath = path.join(store, id, "lock");
-    const now = new Date().toISOString();
-    const other = { pid: 4242, host: "another-host", startedAt: now, heartbeatAt: now, leaseSeconds: 60 };
-    fs.writeFileSync(lockPath + ".tmp", JSON.stringify(other));
-    fs.renameSync(lockPath + ".tmp", lockPath);
-    const code = await new Promise((resolve) => worker.child.once("exit", resolve));
-    assert.equal(code, 1, worker.log);
-    assert.match(worker.log, /the run's lock now names process 4242 on another-host: exiting without writing more/);
-    assert.equal(JSON.parse(fs.readFileSync(lockPath, "utf8")).host, "another-host");
-    assert.notEqual(new RunStore(store).readState(id).status, "finished");
-    abort.abort();
-    assert.equal((await sweep).interrupted, true);
-  } finally {
-    worker.child.kill("SIGKILL");
-    await redis.stop();
-  }
-});
+test(
+  "a worker whose run another host took over stops it at once, writing nothing more, and delays its job",
+  { skip },
+  async () => {
+    const redis = await RedisServer.start();
+    const store = tempStore("queue-lost");
+    const worker = new WorkerProcess(["--queue", redis.url(), "--store", store]);
+    const abort = new AbortController();
+    try {
+      const spec = tinySweep("lost", 100_000, [0]);
+      const sweep = runSweep(spec, { queue: redis.url(), store, progress: false, log: () => {}, signal: abort.signal });
+      const id = (await worker.waitFor(/run (\w+) \(sweep lost #1\): started at step 0/))[1];
+      // another host's lock, as after our lease expired there
+      takeOverLock(path.join(store, id));
+      await worker.waitFor(
+        /run \w+ \(sweep lost #1\): taken over by process 4242 on another-host after this worker's lease expired: stopped without writing more; back to the queue for 61 s/,
+      );
+      const taken = filesUnder(path.join(store, id));
+      assert.match(worker.log, /lost the lock .*: another process took it over after our lease expired/);
+      // the worker goes on taking jobs; stopped, it has written nothing more to the run
+      assert.equal(await worker.stop(), 0, worker.log);
+      assert.deepEqual(filesUnder(path.join(store, id)), taken);
+      assert.equal(JSON.parse(fs.readFileSync(path.join(store, id, "lock"), "utf8")).host, "another-host");
+      assert.notEqual(new RunStore(store).readState(id).status, "finished");
+      abort.abort();
+      assert.equal((await sweep).interrupted, true);
+    } finally {
+      worker.child.kill("SIGKILL");
+      await redis.stop();
+    }
+  },
+);
+
+test(
+  "a sweep on the webgpu engine goes on the queue as packs, which a webgpu worker trains as a local sweep",
+  { skip },
+  async (t) => {
+    if (!(await deviceFor(t))) return;
+    const redis = await RedisServer.start();
+    const store = tempStore("queue-packs");
+    const spec = tinySweep("packs", 60, [0, 1, 2, 3]);
+    const worker = new WorkerProcess(["--queue", redis.url(), "--store", store, "--engine", "webgpu"]);
+    try {
+      const lines: string[] = [];
+      const options = { engine: "webgpu" as const, pack: 2, progress: false };
+      const result = await runSweep(spec, { ...options, queue: redis.url(), store, log: (m) => lines.push(m) });
+      assert.deepEqual([result.trained, result.failed, result.unfinished], [4, 0, 0], lines.join("\n"));
+      assert.match(lines[0], /4 runs, 0 finished, 2 packs of 4 runs on the queue .* \(2 jobs enqueued now/);
+      await worker.waitFor(/pack of 2 runs: 2 finished[^]*pack of 2 runs: 2 finished/);
+      assert.equal((worker.log.match(/pack of 2 runs on webgpu/g) ?? []).length, 2, worker.log);
+      const ids = result.runs.map((r) => r.id);
+      assertTrainedOnce(store, ids, [worker.log]);
+      // the same runs in a local sweep on the webgpu engine: the same metrics
+      const localStore = tempStore("queue-packs-local");
+      const local = await runSweep(spec, { ...options, store: localStore, log: () => {} });
+      assert.equal(local.trained, 4);
+      for (const id of ids)
+        assert.deepEqual(
+          withoutTime(new RunStore(store).readMetrics(id).rows),
+          withoutTime(new RunStore(localStore).readMetrics(id).rows),
+          `run ${id}`,
+        );
+      assert.equal(await worker.stop(), 0);
+    } finally {
+      worker.child.kill("SIGKILL");
+      await redis.stop();
+    }
+  },
+);
 
 test("a job gone from the queue while its run is unfinished is enqueued again", { skip }, async () => {
   const redis = await RedisServer.start();

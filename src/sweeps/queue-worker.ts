@@ -366,7 +366,9 @@ async function holdBack(
   const delayMs = Math.max((ctx.options.lockSeconds ?? DEFAULT_LOCK_SECONDS) * 1000, leaseLeftMs + 1000);
   const who = h ? `process ${h.pid} on ${h.host}` : "another process";
   const what =
-    err instanceof LockLostError ? `taken over by ${who} after this worker's lease expired` : `locked by ${who}`;
+    err instanceof LockLostError
+      ? `taken over by ${who} after this worker's lease expired: stopped without writing more`
+      : `locked by ${who}`;
   ctx.log(`${tag}: ${what}; back to the queue for ${Math.round(delayMs / 1000)} s`);
   await job.moveToDelayed(Date.now() + delayMs, token);
   throw new DelayedError();
