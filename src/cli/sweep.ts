@@ -21,7 +21,7 @@ const SWEEP_USAGE =
   "  --pack N               webgpu engine: train at most N runs at once in one pack (default: as many as fit\n" +
   "                         the adapter); runs share a pack when their model, vocabulary, optimizer kind,\n" +
   "                         dropout (on or off) and every step's batch size agree; each stays an ordinary run\n" +
-  "                         in the store\n" +
+  "                         in the store; with --queue, one job per pack\n" +
   `  --engine E             auto, ${ENGINE_NAMES.join(", ")}\n` +
   `  --backend B            tfjs backend: ${TFJS_BACKENDS.join(", ")}\n` +
   `  --kernels K            fast engine kernels: ${KERNEL_CHOICES.join(", ")}\n` +

@@ -8,7 +8,10 @@
 // which resumes the run from its last checkpoint once the run lock allows: at once for a dead process on
 // its own host, after the lock's lease (60 s) for another host's. A run whose lock is held by a live worker
 // (BullMQ lost touch with it while it trained, e.g. Redis restarted) goes back to the queue for a while
-// instead: the run lock, not the queue, is what keeps two workers from training one run at once.
+// instead, and so does one that another host took over while this worker trained it (training stops it at
+// once, writing nothing more): the run lock, not the queue, keeps two workers from training one run at once.
+// A pack job (several runs, from a sweep on the webgpu engine) trains with the pack loop on a webgpu worker,
+// its runs one after another on a worker of another engine.
 
 import { fork } from "node:child_process";
 import * as fs from "node:fs";

@@ -2,7 +2,8 @@
 // processes (sweeps/queue-worker.ts) on any machine that mounts the same run store train them. This side
 // enqueues the runs the store has not finished and follows them to the end, with the local sweep's display.
 //
-// A job is named by its runs (`run-<id>`), so enqueuing a run twice (two `grok sweep` commands, or one run
+// A job is named by its runs (`run-<id>`, or `pack-<id>-<id>…` for the runs of a pack on the webgpu engine,
+// grouped as a local sweep groups them), so enqueuing a run twice (two `grok sweep` commands, or one run
 // again after Ctrl-C) is a no-op while its job is queued or running. The store stays the truth: a run is
 // done when the store says it is finished, and the run lock (a lease, store/lock.ts) keeps two workers from
 // training one run at once even when BullMQ hands a stalled job to a second worker.
