@@ -512,6 +512,33 @@ test(
   },
 );
 
+/** 4 tiny runs for packs of 2 on the webgpu engine. */
+const PACKS_SPEC = tinySweep("packs", 120, [0, 1, 2, 3]);
+const PACKS_OPTIONS = { engine: "webgpu" as const, pack: 2, progress: false };
+
+/** The runs of PACKS_SPEC in a local sweep on the webgpu engine, once for the file: what the queue's must match. */
+let localPacks: Promise<string> | null = null;
+function localPacksStore(): Promise<string> {
+  localPacks ??= (async () => {
+    const store = tempStore("queue-packs-local");
+    const local = await runSweep(PACKS_SPEC, { ...PACKS_OPTIONS, store, log: () => {} });
+    assert.equal(local.trained, 4);
+    return store;
+  })();
+  return localPacks;
+}
+
+/** Each run has the metrics (without wall-clock time) of the same run in the local webgpu sweep. */
+async function assertSameAsLocal(store: string, ids: string[]): Promise<void> {
+  const local = new RunStore(await localPacksStore());
+  for (const id of ids)
+    assert.deepEqual(
+      withoutTime(new RunStore(store).readMetrics(id).rows),
+      withoutTime(local.readMetrics(id).rows),
+      `run ${id}`,
+    );
+}
+
 test(
   "a sweep on the webgpu engine goes on the queue as packs, which a webgpu worker trains as a local sweep",
   { skip },
@@ -519,31 +546,78 @@ test(
     if (!(await deviceFor(t))) return;
     const redis = await RedisServer.start();
     const store = tempStore("queue-packs");
-    const spec = tinySweep("packs", 60, [0, 1, 2, 3]);
     const worker = new WorkerProcess(["--queue", redis.url(), "--store", store, "--engine", "webgpu"]);
     try {
       const lines: string[] = [];
-      const options = { engine: "webgpu" as const, pack: 2, progress: false };
-      const result = await runSweep(spec, { ...options, queue: redis.url(), store, log: (m) => lines.push(m) });
+      const result = await runSweep(PACKS_SPEC, {
+        ...PACKS_OPTIONS,
+        queue: redis.url(),
+        store,
+        log: (m) => lines.push(m),
+      });
       assert.deepEqual([result.trained, result.failed, result.unfinished], [4, 0, 0], lines.join("\n"));
       assert.match(lines[0], /4 runs, 0 finished, 2 packs of 4 runs on the queue .* \(2 jobs enqueued now/);
       await worker.waitFor(/pack of 2 runs: 2 finished[^]*pack of 2 runs: 2 finished/);
       assert.equal((worker.log.match(/pack of 2 runs on webgpu/g) ?? []).length, 2, worker.log);
       const ids = result.runs.map((r) => r.id);
       assertTrainedOnce(store, ids, [worker.log]);
-      // the same runs in a local sweep on the webgpu engine: the same metrics
-      const localStore = tempStore("queue-packs-local");
-      const local = await runSweep(spec, { ...options, store: localStore, log: () => {} });
-      assert.equal(local.trained, 4);
-      for (const id of ids)
-        assert.deepEqual(
-          withoutTime(new RunStore(store).readMetrics(id).rows),
-          withoutTime(new RunStore(localStore).readMetrics(id).rows),
-          `run ${id}`,
-        );
+      await assertSameAsLocal(store, ids);
       assert.equal(await worker.stop(), 0);
     } finally {
       worker.child.kill("SIGKILL");
+      await redis.stop();
+    }
+  },
+);
+
+test(
+  "a webgpu worker killed with kill -9 mid-pack: a second one resumes the pack to the uninterrupted metrics",
+  { skip },
+  async (t) => {
+    if (!(await deviceFor(t))) return;
+    const redis = await RedisServer.start();
+    const store = tempStore("queue-packs-kill");
+    const args = ["--queue", redis.url(), "--store", store, "--engine", "webgpu"];
+    const victim = new WorkerProcess(args);
+    let second: WorkerProcess | undefined;
+    try {
+      const lines: string[] = [];
+      const sweep = runSweep(PACKS_SPEC, {
+        ...PACKS_OPTIONS,
+        queue: redis.url(),
+        store,
+        checkpointEvery: 20,
+        log: (m) => lines.push(m),
+      });
+      // the first pack's runs, once each has a periodic checkpoint
+      await victim.waitFor(/started at step 0[^]*started at step 0/);
+      const ids = [...victim.log.matchAll(/run (\w+) \(sweep packs #\d\): started at step 0/g)].map((m) => m[1]);
+      const periodic = (id: string) => new RunStore(store).checkpoints(id).filter((c) => !c.final);
+      while (!ids.every((id) => periodic(id).length > 0)) await sleep(20);
+      victim.child.kill("SIGKILL");
+      await new Promise((resolve) => victim.child.once("exit", resolve));
+      for (const id of ids) assert.notEqual(new RunStore(store).readState(id).status, "finished", "killed mid-pack");
+      second = new WorkerProcess(args);
+      const result = await sweep;
+      assert.deepEqual([result.trained, result.failed, result.unfinished], [4, 0, 0], lines.join("\n"));
+      for (const id of ids)
+        assert.match(
+          second.log,
+          new RegExp(`run ${id} \\(sweep packs #\\d\\): resumed from the checkpoint at step [1-9]`),
+        );
+      assertTrainedOnce(
+        store,
+        result.runs.map((r) => r.id),
+        [victim.log, second.log],
+      );
+      await assertSameAsLocal(
+        store,
+        result.runs.map((r) => r.id),
+      );
+      assert.equal(await second.stop(), 0);
+    } finally {
+      victim.child.kill("SIGKILL");
+      second?.child.kill("SIGKILL");
       await redis.stop();
     }
   },
