@@ -402,6 +402,8 @@ test(
       );
       assert.equal(after.status, 0, after.stderr);
       assert.equal((after.stdout.match(/ finished .* completed /g) ?? []).length, 4, after.stdout);
+      // the workers of a queued sweep are not "here"
+      assert.doesNotMatch(after.stdout, /default workers here/);
       assert.equal(await worker.stop(), 0, worker.log);
       for (const text of [sweepOut, worker.log, after.stdout + after.stderr, allText(store)]) {
         assert.doesNotMatch(text, new RegExp(password));
@@ -561,6 +563,12 @@ test(
       assert.equal((worker.log.match(/pack of 2 runs on webgpu/g) ?? []).length, 2, worker.log);
       const ids = result.runs.map((r) => r.id);
       assertTrainedOnce(store, ids, [worker.log]);
+      // --status finds each run's pack job
+      const status = await queueStatus(PACKS_SPEC, { store, queue: redis.url() });
+      assert.deepEqual(
+        status.runs.map((r) => r.queue?.state),
+        ["completed", "completed", "completed", "completed"],
+      );
       await assertSameAsLocal(store, ids);
       assert.equal(await worker.stop(), 0);
     } finally {
