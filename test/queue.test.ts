@@ -561,6 +561,8 @@ test(
       assert.match(lines[0], /4 runs, 0 finished, 2 packs of 4 runs on the queue .* \(2 jobs enqueued now/);
       await worker.waitFor(/pack of 2 runs: 2 finished[^]*pack of 2 runs: 2 finished/);
       assert.equal((worker.log.match(/pack of 2 runs on webgpu/g) ?? []).length, 2, worker.log);
+      // train()'s own lines reach the worker's log: each run's summary
+      assert.equal((worker.log.match(/run \w+: finished \(budget\) at step 120; first step/g) ?? []).length, 4);
       const ids = result.runs.map((r) => r.id);
       assertTrainedOnce(store, ids, [worker.log]);
       // --status finds each run's pack job

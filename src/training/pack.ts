@@ -326,11 +326,18 @@ class PackLoop {
    * nothing from the engine. Returns the message that says so.
    */
   abandon(label: string, err: DeviceError): string {
-    const stopped = this.sessions.filter((s) => !this.ended.has(s) && !this.lost.has(s));
-    for (const s of stopped) {
-      s.abandon();
-      this.ended.set(s, null);
+    const open = this.sessions.filter((s) => !this.ended.has(s) && !this.lost.has(s));
+    for (const s of open) {
+      try {
+        s.abandon();
+        this.ended.set(s, null);
+      } catch (e) {
+        // a run another host took over is left as that host has it
+        if (!(e instanceof LockLostError)) throw e;
+        this.lost.add(s);
+      }
     }
+    const stopped = open.filter((s) => !this.lost.has(s));
     const where = stopped.map((s) => `run ${s.id} from step ${s.checkpointStep}`).join(", ");
     return (
       `${label}: ${deviceFailure(err)}; ` +
