@@ -10,6 +10,9 @@
 // recovery guard (`<dir>/lock.recover`, also O_EXCL), so two processes recovering the same stale lock
 // cannot delete each other's fresh lock: whoever holds the guard re-checks that the file is still the
 // stale one before unlinking it, and both then race on the exclusive create, which only one wins.
+//
+// A holder whose lease expired (it lost the store for longer than the lease) may find its lock taken over:
+// verify() says so, and a trainer calls it before each write to the run, which is the other host's now.
 
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -29,7 +32,7 @@ export interface LockHolder {
 export interface LockOptions {
   /** The lease (default 60 s; renewed every quarter of it). */
   leaseSeconds?: number;
-  /** Called if a renewal finds the lock no longer ours (another host took it over after the lease expired). */
+  /** Called once a renewal or verify() finds the lock no longer ours (another host took it over after the lease expired). */
   onLost?: (message: string) => void;
 }
 
