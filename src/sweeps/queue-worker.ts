@@ -332,11 +332,8 @@ async function trainPackJob(
   } finally {
     ctx.current = null;
   }
-  const tagOf = (id: string) =>
-    runTag(
-      job,
-      job.data.runs.find((r) => r.id === id)!,
-    );
+  const runOf = new Map(job.data.runs.map((r) => [r.id, r]));
+  const tagOf = (id: string) => runTag(job, runOf.get(id)!);
   for (const r of result.runs) if (!r.interrupted) log(finishedLine(tagOf(r.id), r));
   if (result.lost.length > 0) {
     // the run is another host's now; the job comes back for the others once that host's lease can have expired
