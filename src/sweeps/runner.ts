@@ -371,7 +371,7 @@ class WorkerPool {
 }
 
 /** A pack size is a whole number ≥ 1, for the webgpu engine only (which also checks the engine choice). */
-function checkPackOption(options: SweepOptions): void {
+export function checkPackOption(options: SweepOptions): void {
   const engine = resolveEngineName(options);
   if (engine === "webgpu") packMemoryBudget();
   if (options.pack === undefined) return;
@@ -387,7 +387,7 @@ function checkPackOption(options: SweepOptions): void {
  * The jobs of the workers, as lists of run indexes: one run each, or on the webgpu engine the runs that
  * can share a pack, at most `pack` a job (a worker trains a job in packs of as many as fit the adapter).
  */
-function sweepJobs(runs: SweepRun[], todo: number[], packed: boolean, pack?: number): number[][] {
+export function sweepJobs(runs: SweepRun[], todo: number[], packed: boolean, pack?: number): number[][] {
   if (!packed) return todo.map((i) => [i]);
   const groups = packGroups(
     todo.map((i) => runs[i].config),
