@@ -19,7 +19,7 @@ import { displayPath, RunStore } from "../store/run-store";
 import { formatDuration, progressDisplayFor } from "../training/progress";
 import { errorLine, UserError } from "../util/errors";
 import type { Live, SweepOptions, SweepResult, SweepRunResult } from "./runner";
-import { checkPackOption, progressLine, runEndLine, runResult, summarize, sweepJobs } from "./runner";
+import { checkPackOption, progressLine, runEndLine, runResult, statusSummary, summarize, sweepJobs } from "./runner";
 import { expandSweep, SweepRun, SweepSpec } from "./spec";
 import type { WorkerTrainOptions } from "./worker";
 
@@ -431,12 +431,5 @@ export async function queueStatus(
   } finally {
     await queue.close();
   }
-  const finished = results.filter((r) => r.status === "finished").length;
-  return summarize(
-    Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep"),
-    results,
-    { skipped: finished, trained: 0, failed: 0 },
-    false,
-    0,
-  );
+  return statusSummary(spec, results);
 }

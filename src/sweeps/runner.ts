@@ -152,6 +152,11 @@ export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | str
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
   const s = RunStore.of(store);
   const results = runs.map((r) => runResult(s, r));
+  return statusSummary(spec, results);
+}
+
+/** A sweep's standing from its runs' results, as a status query reports it (nothing trained now). */
+export function statusSummary(spec: SweepSpec | SweepRun[], results: SweepRunResult[]): SweepResult {
   const finished = results.filter((r) => r.status === "finished").length;
   return summarize(
     Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep"),
