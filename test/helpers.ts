@@ -45,6 +45,27 @@ export function withoutTime(rows: MetricsRow[]): MetricsRow[] {
   return rows.map(({ wall_seconds: _unused, ...rest }) => rest);
 }
 
+/**
+ * Rewrites a run's lock as another host's (process 4242 on another-host), whole as a renewal writes it: what
+ * a takeover after this process's lease expired leaves.
+ */
+export function takeOverLock(runDir: string): void {
+  const lockPath = path.join(runDir, "lock");
+  const now = new Date().toISOString();
+  const other = { pid: 4242, host: "another-host", startedAt: now, heartbeatAt: now, leaseSeconds: 60 };
+  fs.writeFileSync(lockPath + ".tmp", JSON.stringify(other));
+  fs.renameSync(lockPath + ".tmp", lockPath);
+}
+
+/** Every file under a directory with its bytes (base64), to check that nothing more was written there. */
+export function filesUnder(dir: string): Map<string, string> {
+  const files = fs
+    .readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.join(e.parentPath, e.name));
+  return new Map(files.sort().map((f) => [path.relative(dir, f), fs.readFileSync(f).toString("base64")]));
+}
+
 export const SMALL_DIMS: ModelDims = { vocabSize: 13, numSymbols: 11, seqLen: 4 };
 
 const small = (over: Partial<TransformerConfig>): ModelConfig => ({

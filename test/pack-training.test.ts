@@ -21,7 +21,7 @@ import { PACK_BUDGET_BYTES, packCapacity } from "../src/engines/webgpu/capacity"
 import { PackOptions, packGroups, packMemoryBudget, trainInPacks, trainPack } from "../src/training/pack";
 import { train } from "../src/training/trainer";
 import { UserError } from "../src/util/errors";
-import { GROK_BIN, tempStore, withoutTime } from "./helpers";
+import { filesUnder, GROK_BIN, takeOverLock, tempStore, withoutTime } from "./helpers";
 import { webGpuForTests } from "./webgpu-device";
 
 const deviceFor = webGpuForTests();
@@ -206,6 +206,41 @@ gpuTest("a failing device stops every run of the pack at its last checkpoint, an
   await trainPack(CONFIGS, { store, packEngine: await WebGpuPackEngine.create(), ...quiet });
   await assertSameAsAlone(store);
 });
+
+gpuTest(
+  "a run another host takes over leaves the pack writing nothing more; the others end as alone",
+  async (webgpu) => {
+    const store = tempStore("pack-lost");
+    const dir = new RunStore(store).dir(IDS[1]);
+    const lines: string[] = [];
+    let taken: Map<string, string> | null = null;
+    const result = await trainPack(CONFIGS, {
+      store,
+      packEngine: new WebGpuPackEngine(webgpu),
+      progress: false,
+      log: (m) => lines.push(m),
+      checkpointEvery: 20,
+      onStep: (step, run) => {
+        if (run.id !== IDS[1] || step !== 30) return;
+        takeOverLock(dir);
+        taken = filesUnder(dir);
+      },
+    });
+    assert.deepEqual(result.lost, [IDS[1]]);
+    assert.equal(result.interrupted, false);
+    assert.ok(taken, "the lock was taken over");
+    assert.deepEqual(filesUnder(dir), taken, "nothing written after the takeover");
+    assert.match(lines.join("\n"), /process 4242 on another-host took the run over .*; stopped without writing more/);
+    assert.match(lines.join("\n"), /pack of 3 runs: 2 finished, 1 taken over by another host/);
+    const ref = new RunStore(await aloneStore());
+    for (const id of [IDS[0], IDS[2]])
+      assert.deepEqual(
+        withoutTime(new RunStore(store).readMetrics(id).rows),
+        withoutTime(ref.readMetrics(id).rows),
+        id,
+      );
+  },
+);
 
 gpuTest("runSweep on the webgpu engine trains its runs in packs of as many as fit, each as alone", async () => {
   const store = tempStore("pack-sweep");

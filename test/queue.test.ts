@@ -13,7 +13,10 @@ import { runSweep } from "../src/sweeps/runner";
 import { maskQueueUrls, parseQueueUrl, QUEUE_NAME, queueStatus } from "../src/sweeps/queue";
 import { expandSweep, SweepSpec } from "../src/sweeps/spec";
 import { UserError } from "../src/util/errors";
-import { GROK_BIN, REPO_ROOT, tempStore, withoutTime } from "./helpers";
+import { filesUnder, GROK_BIN, REPO_ROOT, takeOverLock, tempStore, withoutTime } from "./helpers";
+import { webGpuForTests } from "./webgpu-device";
+
+const deviceFor = webGpuForTests();
 
 const hasRedis = spawnSync("redis-server", ["--version"]).status === 0;
 const skip =
@@ -112,7 +115,8 @@ class WorkerProcess {
   log = "";
 
   constructor(args: string[], env: NodeJS.ProcessEnv = process.env) {
-    const timing = ["--lock-seconds", "2", "--stalled-seconds", "1", "--engine", "fast", "--kernels", "auto"];
+    const timing = ["--lock-seconds", "2", "--stalled-seconds", "1"];
+    if (!args.includes("--engine")) timing.push("--engine", "fast", "--kernels", "auto");
     this.child = spawn(process.execPath, [GROK_BIN, "worker", ...timing, ...args], {
       stdio: ["ignore", "ignore", "pipe"],
       env,
@@ -398,6 +402,8 @@ test(
       );
       assert.equal(after.status, 0, after.stderr);
       assert.equal((after.stdout.match(/ finished .* completed /g) ?? []).length, 4, after.stdout);
+      // the workers of a queued sweep are not "here"
+      assert.doesNotMatch(after.stdout, /default workers here/);
       assert.equal(await worker.stop(), 0, worker.log);
       for (const text of [sweepOut, worker.log, after.stdout + after.stderr, allText(store)]) {
         assert.doesNotMatch(text, new RegExp(password));
@@ -475,33 +481,157 @@ test(
   },
 );
 
-test("a worker whose run lock another host took over exits at once, writing nothing more", { skip }, async () => {
-  const redis = await RedisServer.start();
-  const store = tempStore("queue-lost");
-  const worker = new WorkerProcess(["--queue", redis.url(), "--store", store]);
-  const abort = new AbortController();
-  try {
-    const spec = tinySweep("lost", 100_000, [0]);
-    const sweep = runSweep(spec, { queue: redis.url(), store, progress: false, log: () => {}, signal: abort.signal });
-    const id = (await worker.waitFor(/run (\w+) \(sweep lost #1\): started at step 0/))[1];
-    // another host's lock, as after our lease expired there (written whole, as a renewal is)
-    const lockPath = path.join(store, id, "lock");
-    const now = new Date().toISOString();
-    const other = { pid: 4242, host: "another-host", startedAt: now, heartbeatAt: now, leaseSeconds: 60 };
-    fs.writeFileSync(lockPath + ".tmp", JSON.stringify(other));
-    fs.renameSync(lockPath + ".tmp", lockPath);
-    const code = await new Promise((resolve) => worker.child.once("exit", resolve));
-    assert.equal(code, 1, worker.log);
-    assert.match(worker.log, /the run's lock now names process 4242 on another-host: exiting without writing more/);
-    assert.equal(JSON.parse(fs.readFileSync(lockPath, "utf8")).host, "another-host");
-    assert.notEqual(new RunStore(store).readState(id).status, "finished");
-    abort.abort();
-    assert.equal((await sweep).interrupted, true);
-  } finally {
-    worker.child.kill("SIGKILL");
-    await redis.stop();
-  }
-});
+test(
+  "a worker whose run another host took over stops it at once, writing nothing more, and delays its job",
+  { skip },
+  async () => {
+    const redis = await RedisServer.start();
+    const store = tempStore("queue-lost");
+    const worker = new WorkerProcess(["--queue", redis.url(), "--store", store]);
+    const abort = new AbortController();
+    try {
+      const spec = tinySweep("lost", 100_000, [0]);
+      const sweep = runSweep(spec, { queue: redis.url(), store, progress: false, log: () => {}, signal: abort.signal });
+      const id = (await worker.waitFor(/run (\w+) \(sweep lost #1\): started at step 0/))[1];
+      // another host's lock, as after our lease expired there
+      takeOverLock(path.join(store, id));
+      await worker.waitFor(
+        /run \w+ \(sweep lost #1\): taken over by process 4242 on another-host after this worker's lease expired: stopped without writing more; back to the queue for 61 s/,
+      );
+      const taken = filesUnder(path.join(store, id));
+      assert.match(worker.log, /lost the lock .*: another process took it over after our lease expired/);
+      // the worker goes on taking jobs; stopped, it has written nothing more to the run
+      assert.equal(await worker.stop(), 0, worker.log);
+      assert.deepEqual(filesUnder(path.join(store, id)), taken);
+      assert.equal(JSON.parse(fs.readFileSync(path.join(store, id, "lock"), "utf8")).host, "another-host");
+      assert.notEqual(new RunStore(store).readState(id).status, "finished");
+      abort.abort();
+      assert.equal((await sweep).interrupted, true);
+    } finally {
+      worker.child.kill("SIGKILL");
+      await redis.stop();
+    }
+  },
+);
+
+/** 4 tiny runs for packs of 2 on the webgpu engine. */
+const PACKS_SPEC = tinySweep("packs", 120, [0, 1, 2, 3]);
+const PACKS_OPTIONS = { engine: "webgpu" as const, pack: 2, progress: false };
+
+/** The runs of PACKS_SPEC in a local sweep on the webgpu engine, once for the file: what the queue's must match. */
+let localPacks: Promise<string> | null = null;
+function localPacksStore(): Promise<string> {
+  localPacks ??= (async () => {
+    const store = tempStore("queue-packs-local");
+    const local = await runSweep(PACKS_SPEC, { ...PACKS_OPTIONS, store, log: () => {} });
+    assert.equal(local.trained, 4);
+    return store;
+  })();
+  return localPacks;
+}
+
+/** Each run has the metrics (without wall-clock time) of the same run in the local webgpu sweep. */
+async function assertSameAsLocal(store: string, ids: string[]): Promise<void> {
+  const local = new RunStore(await localPacksStore());
+  for (const id of ids)
+    assert.deepEqual(
+      withoutTime(new RunStore(store).readMetrics(id).rows),
+      withoutTime(local.readMetrics(id).rows),
+      `run ${id}`,
+    );
+}
+
+test(
+  "a sweep on the webgpu engine goes on the queue as packs, which a webgpu worker trains as a local sweep",
+  { skip },
+  async (t) => {
+    if (!(await deviceFor(t))) return;
+    const redis = await RedisServer.start();
+    const store = tempStore("queue-packs");
+    const worker = new WorkerProcess(["--queue", redis.url(), "--store", store, "--engine", "webgpu"]);
+    try {
+      const lines: string[] = [];
+      const result = await runSweep(PACKS_SPEC, {
+        ...PACKS_OPTIONS,
+        queue: redis.url(),
+        store,
+        log: (m) => lines.push(m),
+      });
+      assert.deepEqual([result.trained, result.failed, result.unfinished], [4, 0, 0], lines.join("\n"));
+      assert.match(lines[0], /4 runs, 0 finished, 2 packs of 4 runs on the queue .* \(2 jobs enqueued now/);
+      await worker.waitFor(/pack of 2 runs: 2 finished[^]*pack of 2 runs: 2 finished/);
+      assert.equal((worker.log.match(/pack of 2 runs on webgpu/g) ?? []).length, 2, worker.log);
+      // train()'s own lines reach the worker's log: each run's summary
+      assert.equal((worker.log.match(/run \w+: finished \(budget\) at step 120; first step/g) ?? []).length, 4);
+      const ids = result.runs.map((r) => r.id);
+      assertTrainedOnce(store, ids, [worker.log]);
+      // --status finds each run's pack job
+      const status = await queueStatus(PACKS_SPEC, { store, queue: redis.url() });
+      assert.deepEqual(
+        status.runs.map((r) => r.queue?.state),
+        ["completed", "completed", "completed", "completed"],
+      );
+      await assertSameAsLocal(store, ids);
+      assert.equal(await worker.stop(), 0);
+    } finally {
+      worker.child.kill("SIGKILL");
+      await redis.stop();
+    }
+  },
+);
+
+test(
+  "a webgpu worker killed with kill -9 mid-pack: a second one resumes the pack to the uninterrupted metrics",
+  { skip },
+  async (t) => {
+    if (!(await deviceFor(t))) return;
+    const redis = await RedisServer.start();
+    const store = tempStore("queue-packs-kill");
+    const args = ["--queue", redis.url(), "--store", store, "--engine", "webgpu"];
+    const victim = new WorkerProcess(args);
+    let second: WorkerProcess | undefined;
+    try {
+      const lines: string[] = [];
+      const sweep = runSweep(PACKS_SPEC, {
+        ...PACKS_OPTIONS,
+        queue: redis.url(),
+        store,
+        checkpointEvery: 20,
+        log: (m) => lines.push(m),
+      });
+      // the first pack's runs, once each has a periodic checkpoint
+      await victim.waitFor(/started at step 0[^]*started at step 0/);
+      const ids = [...victim.log.matchAll(/run (\w+) \(sweep packs #\d\): started at step 0/g)].map((m) => m[1]);
+      const periodic = (id: string) => new RunStore(store).checkpoints(id).filter((c) => !c.final);
+      while (!ids.every((id) => periodic(id).length > 0)) await sleep(20);
+      victim.child.kill("SIGKILL");
+      await new Promise((resolve) => victim.child.once("exit", resolve));
+      for (const id of ids) assert.notEqual(new RunStore(store).readState(id).status, "finished", "killed mid-pack");
+      second = new WorkerProcess(args);
+      const result = await sweep;
+      assert.deepEqual([result.trained, result.failed, result.unfinished], [4, 0, 0], lines.join("\n"));
+      for (const id of ids)
+        assert.match(
+          second.log,
+          new RegExp(`run ${id} \\(sweep packs #\\d\\): resumed from the checkpoint at step [1-9]`),
+        );
+      assertTrainedOnce(
+        store,
+        result.runs.map((r) => r.id),
+        [victim.log, second.log],
+      );
+      await assertSameAsLocal(
+        store,
+        result.runs.map((r) => r.id),
+      );
+      assert.equal(await second.stop(), 0);
+    } finally {
+      victim.child.kill("SIGKILL");
+      second?.child.kill("SIGKILL");
+      await redis.stop();
+    }
+  },
+);
 
 test("a job gone from the queue while its run is unfinished is enqueued again", { skip }, async () => {
   const redis = await RedisServer.start();

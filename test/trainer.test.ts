@@ -7,14 +7,14 @@ import { TfjsEngine } from "../src/engines/tfjs/engine";
 import { createEngine } from "../src/engines/index";
 import { encodeInputs, makeDataset } from "../src/data/dataset";
 import { initParams } from "../src/model/config";
-import { RunLock, RunLockedError } from "../src/store/lock";
+import { LockLostError, RunLock, RunLockedError } from "../src/store/lock";
 import { displayPath, RunStore } from "../src/store/run-store";
 import { isEvalStep, normalizeConfig, resolveBatchSize, RunConfig, withChanges } from "../src/config/run-config";
 import { PAPER_OPTIMIZER } from "../src/optim/optimizer";
 import { FIG2_OPTIMIZER_VARIANTS } from "../src/training/presets";
 import { ProgressDisplay } from "../src/training/progress";
 import { earlyStopReached, train } from "../src/training/trainer";
-import { REPO_ROOT, tempStore, tempStoreInRepo, tinyConfig, withoutTime } from "./helpers";
+import { filesUnder, REPO_ROOT, takeOverLock, tempStore, tempStoreInRepo, tinyConfig, withoutTime } from "./helpers";
 
 const quiet = { progress: false, log: () => {} };
 
@@ -173,6 +173,35 @@ test("a locked run is refused with the holder named, and nothing is trained", as
   lock.release();
   const done = await train(cfg, { store, ...quiet });
   assert.equal(done.status, "finished");
+});
+
+test("a run another host takes over stops with a clear message, writing nothing more to its directory", async () => {
+  const store = tempStore("lost");
+  const cfg = normalizeConfig(tinyConfig({ steps: 200 }));
+  const dir = new RunStore(store).dir(RunStore.idFor(cfg));
+  const lines: string[] = [];
+  let taken: Map<string, string> | null = null;
+  const training = train(cfg, {
+    store,
+    checkpointEvery: 10,
+    progress: false,
+    log: (m) => lines.push(m),
+    onStep: (step) => {
+      if (step !== 25) return;
+      takeOverLock(dir);
+      taken = filesUnder(dir);
+    },
+  });
+  await assert.rejects(
+    training,
+    (err: Error) =>
+      err instanceof LockLostError &&
+      /process 4242 on another-host took the run over .*; stopped without writing more/.test(err.message),
+  );
+  assert.ok(taken, "the lock was taken over");
+  assert.deepEqual(filesUnder(dir), taken, "nothing written after the takeover, the lock left as the other's");
+  assert.match(lines.join("\n"), /lost the lock .*another process took it over/);
+  assert.equal(new RunStore(store).readState(RunStore.idFor(cfg)).status, "running");
 });
 
 test("the trainer names its store relative to the repository; its progress line counts to the session's end", async () => {

@@ -21,7 +21,7 @@ const SWEEP_USAGE =
   "  --pack N               webgpu engine: train at most N runs at once in one pack (default: as many as fit\n" +
   "                         the adapter); runs share a pack when their model, vocabulary, optimizer kind,\n" +
   "                         dropout (on or off) and every step's batch size agree; each stays an ordinary run\n" +
-  "                         in the store\n" +
+  "                         in the store; with --queue, one job per pack\n" +
   `  --engine E             auto, ${ENGINE_NAMES.join(", ")}\n` +
   `  --backend B            tfjs backend: ${TFJS_BACKENDS.join(", ")}\n` +
   `  --kernels K            fast engine kernels: ${KERNEL_CHOICES.join(", ")}\n` +
@@ -127,9 +127,11 @@ export async function sweepCommand(args: string[]): Promise<number> {
       ? await queueStatus(spec, { store, queue: options.queue, connectSeconds: options.connectSeconds })
       : sweepStatus(spec, store);
     process.stdout.write(values.json ? JSON.stringify(resultJson(result), null, 2) + "\n" : table(result));
+    // the workers of a queued sweep are the grok worker processes, wherever they run: none are "here"
+    const here = options.queue ? "" : `; default workers here: ${defaultWorkers(options)}`;
     if (!values.json)
       process.stdout.write(
-        `${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}; default workers here: ${defaultWorkers(options)}\n`,
+        `${runs.length - result.unfinished}/${runs.length} finished in ${displayPath(store.root)}${here}\n`,
       );
     return 0;
   }

@@ -15,7 +15,8 @@ const WORKER_USAGE =
   "                         (default: $GROK_QUEUE, which keeps a password off the command line)\n" +
   "  --store DIR            the shared run store, e.g. on NFS (default: the project's data/runs, or $GROK_STORE)\n" +
   "  --workers N            worker processes, one run each (default 1)\n" +
-  "  --engine, --backend, --kernels   as for grok train (a sweep that names an engine overrides them)\n" +
+  "  --engine, --backend, --kernels   as for grok train (a sweep that names an engine overrides them; a pack\n" +
+  "                         job goes on this engine: in packs on webgpu, else one run after another)\n" +
   "  --threads N            fast engine threads per worker process (default 1)\n" +
   "  --lock-seconds N       BullMQ's lock on a running job: a killed worker's job stalls once it expires\n" +
   `                         (default ${DEFAULT_LOCK_SECONDS})\n` +

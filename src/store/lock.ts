@@ -10,6 +10,9 @@
 // recovery guard (`<dir>/lock.recover`, also O_EXCL), so two processes recovering the same stale lock
 // cannot delete each other's fresh lock: whoever holds the guard re-checks that the file is still the
 // stale one before unlinking it, and both then race on the exclusive create, which only one wins.
+//
+// A holder whose lease expired (it lost the store for longer than the lease) may find its lock taken over:
+// verify() says so, and a trainer calls it before each write to the run, which is the other host's now.
 
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -29,7 +32,7 @@ export interface LockHolder {
 export interface LockOptions {
   /** The lease (default 60 s; renewed every quarter of it). */
   leaseSeconds?: number;
-  /** Called if a renewal finds the lock no longer ours (another host took it over after the lease expired). */
+  /** Called once a renewal or verify() finds the lock no longer ours (another host took it over after the lease expired). */
   onLost?: (message: string) => void;
 }
 
@@ -42,6 +45,23 @@ const STALE_GUARD_MS = 10_000;
 /** Bounds the retry loop when other processes are concurrently recovering or taking the lock. */
 const MAX_ATTEMPTS = 50;
 const RETRY_DELAY_MS = 20;
+
+/**
+ * Thrown where a process finds that another one took over the lock of the run it was training (after its
+ * lease expired: this host lost the store, or its clock is off). The run is the other process's now: this
+ * one stops it without writing another byte to its directory.
+ */
+export class LockLostError extends Error {
+  /** Who holds the lock now; null when the lock file is gone or unreadable. */
+  readonly holder: LockHolder | null;
+
+  constructor(run: string, holder: LockHolder | null) {
+    const who = holder ? `process ${holder.pid} on ${holder.host}` : "another process";
+    super(`run ${run}: ${who} took the run over after this process's lease expired; stopped without writing more`);
+    this.name = "LockLostError";
+    this.holder = holder;
+  }
+}
 
 export class RunLockedError extends Error {
   /** Who holds the lock; null when the lock file is unreadable (e.g. still being written). */
@@ -146,6 +166,15 @@ function inspectLock(lockPath: string): LockFileState | null {
   }
 }
 
+/** Who holds the lock at `lockPath` now; null when there is none or it cannot be read. */
+export function readLockHolder(lockPath: string): LockHolder | null {
+  try {
+    return inspectLock(lockPath)?.holder ?? null;
+  } catch {
+    return null;
+  }
+}
+
 function isStale(holder: LockHolder | null, stat: fs.Stats): boolean {
   if (!holder) return Date.now() - stat.mtimeMs > STALE_UNREADABLE_MS;
   // Another host's process cannot be checked from here: its lease can.
@@ -202,14 +231,18 @@ export class RunLock {
   private identity: string;
   private held = true;
   private readonly renewal: ReturnType<typeof setInterval>;
+  private readonly onLost?: (message: string) => void;
+  /** Once the lock is lost: who held it then (null: nobody readable, or not lost). */
+  takenOverBy: LockHolder | null = null;
 
   private constructor(lockPath: string, holder: LockHolder, content: string, identity: string, options: LockOptions) {
     this.path = lockPath;
     this.holder = holder;
     this.content = content;
     this.identity = identity;
+    this.onLost = options.onLost;
     // unref: a held lock alone does not keep the process alive
-    this.renewal = setInterval(() => this.renew(options.onLost), (holder.leaseSeconds * 1000) / 4);
+    this.renewal = setInterval(() => this.renew(), (holder.leaseSeconds * 1000) / 4);
     this.renewal.unref();
   }
 
@@ -275,23 +308,31 @@ export class RunLock {
   }
 
   /**
-   * Renews the lease: rewrites the lock with a new heartbeat (a new file renamed over it, so a reader sees the
-   * old lock or the new one, never half of one), unless it is no longer ours.
+   * Whether the lock file still holds what this process last wrote, read now (a store that cannot be read
+   * for now counts as ours). Once it does not, the lock is lost for good: renewals stop and onLost is called.
    */
-  renew(onLost?: (message: string) => void): void {
-    if (!this.held) return;
+  verify(): boolean {
+    if (!this.held) return false;
     let current: string;
     try {
       current = fs.readFileSync(this.path, "utf8");
     } catch (err) {
-      if (errnoCode(err) !== "ENOENT") return; // the store is unreachable for now: try again next time
+      if (errnoCode(err) !== "ENOENT") return true; // the store is unreachable for now
       current = "";
     }
-    if (current !== this.content) {
-      this.stopHolding();
-      onLost?.(`lost the lock ${this.path}: another process took it over after our lease expired`);
-      return;
-    }
+    if (current === this.content) return true;
+    this.stopHolding();
+    this.takenOverBy = parseHolder(current);
+    this.onLost?.(`lost the lock ${this.path}: another process took it over after our lease expired`);
+    return false;
+  }
+
+  /**
+   * Renews the lease: rewrites the lock with a new heartbeat (a new file renamed over it, so a reader sees the
+   * old lock or the new one, never half of one), unless it is no longer ours.
+   */
+  renew(): void {
+    if (!this.verify()) return;
     const content = JSON.stringify({ ...this.holder, heartbeatAt: new Date().toISOString() });
     const temp = `${this.path}.${process.pid}.renew`;
     try {

@@ -19,7 +19,7 @@ import { NamedTensors } from "../util/tensors";
 import { writeFileAtomic, removeStaleTempFiles } from "./atomic";
 import { formatCsv, parseCsv } from "./csv";
 import { canonicalJson, configHash } from "./hash";
-import { RunLock } from "./lock";
+import { LockOptions, RunLock } from "./lock";
 import { readCheckpoint, writeCheckpoint } from "./safetensors";
 
 export type RunStatus = "created" | "running" | "stopped" | "finished";
@@ -117,13 +117,18 @@ export class RunStore {
 
   /**
    * Creates the run directory for a normalized config (or checks that an existing one holds the same
-   * config) and takes its lock. The caller releases the lock.
+   * config) and takes its lock, a lease (store/lock.ts): `onLost` hears when another host has taken the run
+   * over, after which the caller must write nothing more to it (lock.verify() says so before each write).
+   * The caller releases the lock.
    */
-  openForTraining(config: RunConfig): { id: string; lock: RunLock; state: RunState } {
+  openForTraining(
+    config: RunConfig,
+    options: Pick<LockOptions, "onLost"> = {},
+  ): { id: string; lock: RunLock; state: RunState } {
     const id = RunStore.idFor(config);
     const dir = this.dir(id);
     fs.mkdirSync(path.join(dir, "checkpoints"), { recursive: true });
-    const lock = RunLock.acquire(dir);
+    const lock = RunLock.acquire(dir, { onLost: options.onLost });
     try {
       removeStaleTempFiles(dir);
       removeStaleTempFiles(path.join(dir, "checkpoints"));

@@ -8,7 +8,10 @@
 // which resumes the run from its last checkpoint once the run lock allows: at once for a dead process on
 // its own host, after the lock's lease (60 s) for another host's. A run whose lock is held by a live worker
 // (BullMQ lost touch with it while it trained, e.g. Redis restarted) goes back to the queue for a while
-// instead: the run lock, not the queue, is what keeps two workers from training one run at once.
+// instead, and so does one that another host took over while this worker trained it (training stops it at
+// once, writing nothing more): the run lock, not the queue, keeps two workers from training one run at once.
+// A pack job (several runs, from a sweep on the webgpu engine) trains with the pack loop on a webgpu worker,
+// its runs one after another on a worker of another engine.
 
 import { fork } from "node:child_process";
 import * as fs from "node:fs";
@@ -16,9 +19,10 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { DelayedError, Job, WaitingError, Worker } from "bullmq";
 import { EngineOptions, resolveEngineName } from "../engines/index";
-import { RunLockedError } from "../store/lock";
+import { LockLostError, readLockHolder, RunLockedError } from "../store/lock";
 import { displayPath, RunStore } from "../store/run-store";
-import { train } from "../training/trainer";
+import { PackResult, trainInPacks } from "../training/pack";
+import { train, TrainOptions } from "../training/trainer";
 import { errorLine, UserError } from "../util/errors";
 import {
   checkQueueReachable,
@@ -27,6 +31,7 @@ import {
   QueueConnection,
   QueueJobData,
   QueueJobProgress,
+  RunProgress,
   scrubbed,
 } from "./queue";
 
@@ -57,8 +62,6 @@ export const DEFAULT_LOCK_SECONDS = 30;
 export const DEFAULT_STALLED_SECONDS = 30;
 /** Times a job may stall (its worker died) before BullMQ fails it: a run resumes safely, so many. */
 const MAX_STALLED = 1000;
-/** How often a worker checks that the lock of the run it trains is still its own. */
-const LOCK_WATCH_MS = 1000;
 /** Least milliseconds between two progress reports of a running run. */
 const REPORT_MS = 1000;
 
@@ -168,7 +171,10 @@ async function runWorker(conn: QueueConnection, store: RunStore, options: QueueW
   log("stopped");
 }
 
-/** Trains the runs of a job in turn; returns where each stands. See trainRun for how a run can end. */
+/**
+ * Trains the runs of a job: a pack job (several runs) on a webgpu worker in packs, else one run after the
+ * other; returns where each stands. How a job can end: see trainRun.
+ */
 async function processJob(
   job: Job<QueueJobData>,
   token: string,
@@ -177,7 +183,9 @@ async function processJob(
   ctx.busy = true;
   try {
     const runs: { id: string; stepsDone: number }[] = [];
-    for (const run of job.data.runs) runs.push({ id: run.id, stepsDone: await trainRun(job, token, run, ctx) });
+    if (job.data.runs.length > 1 && resolveEngineName(ctx.options) === "webgpu")
+      runs.push(...(await trainPackJob(job, token, ctx)));
+    else for (const run of job.data.runs) runs.push({ id: run.id, stepsDone: await trainRun(job, token, run, ctx) });
     return { worker: ctx.me, runs };
   } finally {
     ctx.busy = false;
@@ -185,10 +193,69 @@ async function processJob(
   }
 }
 
+/** A run's name in the worker's lines: its id, sweep and place in the sweep. */
+function runTag(job: Job<QueueJobData>, run: QueueJobData["runs"][number]): string {
+  return `run ${run.id} (sweep ${job.data.sweep} #${run.index + 1})`;
+}
+
+/**
+ * The TrainOptions of a job's runs: its checkpoint settings; the engine the sweep named, else the worker's
+ * (a pack job's runs always go on the worker's engine: in packs on webgpu, else one after another); train()'s
+ * own messages in the worker's log; a line per run started or resumed; the runs' progress on the job.
+ */
+function jobTrainOptions(job: Job<QueueJobData>, ctx: WorkerContext, signal: AbortSignal): TrainOptions {
+  const { options, log } = ctx;
+  const { engine, backend, kernels, ...checkpoints } = job.data.options;
+  const engineChoice =
+    job.data.runs.length > 1
+      ? { engine: options.engine, backend: options.backend, kernels: options.kernels }
+      : { engine: engine ?? options.engine, backend: backend ?? options.backend, kernels: kernels ?? options.kernels };
+  const runs = new Map(job.data.runs.map((r) => [r.id, r]));
+  const progress = new Map<string, RunProgress>();
+  let lastReport = 0;
+  const report = () => {
+    lastReport = Date.now();
+    const p: QueueJobProgress = { worker: ctx.me, runs: [...progress.values()] };
+    // not awaited: training goes on while Redis is away, and the report waits in the client's queue
+    job.updateProgress(p).catch(() => {});
+  };
+  // train() calls onResume, onEval or onStep only once it holds the run's lock, and onResume first
+  const runProgress = (id: string, step: number, started: boolean): RunProgress => {
+    let p = progress.get(id);
+    if (!p) {
+      const run = runs.get(id)!;
+      p = { runId: id, step, steps: run.config.training.steps, valAcc: NaN };
+      progress.set(id, p);
+      const where = started ? "started at step 0" : "resumed from the checkpoint at step " + step;
+      log(`${runTag(job, run)}: ${where} of ${p.steps}`);
+    }
+    return p;
+  };
+  return {
+    ...checkpoints,
+    ...engineChoice,
+    threads: options.threads ?? 1,
+    store: ctx.store,
+    progress: false,
+    // train()'s own messages too: a checkpoint set aside, softmax saturation, the run's summary
+    log,
+    signal,
+    onResume: (step, { id }) => void runProgress(id, step, false),
+    onEval: (row, { id }) => {
+      Object.assign(runProgress(id, 0, true), { step: row.step, valAcc: row.val_acc });
+      report();
+    },
+    onStep: (step, { id }) => {
+      runProgress(id, 0, true).step = step;
+      if (Date.now() - lastReport >= REPORT_MS) report();
+    },
+  };
+}
+
 /**
  * Trains one run of a job to its end; returns its steps done. A run stopped by the worker's stop puts the
- * job back on the queue (WaitingError); a run whose lock another live process holds delays the job
- * (DelayedError); a run that fails fails the job.
+ * job back on the queue (WaitingError); a run whose lock another live process holds, or took over while this
+ * worker trained it, delays the job (DelayedError); a run that fails fails the job.
  */
 async function trainRun(
   job: Job<QueueJobData>,
@@ -196,88 +263,101 @@ async function trainRun(
   run: QueueJobData["runs"][number],
   ctx: WorkerContext,
 ): Promise<number> {
-  const { store, options, log } = ctx;
-  const tag = `run ${run.id} (sweep ${job.data.sweep} #${run.index + 1})`;
-  const steps = run.config.training.steps;
+  const { store, log } = ctx;
+  const tag = runTag(job, run);
   if (store.has(run.id) && store.readState(run.id).status === "finished") {
     log(`${tag}: already finished in the store`);
     return store.readState(run.id).stepsDone;
   }
+  const controller = startJob(ctx);
+  let result: Awaited<ReturnType<typeof train>>;
+  try {
+    result = await train(run.config, jobTrainOptions(job, ctx, controller.signal));
+  } catch (err) {
+    if (err instanceof RunLockedError || err instanceof LockLostError) await holdBack(job, token, tag, err, ctx);
+    log(`${tag}: FAILED: ${errorLine(err)}`);
+    throw err;
+  } finally {
+    ctx.current = null;
+  }
+  if (result.interrupted) {
+    log(
+      `${tag}: stopped at step ${result.stepsDone} of ${run.config.training.steps} with a checkpoint; back to the queue`,
+    );
+    await job.moveToWait(token);
+    throw new WaitingError();
+  }
+  log(finishedLine(tag, result));
+  return result.stepsDone;
+}
+
+/** What the worker stops (its stop aborts the job's training). */
+function startJob(ctx: WorkerContext): AbortController {
   const controller = new AbortController();
   ctx.current = controller;
   if (ctx.stopping) controller.abort();
-  let announced = false;
-  let valAcc = NaN;
-  let lastReport = 0;
-  const report = (step: number) => {
-    lastReport = Date.now();
-    const progress: QueueJobProgress = { runId: run.id, step, steps, valAcc, worker: ctx.me };
-    // not awaited: training goes on while Redis is away, and the report waits in the client's queue
-    job.updateProgress(progress).catch(() => {});
-  };
-  const lockWatch = watchRunLock(path.join(store.dir(run.id), "lock"), tag, log);
-  // train() calls onResume, onEval or onStep only once it holds the run's lock
-  const started = () => {
-    if (!announced) log(`${tag}: started at step 0 of ${steps}`);
-    announced = true;
-    lockWatch.arm();
-  };
-  let result: Awaited<ReturnType<typeof train>>;
+  return controller;
+}
+
+function finishedLine(tag: string, r: { stepsDone: number; firstTrain99: number | null; firstVal99: number | null }) {
+  return (
+    `${tag}: finished at step ${r.stepsDone}; train acc ≥ 99% at ${r.firstTrain99 ?? "-"}, ` +
+    `val acc ≥ 99% at ${r.firstVal99 ?? "-"}`
+  );
+}
+
+/**
+ * Trains a pack job's runs together on the webgpu engine (trainInPacks: the job holds one pack, or packs of
+ * as many as fit the adapter); returns where each run stands. Stopped, every run checkpoints and the job goes
+ * back on the queue; a run another host took over delays the job once the others have ended.
+ */
+async function trainPackJob(
+  job: Job<QueueJobData>,
+  token: string,
+  ctx: WorkerContext,
+): Promise<{ id: string; stepsDone: number }[]> {
+  const { log } = ctx;
+  const tag = `pack ${job.id} (sweep ${job.data.sweep}, ${job.data.runs.length} runs)`;
+  const controller = startJob(ctx);
+  let result: PackResult;
   try {
-    result = await train(run.config, {
-      ...job.data.options,
-      engine: job.data.options.engine ?? options.engine,
-      backend: job.data.options.backend ?? options.backend,
-      kernels: job.data.options.kernels ?? options.kernels,
-      threads: options.threads ?? 1,
-      store,
-      progress: false,
-      log: () => {}, // the worker says what happened to the run, in one line each
-      signal: controller.signal,
-      onResume: (step) => {
-        announced = true;
-        lockWatch.arm();
-        log(`${tag}: resumed from the checkpoint at step ${step} of ${steps}`);
-      },
-      onEval: (row) => {
-        started();
-        valAcc = row.val_acc;
-        report(row.step);
-      },
-      onStep: (step) => {
-        started();
-        if (Date.now() - lastReport >= REPORT_MS) report(step);
-      },
-    });
+    result = await trainInPacks(
+      job.data.runs.map((r) => r.config),
+      jobTrainOptions(job, ctx, controller.signal),
+    );
   } catch (err) {
     if (err instanceof RunLockedError) await holdBack(job, token, tag, err, ctx);
     log(`${tag}: FAILED: ${errorLine(err)}`);
     throw err;
   } finally {
-    lockWatch.stop();
     ctx.current = null;
   }
+  const runOf = new Map(job.data.runs.map((r) => [r.id, r]));
+  const tagOf = (id: string) => runTag(job, runOf.get(id)!);
+  for (const r of result.runs) if (!r.interrupted) log(finishedLine(tagOf(r.id), r));
+  if (result.lost.length > 0) {
+    // the run is another host's now; the job comes back for the others once that host's lease can have expired
+    const [id] = result.lost;
+    const holder = readLockHolder(path.join(ctx.store.dir(id), "lock"));
+    await holdBack(job, token, tagOf(id), new LockLostError(id, holder), ctx);
+  }
   if (result.interrupted) {
-    log(`${tag}: stopped at step ${result.stepsDone} of ${steps} with a checkpoint; back to the queue`);
+    log(`${tag}: stopped with a checkpoint of each unfinished run; back to the queue`);
     await job.moveToWait(token);
     throw new WaitingError();
   }
-  log(
-    `${tag}: finished at step ${result.stepsDone}; train acc ≥ 99% at ${result.firstTrain99 ?? "-"}, ` +
-      `val acc ≥ 99% at ${result.firstVal99 ?? "-"}`,
-  );
-  return result.stepsDone;
+  return result.runs.map((r) => ({ id: r.id, stepsDone: r.stepsDone }));
 }
 
 /**
- * Another live process holds the run's lock: put the job back for a while, until that holder's lease can
- * have expired if it is on another host, else for one job lock's length. Throws DelayedError.
+ * Another live process holds the run's lock, or took it over: put the job back for a while, until that
+ * holder's lease can have expired if it is on another host, else for one job lock's length. Throws DelayedError.
  */
 async function holdBack(
   job: Job<QueueJobData>,
   token: string,
   tag: string,
-  err: RunLockedError,
+  err: RunLockedError | LockLostError,
   ctx: WorkerContext,
 ): Promise<never> {
   const h = err.holder;
@@ -285,33 +365,13 @@ async function holdBack(
     h && h.host !== os.hostname() ? Date.parse(h.heartbeatAt) + h.leaseSeconds * 1000 - Date.now() : 0;
   const delayMs = Math.max((ctx.options.lockSeconds ?? DEFAULT_LOCK_SECONDS) * 1000, leaseLeftMs + 1000);
   const who = h ? `process ${h.pid} on ${h.host}` : "another process";
-  ctx.log(`${tag}: locked by ${who}; back to the queue for ${Math.round(delayMs / 1000)} s`);
+  const what =
+    err instanceof LockLostError
+      ? `taken over by ${who} after this worker's lease expired: stopped without writing more`
+      : `locked by ${who}`;
+  ctx.log(`${tag}: ${what}; back to the queue for ${Math.round(delayMs / 1000)} s`);
   await job.moveToDelayed(Date.now() + delayMs, token);
   throw new DelayedError();
-}
-
-/**
- * Watches a run's lock while this process trains the run, from when training has begun (the lock is ours
- * then). If the lock names another process, another host took the run over after our lease expired (this
- * machine lost the store for longer than the lease, or its clock is off): this process must not write another
- * byte of the run, so it exits at once, as a killed worker would.
- */
-function watchRunLock(lockPath: string, tag: string, log: (message: string) => void) {
-  let armed = false;
-  const timer = setInterval(() => {
-    if (!armed) return;
-    let holder: { pid?: unknown; host?: unknown };
-    try {
-      holder = JSON.parse(fs.readFileSync(lockPath, "utf8")) as typeof holder;
-    } catch {
-      return; // being replaced, or the store is away for now
-    }
-    if (holder.pid === process.pid && holder.host === os.hostname()) return;
-    log(`${tag}: the run's lock now names process ${holder.pid} on ${holder.host}: exiting without writing more`);
-    process.exit(1);
-  }, LOCK_WATCH_MS);
-  timer.unref();
-  return { arm: () => (armed = true), stop: () => clearInterval(timer) };
 }
 
 /** Parent → worker process. */

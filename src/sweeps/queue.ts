@@ -2,7 +2,8 @@
 // processes (sweeps/queue-worker.ts) on any machine that mounts the same run store train them. This side
 // enqueues the runs the store has not finished and follows them to the end, with the local sweep's display.
 //
-// A job is named by its runs (`run-<id>`), so enqueuing a run twice (two `grok sweep` commands, or one run
+// A job is named by its runs (`run-<id>`, or `pack-<id>-<id>…` for the runs of a pack on the webgpu engine,
+// grouped as a local sweep groups them), so enqueuing a run twice (two `grok sweep` commands, or one run
 // again after Ctrl-C) is a no-op while its job is queued or running. The store stays the truth: a run is
 // done when the store says it is finished, and the run lock (a lease, store/lock.ts) keeps two workers from
 // training one run at once even when BullMQ hands a stalled job to a second worker.
@@ -13,12 +14,12 @@
 import { Job, Queue, RedisOptions } from "bullmq";
 import { Redis } from "ioredis";
 import { RunConfig } from "../config/run-config";
-import { engineChoices } from "../engines/index";
+import { resolveEngineName } from "../engines/index";
 import { displayPath, RunStore } from "../store/run-store";
 import { formatDuration, progressDisplayFor } from "../training/progress";
 import { errorLine, UserError } from "../util/errors";
 import type { Live, SweepOptions, SweepResult, SweepRunResult } from "./runner";
-import { progressLine, runEndLine, runResult, summarize } from "./runner";
+import { checkPackOption, progressLine, runEndLine, runResult, statusSummary, summarize, sweepJobs } from "./runner";
 import { expandSweep, SweepRun, SweepSpec } from "./spec";
 import type { WorkerTrainOptions } from "./worker";
 
@@ -44,9 +45,9 @@ export interface QueueConnection {
 }
 
 /**
- * A job: the runs it trains one after the other (one run now; several runs of a pack later, trained
- * together on one GPU), and how to train them. The engine is the job's when the sweep named one, else
- * the worker's; threads are always the worker's (its machine's).
+ * A job: its runs (one, or the runs of a pack: trained together by a worker on the webgpu engine, one after
+ * another by a worker on another engine), and how to train them. The engine of a one-run job is the job's
+ * when the sweep named one, else the worker's; a pack job's is the worker's; threads are always the worker's.
  */
 export interface QueueJobData {
   sweep: string;
@@ -54,14 +55,19 @@ export interface QueueJobData {
   options: Omit<WorkerTrainOptions, "store" | "threads">;
 }
 
-/** What a worker reports while it trains a job (job.progress). */
-export interface QueueJobProgress {
+/** Where a run of a job stands, as its worker last reported. */
+export interface RunProgress {
   runId: string;
   step: number;
   steps: number;
   valAcc: number;
+}
+
+/** What a worker reports while it trains a job (job.progress): each of its runs that has begun. */
+export interface QueueJobProgress {
   /** host:pid of the worker process. */
   worker: string;
+  runs: RunProgress[];
 }
 
 /** The job id of a set of runs: one per run, so a run is queued once however often it is enqueued. */
@@ -171,25 +177,30 @@ export function openQueue(conn: QueueConnection, log: (message: string) => void)
 }
 
 /**
- * Puts the runs on the queue, one job each, unless their job is already waiting or running. A job left
- * completed or failed by an earlier session (its run was since deleted, or it failed) is replaced.
+ * Puts the jobs on the queue (each a run, or the runs of a pack), unless a job of the same runs is already
+ * waiting or running. A job left completed or failed by an earlier session (its runs were since deleted, or
+ * it failed) is replaced.
  */
 async function enqueue(
   queue: Queue<QueueJobData>,
   name: string,
-  runs: SweepRun[],
+  jobs: SweepRun[][],
   options: QueueJobData["options"],
 ): Promise<number> {
   let added = 0;
-  for (const run of runs) {
-    const jobId = jobIdFor([run.id]);
+  for (const runs of jobs) {
+    const jobId = jobIdFor(runs.map((r) => r.id));
     const existing = await queue.getJob(jobId);
     if (existing) {
       const state = await existing.getState();
       if (state !== "completed" && state !== "failed") continue;
       await existing.remove();
     }
-    const data: QueueJobData = { sweep: name, runs: [{ index: run.index, id: run.id, config: run.config }], options };
+    const data: QueueJobData = {
+      sweep: name,
+      runs: runs.map((r) => ({ index: r.index, id: r.id, config: r.config })),
+      options,
+    };
     await queue.add(name, data, { jobId, removeOnComplete: { age: KEEP_COMPLETED_SECONDS } });
     added++;
   }
@@ -225,7 +236,8 @@ export async function runQueuedSweep(
   const store = RunStore.of(options.store);
   const log = options.log ?? ((m: string) => process.stderr.write(m + "\n"));
   // bad input fails here, before anything is enqueued
-  engineChoices(options);
+  checkPackOption(options);
+  const packed = resolveEngineName(options) === "webgpu";
   const conn = parseQueueUrl(options.queue);
   await checkQueueReachable(conn, options.connectSeconds);
   const results = runs.map((r) => runResult(store, r));
@@ -237,31 +249,35 @@ export async function runQueuedSweep(
     log(`sweep ${name}: all ${runs.length} runs are finished in ${displayPath(store.root)}`);
     return summarize(name, results, { skipped, trained: 0, failed: 0 }, false, 0);
   }
+  // on the webgpu engine, runs that can share a pack go as one job (at most --pack runs)
+  const jobs = sweepJobs(runs, todo, packed, options.pack);
   const queue = openQueue(conn, log);
   try {
     const added = await enqueue(
       queue,
       name,
-      todo.map((i) => runs[i]),
+      jobs.map((job) => job.map((i) => runs[i])),
       jobOptions(options),
     );
+    const what = packed ? `${jobs.length} pack${jobs.length > 1 ? "s" : ""} of ${todo.length} runs` : `${todo.length}`;
     log(
-      `sweep ${name}: ${runs.length} runs, ${skipped} finished, ${todo.length} on the queue ${conn.display} ` +
-        `(${added} enqueued now, ${todo.length - added} already queued); store ${displayPath(store.root)}`,
+      `sweep ${name}: ${runs.length} runs, ${skipped} finished, ${what} on the queue ${conn.display} ` +
+        `(${added} job${added === 1 ? "" : "s"} enqueued now, ${jobs.length - added} already queued); ` +
+        `store ${displayPath(store.root)}`,
     );
-    return await follow(queue, name, runs, results, todo, store, options, log);
+    return await follow(queue, name, runs, results, jobs, store, options, log);
   } finally {
     await queue.close();
   }
 }
 
-/** Follows the jobs of `todo` until each has ended or the caller stops following; see runQueuedSweep. */
+/** Follows the jobs (indexes of their runs) until each has ended or the caller stops following; see runQueuedSweep. */
 async function follow(
   queue: Queue<QueueJobData>,
   name: string,
   runs: SweepRun[],
   results: SweepRunResult[],
-  todo: number[],
+  jobs: number[][],
   store: RunStore,
   options: SweepOptions,
   log: (message: string) => void,
@@ -270,6 +286,7 @@ async function follow(
   const { display: progress, owned } = progressDisplayFor(options.progress, { label: `sweep ${name}`, out: log }, true);
   const say = (m: string) => (progress ? progress.log(m, log) : log(m));
   const counts = { skipped: results.filter((r) => r.status === "finished").length, trained: 0, failed: 0 };
+  const todo = jobs.flat();
   const pending = new Set(todo);
   const live = new Map<number, Live>();
   const stepsTotal = todo.reduce((s, i) => s + results[i].steps, 0);
@@ -298,17 +315,20 @@ async function follow(
     if (r.status !== "finished" || progress?.mode !== "kernel") say(runEndLine(r, done, runs.length));
     options.onRunEnd?.(r);
   };
-  // a job gone from the queue (Redis lost it, or someone removed it) while its run is unfinished is put back
-  const requeue = async (index: number) => {
-    if (runResult(store, runs[index]).status === "finished") return endRun(index);
-    say(`#${index + 1} (${runs[index].id}): its job is gone from the queue: enqueued again`);
-    await enqueue(queue, name, [runs[index]], jobOptions(options));
+  // a job gone from the queue (Redis lost it, or someone removed it) while a run of it is unfinished is put back
+  const requeue = async (job: number[]) => {
+    const unfinished = job.filter((i) => runResult(store, runs[i]).status !== "finished");
+    for (const i of job) if (!unfinished.includes(i)) endRun(i);
+    if (unfinished.length === 0) return;
+    const named = job.map((i) => `#${i + 1} (${runs[i].id})`).join(", ");
+    say(`${named}: ${job.length > 1 ? "their" : "its"} job is gone from the queue: enqueued again`);
+    await enqueue(queue, name, [job.map((i) => runs[i])], jobOptions(options));
   };
   let summary: string | undefined;
   let result: SweepResult;
   try {
     while (pending.size > 0 && !stopping) {
-      await pollJobs(queue, runs, pending, live, endRun, requeue);
+      await pollJobs(queue, runs, jobs, pending, live, endRun, requeue);
       if (progress) {
         const liveSteps = [...live.entries()].reduce((s, [i, l]) => s + (l.step || results[i].stepsDone), 0);
         const endedSteps = todo.filter((i) => !pending.has(i)).reduce((s, i) => s + results[i].steps, 0);
@@ -342,36 +362,37 @@ async function follow(
 const POLL_MS = 500;
 
 /**
- * One look at the queue: the running jobs' progress into `live`, every pending job that has completed or
- * failed ended, and one that is gone requeued. An error (Redis away) leaves everything until the next look.
+ * One look at the queue: the running jobs' progress into `live`, the runs of every job that has completed or
+ * failed ended, and a job that is gone requeued. An error (Redis away) leaves everything until the next look.
  */
 async function pollJobs(
   queue: Queue<QueueJobData>,
   runs: SweepRun[],
+  jobs: number[][],
   pending: Set<number>,
   live: Map<number, Live>,
   endRun: (index: number, failure?: string) => void,
-  requeue: (index: number) => Promise<void>,
+  requeue: (job: number[]) => Promise<void>,
 ): Promise<void> {
   try {
     const active = await queue.getJobs(["active"]);
     live.clear();
     for (const job of active) {
       const p = job.progress as Partial<QueueJobProgress>;
-      const index = job.data.runs.find((r) => r.id === p.runId)?.index ?? job.data.runs[0].index;
-      if (!pending.has(index)) continue;
-      live.set(index, {
-        step: p.step ?? 0,
-        steps: p.steps ?? runs[index].config.training.steps,
-        valAcc: p.valAcc ?? NaN,
-      });
+      for (const r of Array.isArray(p.runs) ? p.runs : []) {
+        const index = job.data.runs.find((x) => x.id === r.runId)?.index;
+        if (index === undefined || !pending.has(index)) continue;
+        live.set(index, { step: r.step, steps: r.steps, valAcc: r.valAcc ?? NaN });
+      }
     }
-    for (const index of [...pending]) {
-      const job = await queue.getJob(jobIdFor([runs[index].id]));
+    for (const indexes of jobs) {
+      const left = indexes.filter((i) => pending.has(i));
+      if (left.length === 0) continue;
+      const job = await queue.getJob(jobIdFor(indexes.map((i) => runs[i].id)));
       const state = job ? await job.getState() : "unknown";
-      if (state === "completed") endRun(index);
-      else if (state === "failed") endRun(index, job?.failedReason ?? "its job failed");
-      else if (state === "unknown") await requeue(index);
+      if (state === "completed") for (const i of left) endRun(i);
+      else if (state === "failed") for (const i of left) endRun(i, job?.failedReason ?? "its job failed");
+      else if (state === "unknown") await requeue(indexes);
     }
   } catch {
     // Redis is away: the queue logs its errors; the next poll tries again
@@ -390,23 +411,25 @@ export async function queueStatus(
   const results = runs.map((r) => runResult(store, r));
   const queue = openQueue(conn, () => {});
   try {
+    let packJobs: Job<QueueJobData>[] | null = null;
     for (const r of results) {
-      const job: Job<QueueJobData> | undefined = await queue.getJob(jobIdFor([r.id]));
+      // a run's own job, else the newest pack job that holds it
+      let job: Job<QueueJobData> | undefined = await queue.getJob(jobIdFor([r.id]));
+      if (!job) {
+        packJobs ??= (await queue.getJobs()).filter((j) => j?.data?.runs?.length > 1);
+        job = packJobs
+          .filter((j) => j.data.runs.some((x) => x.id === r.id))
+          .sort((a, b) => b.timestamp - a.timestamp)[0];
+      }
       const state = job ? await job.getState() : "-";
       const p = job?.progress as Partial<QueueJobProgress> | undefined;
       const worker = state === "active" ? (p?.worker ?? job?.processedBy ?? null) : null;
       r.queue = { state, worker };
-      if (state === "active" && p?.runId === r.id && typeof p.step === "number") r.stepsDone = p.step;
+      const reported = Array.isArray(p?.runs) ? p.runs.find((x) => x.runId === r.id) : undefined;
+      if (state === "active" && reported) r.stepsDone = reported.step;
     }
   } finally {
     await queue.close();
   }
-  const finished = results.filter((r) => r.status === "finished").length;
-  return summarize(
-    Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep"),
-    results,
-    { skipped: finished, trained: 0, failed: 0 },
-    false,
-    0,
-  );
+  return statusSummary(spec, results);
 }

@@ -152,6 +152,11 @@ export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | str
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
   const s = RunStore.of(store);
   const results = runs.map((r) => runResult(s, r));
+  return statusSummary(spec, results);
+}
+
+/** A sweep's standing from its runs' results, as a status query reports it (nothing trained now). */
+export function statusSummary(spec: SweepSpec | SweepRun[], results: SweepRunResult[]): SweepResult {
   const finished = results.filter((r) => r.status === "finished").length;
   return summarize(
     Array.isArray(spec) ? "sweep" : (spec.name ?? "sweep"),
@@ -371,7 +376,7 @@ class WorkerPool {
 }
 
 /** A pack size is a whole number ≥ 1, for the webgpu engine only (which also checks the engine choice). */
-function checkPackOption(options: SweepOptions): void {
+export function checkPackOption(options: SweepOptions): void {
   const engine = resolveEngineName(options);
   if (engine === "webgpu") packMemoryBudget();
   if (options.pack === undefined) return;
@@ -387,7 +392,7 @@ function checkPackOption(options: SweepOptions): void {
  * The jobs of the workers, as lists of run indexes: one run each, or on the webgpu engine the runs that
  * can share a pack, at most `pack` a job (a worker trains a job in packs of as many as fit the adapter).
  */
-function sweepJobs(runs: SweepRun[], todo: number[], packed: boolean, pack?: number): number[][] {
+export function sweepJobs(runs: SweepRun[], todo: number[], packed: boolean, pack?: number): number[][] {
   if (!packed) return todo.map((i) => [i]);
   const groups = packGroups(
     todo.map((i) => runs[i].config),

@@ -11,7 +11,7 @@ import { PACK_BUDGET_BYTES, packCapacity } from "../engines/webgpu/capacity";
 import { WebGpuPackEngine } from "../engines/webgpu/pack-engine";
 import { initParams, ModelDims } from "../model/config";
 import { displayPath, RunStore } from "../store/run-store";
-import { RunLock } from "../store/lock";
+import { LockLostError, RunLock } from "../store/lock";
 import { UserError } from "../util/errors";
 import { formatDuration, formatEta, ProgressDisplay, progressDisplayFor } from "./progress";
 import {
@@ -42,6 +42,8 @@ export interface PackResult {
   runs: TrainResult[];
   /** True when the pack stopped before every run finished (interrupted, aborted, or stopAfter). */
   interrupted: boolean;
+  /** The runs another host took over while the pack trained them (their leases expired here): theirs now. */
+  lost: string[];
 }
 
 /**
@@ -61,6 +63,7 @@ export async function trainPack(configs: RunConfig[], options: PackOptions = {})
   for (const i of cfgs.keys())
     if (!todo.includes(i)) log(`run ${ids[i]} is already finished (${displayPath(store.dir(ids[i]))})`);
   const trained = new Map<number, TrainResult>();
+  const lost: string[] = [];
   if (todo.length > 0) {
     // everything that can fail on bad input fails here, before any run directory exists
     const prepared = todo.map((i) => prepareRun(cfgs[i]));
@@ -72,12 +75,13 @@ export async function trainPack(configs: RunConfig[], options: PackOptions = {})
     const locks: RunLock[] = [];
     try {
       const runs = todo.map((i, k): PackRun => {
-        const { lock, state } = store.openForTraining(cfgs[i]);
+        const { lock, state } = store.openForTraining(cfgs[i], { onLost: (m) => log(`run ${ids[i]}: ${m}`) });
         locks.push(lock);
-        return { cfg: cfgs[i], store, id: ids[i], state, ...prepared[k], options, log };
+        return { cfg: cfgs[i], store, id: ids[i], lock, state, ...prepared[k], options, log };
       });
       const results = await runPack(pack, runs, options, log);
       todo.forEach((i, k) => trained.set(i, results[k]));
+      lost.push(...todo.filter((_, k) => results[k].lost).map((i) => ids[i]));
     } finally {
       for (const lock of locks) lock.release();
       if (!options.packEngine) pack.dispose();
@@ -86,7 +90,8 @@ export async function trainPack(configs: RunConfig[], options: PackOptions = {})
   const runs = cfgs.map(
     (_, i) => trained.get(i) ?? { ...store.info(ids[i]), metrics: store.readMetrics(ids[i]), interrupted: false },
   );
-  return { runs, interrupted: runs.some((r) => r.interrupted) };
+  // a run another host took over is theirs now: not this call's to resume
+  return { runs, interrupted: runs.some((r) => r.interrupted && !lost.includes(r.id)), lost };
 }
 
 /**
@@ -115,6 +120,7 @@ export async function trainInPacks(
   const { maxPack, ...packOptions } = options;
   const pack = options.packEngine ?? (await WebGpuPackEngine.create(undefined, packMemoryBudget()));
   const results = new Map<number, TrainResult>();
+  const lost: string[] = [];
   let interrupted = false;
   try {
     for (const group of packGroups(configs, maxPack)) {
@@ -137,6 +143,7 @@ export async function trainInPacks(
           { ...packOptions, packEngine: pack },
         );
         part.forEach((i, k) => results.set(i, result.runs[k]));
+        lost.push(...result.lost);
         interrupted = result.interrupted;
       }
     }
@@ -144,7 +151,8 @@ export async function trainInPacks(
     if (!options.packEngine) pack.dispose();
   }
   const runs = configs.flatMap((_, i) => results.get(i) ?? []);
-  return { runs, interrupted: runs.length < configs.length || runs.some((r) => r.interrupted) };
+  const stopped = runs.some((r) => r.interrupted && !lost.includes(r.id));
+  return { runs, interrupted: runs.length < configs.length || stopped, lost };
 }
 
 /** A run's engine setup (whether runs can share a pack) and its batch size (the room a pack needs). */
@@ -202,7 +210,7 @@ async function runPack(
   runs: PackRun[],
   options: PackOptions,
   log: (message: string) => void,
-): Promise<TrainResult[]> {
+): Promise<(TrainResult & { lost: boolean })[]> {
   const label = `pack of ${runs.length} run${runs.length > 1 ? "s" : ""}`;
   const setups = runs.map(({ cfg, dims }) => engineSetup(cfg, dims));
   await pack.initialize(
@@ -239,7 +247,8 @@ async function runPack(
   return sessions.map((s) => ({
     ...runs[0].store.info(s.id),
     metrics: s.metrics,
-    interrupted: loop.ended.get(s) === null,
+    interrupted: loop.ended.get(s) === null || loop.lost.has(s),
+    lost: loop.lost.has(s),
   }));
 }
 
@@ -247,6 +256,8 @@ async function runPack(
 class PackLoop {
   /** How each run ended: budget, early stop, or null (stopped). */
   readonly ended = new Map<TrainingSession, EndReason>();
+  /** The runs another host took over: they left the pack writing nothing more (LockLostError). */
+  readonly lost = new Set<TrainingSession>();
   private active: TrainingSession[] = [];
   private readonly startedAt = Date.now();
   private packSteps = 0;
@@ -273,29 +284,42 @@ class PackLoop {
       this.packSteps++;
       await this.endWhere(await this.each((s) => s.afterStep()));
       if (stop.requested) {
-        for (const s of this.active) await this.end(s, null);
+        await this.each((s) => this.end(s, null));
         this.active = [];
         break;
       }
-      for (const s of this.active) await s.checkpointIfDue();
+      await this.endWhere(await this.each((s) => s.checkpointIfDue()));
       this.draw();
       await yieldToEventLoop();
       stop.throwIfInterruptedTwice();
     }
   }
 
-  /** Runs `what` for each run in the pack in turn; their answers in the pack's order. */
-  private async each<T>(what: (s: TrainingSession) => Promise<T>): Promise<T[]> {
-    const out: T[] = [];
-    for (const s of this.active) out.push(await what(s));
+  /**
+   * Runs `what` for each run in the pack in turn; their answers in the pack's order. A run another host took
+   * over is lost (said so), and leaves the pack at the next endWhere; the others go on.
+   */
+  private async each<T>(what: (s: TrainingSession) => Promise<T>): Promise<(T | undefined)[]> {
+    const out: (T | undefined)[] = [];
+    for (const s of this.active) {
+      try {
+        out.push(await what(s));
+      } catch (err) {
+        if (!(err instanceof LockLostError)) throw err;
+        this.lost.add(s);
+        this.say(err.message);
+        out.push(undefined);
+      }
+    }
     return out;
   }
 
-  /** Ends the runs with an end reason (final checkpoint, state), then lets them leave the pack. */
-  private async endWhere(ends: (EndReason | undefined)[]): Promise<void> {
-    const staying = this.active.filter((_, r) => ends[r] === undefined);
+  /** Ends the runs with an end reason (final checkpoint, state), then lets them and the lost ones leave the pack. */
+  private async endWhere(ends: (EndReason | void | undefined)[]): Promise<void> {
+    const ending = this.active.filter((s, r) => ends[r] !== undefined && !this.lost.has(s));
+    await this.each((s) => (ending.includes(s) ? this.end(s, ends[this.active.indexOf(s)]!) : Promise.resolve()));
+    const staying = this.active.filter((s, r) => ends[r] === undefined && !this.lost.has(s));
     if (staying.length === this.active.length) return;
-    for (const [r, s] of this.active.entries()) if (ends[r] !== undefined) await this.end(s, ends[r]!);
     if (staying.length > 0) {
       await this.pack.keep(staying.map((s) => this.active.indexOf(s)));
       staying.forEach((s, r) => (s.engine = this.pack.run(r)));
@@ -315,11 +339,18 @@ class PackLoop {
    * nothing from the engine. Returns the message that says so.
    */
   abandon(label: string, err: DeviceError): string {
-    const stopped = this.sessions.filter((s) => !this.ended.has(s));
-    for (const s of stopped) {
-      s.abandon();
-      this.ended.set(s, null);
+    const open = this.sessions.filter((s) => !this.ended.has(s) && !this.lost.has(s));
+    for (const s of open) {
+      try {
+        s.abandon();
+        this.ended.set(s, null);
+      } catch (e) {
+        // a run another host took over is left as that host has it
+        if (!(e instanceof LockLostError)) throw e;
+        this.lost.add(s);
+      }
     }
+    const stopped = open.filter((s) => !this.lost.has(s));
     const where = stopped.map((s) => `run ${s.id} from step ${s.checkpointStep}`).join(", ");
     return (
       `${label}: ${deviceFailure(err)}; ` +
@@ -339,6 +370,7 @@ class PackLoop {
     const stopped = reasons.length - finished;
     return (
       `${label}: ${finished} finished${stopped ? `, ${stopped} stopped (run the same command again to resume)` : ""}` +
+      `${this.lost.size ? `, ${this.lost.size} taken over by another host` : ""}` +
       ` in ${formatDuration((Date.now() - this.startedAt) / 1000)}`
     );
   }

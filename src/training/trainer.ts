@@ -6,6 +6,7 @@ import { Dataset, encodeInputs, Examples, makeDataset, modelDims } from "../data
 import { Batch, DeviceError, Engine } from "../engines/engine";
 import { createEngine, CreatedEngine, EngineOptions } from "../engines/index";
 import { initParams, ModelDims } from "../model/config";
+import { LockLostError, RunLock } from "../store/lock";
 import { displayPath, Metrics, MetricsRow, RunInfo, RunState, RunStore } from "../store/run-store";
 import { Interrupted, UserError } from "../util/errors";
 import { l2norm, NamedTensors } from "../util/tensors";
@@ -55,6 +56,9 @@ export interface TrainResult extends RunInfo {
 
 const ACC_99 = 0.99;
 
+/** How often a run checks, between writes, that its lock is still its own (it also checks before each write). */
+const LEASE_CHECK_MS = 1000;
+
 /** Trains a run to its budget, resuming it if the store has it, or returns it at once if finished. */
 export async function train(config: RunConfig, options: TrainOptions = {}): Promise<TrainResult> {
   const cfg = normalizeConfig(config);
@@ -77,9 +81,9 @@ export async function train(config: RunConfig, options: TrainOptions = {}): Prom
   try {
     const unsupported = engine.unsupported?.(cfg.model, cfg.optimizer);
     if (unsupported) throw new UserError(unsupported);
-    const { lock, state } = store.openForTraining(cfg);
+    const { lock, state } = store.openForTraining(cfg, { onLost: (m) => log(`run ${id}: ${m}`) });
     try {
-      const ctx = { cfg, store, id, state, dataset, dims, engine, options, log };
+      const ctx = { cfg, store, id, lock, state, dataset, dims, engine, options, log };
       return await runLoop(ctx, engine, description);
     } finally {
       lock.release();
@@ -113,6 +117,8 @@ export interface RunContext {
   cfg: RunConfig;
   store: RunStore;
   id: string;
+  /** The run's lock: the session writes to the run only while it is still ours. */
+  lock: RunLock;
   state: RunState;
   dataset: Dataset;
   dims: ModelDims;
@@ -317,6 +323,7 @@ export class TrainingSession {
   private readonly sessionStart = Date.now();
   private readonly sessionStep0: number;
   private lastCheckpointTime = Date.now();
+  private lastLeaseCheck = Date.now();
   private saturationReported = false;
   private readonly snapshotAt: Set<number>;
   /** The step this session means to end at: a session that stops early (stopAfter) shows it, so its ETA is right. */
@@ -356,10 +363,10 @@ export class TrainingSession {
 
   /** Before the first step: the start's snapshot and evaluation; why the run ends at once, if it does. */
   async begin(): Promise<EndReason | undefined> {
-    const { cfg, store, id, engine } = this.ctx;
+    const { cfg, engine } = this.ctx;
     const steps = cfg.training.steps;
     this.draw(true);
-    if (this.step === 0 && this.snapshotAt.has(0)) store.writeSnapshot(id, 0, await engine.readWeights());
+    if (this.step === 0 && this.snapshotAt.has(0)) this.writeSnapshot(await engine.readWeights());
     if (isEvalStep(cfg.training.eval, this.step, steps) && this.lastRow()?.step !== this.step) await this.evaluate();
     if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) return "early-stop";
     return this.step >= steps ? "budget" : undefined;
@@ -371,11 +378,13 @@ export class TrainingSession {
    * to stop.
    */
   async afterStep(): Promise<EndReason | undefined> {
-    const { cfg, store, id, engine, options } = this.ctx;
+    const { cfg, id, engine, lock, options } = this.ctx;
     const steps = cfg.training.steps;
     this.step++;
+    // a run another host took over stops at once, even between writes
+    if (!lock.isHeld || Date.now() - this.lastLeaseCheck >= LEASE_CHECK_MS) this.checkLease();
     options.onStep?.(this.step, { id });
-    if (this.snapshotAt.has(this.step)) store.writeSnapshot(id, this.step, await engine.readWeights());
+    if (this.snapshotAt.has(this.step)) this.writeSnapshot(await engine.readWeights());
     if (isEvalStep(cfg.training.eval, this.step, steps)) {
       await this.evaluate();
       if (earlyStopReached(this.metrics.rows, this.step, cfg.training.earlyStopHold)) {
@@ -450,6 +459,21 @@ export class TrainingSession {
     return this.metrics.rows[this.metrics.rows.length - 1];
   }
 
+  /**
+   * Throws LockLostError when another process has taken the run over (its lease expired here): called before
+   * every write, so that nothing more is written to a run that is not ours, and between writes.
+   */
+  private checkLease(): void {
+    this.lastLeaseCheck = Date.now();
+    const { id, lock } = this.ctx;
+    if (!lock.verify()) throw new LockLostError(id, lock.takenOverBy);
+  }
+
+  private writeSnapshot(weights: NamedTensors): void {
+    this.checkLease();
+    this.ctx.store.writeSnapshot(this.ctx.id, this.step, weights);
+  }
+
   private elapsed(): number {
     return this.start.trainSeconds + (Date.now() - this.sessionStart) / 1000;
   }
@@ -458,6 +482,7 @@ export class TrainingSession {
     const { store, id, engine, options } = this.ctx;
     const tensors: NamedTensors = new Map([...(await engine.readWeights()), ...(await engine.readOptimizerState())]);
     const metadata = { trainSeconds: String(this.elapsed()), engine: engine.name, backend: engine.backend };
+    this.checkLease();
     store.writeCheckpoint(id, this.step, tensors, metadata, { final, keep: options.keepCheckpoints ?? 2 });
     this.checkpointStep = this.step;
     this.lastCheckpointTime = Date.now();
@@ -465,6 +490,7 @@ export class TrainingSession {
 
   private saveState(): void {
     const { store, state } = this.ctx;
+    this.checkLease();
     state.stepsDone = this.step;
     state.trainSeconds = this.elapsed();
     state.firstTrain99 = firstStepAtLeast(this.metrics.rows, "train_acc", ACC_99);
@@ -484,6 +510,7 @@ export class TrainingSession {
     );
     this.metrics.rows.push(row);
     if (this.metrics.columns.length === 0) this.metrics.columns = Object.keys(row);
+    this.checkLease();
     store.writeMetrics(id, this.metrics);
     this.saveState();
     if (row.train_saturated > 0 && !this.saturationReported) {
