@@ -19,7 +19,16 @@ import { displayPath, RunStore } from "../store/run-store";
 import { formatDuration, progressDisplayFor } from "../training/progress";
 import { errorLine, UserError } from "../util/errors";
 import type { Live, SweepOptions, SweepResult, SweepRunResult } from "./runner";
-import { checkPackOption, progressLine, runEndLine, runResult, statusSummary, summarize, sweepJobs } from "./runner";
+import {
+  checkPackOption,
+  progressLine,
+  runEndLine,
+  runResult,
+  statusSummary,
+  summarize,
+  summaryLine,
+  sweepJobs,
+} from "./runner";
 import { expandSweep, SweepRun, SweepSpec } from "./spec";
 import type { WorkerTrainOptions } from "./worker";
 
@@ -341,11 +350,7 @@ async function follow(
     }
     const seconds = (Date.now() - startedAt) / 1000;
     result = summarize(name, results, counts, stopping, seconds);
-    const finished = runs.length - result.unfinished;
-    summary =
-      `sweep ${name}: ${finished}/${runs.length} runs finished (${counts.trained} trained now, ` +
-      `${counts.skipped} already done)${counts.failed ? `, ${counts.failed} failed` : ""}` +
-      `${result.unfinished ? `, ${result.unfinished} unfinished` : ""} in ${formatDuration(seconds)}`;
+    summary = summaryLine(result);
   } finally {
     if (owned) progress?.done(summary);
     if (options.handleSignals) {

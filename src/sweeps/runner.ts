@@ -147,6 +147,16 @@ export function summarize(
   return deviceError === undefined ? result : { ...result, deviceError };
 }
 
+/** A sweep's closing line: "sweep NAME: 5/6 runs finished (3 trained now, 2 already done), 1 unfinished… in 1m02s". */
+export function summaryLine(result: SweepResult, unfinishedHint = ""): string {
+  const { name, runs, trained, skipped, failed, unfinished, seconds } = result;
+  return (
+    `sweep ${name}: ${runs.length - unfinished}/${runs.length} runs finished (${trained} trained now, ` +
+    `${skipped} already done)${failed ? `, ${failed} failed` : ""}` +
+    `${unfinished ? `, ${unfinished} unfinished${unfinishedHint}` : ""} in ${formatDuration(seconds)}`
+  );
+}
+
 /** The sweep's runs as the store has them, without training anything. */
 export function sweepStatus(spec: SweepSpec | SweepRun[], store?: RunStore | string): SweepResult {
   const runs = Array.isArray(spec) ? spec : expandSweep(spec);
@@ -481,9 +491,7 @@ export async function runSweep(spec: SweepSpec | SweepRun[], options: SweepOptio
     const seconds = (Date.now() - startedAt) / 1000;
     const { counts } = pool;
     result = summarize(name, results, counts, pool.stopping, seconds, pool.deviceError);
-    summary =
-      `sweep ${name}: ${runs.length - result.unfinished}/${runs.length} runs finished (${counts.trained} trained now, ${skipped} already done)` +
-      `${counts.failed ? `, ${counts.failed} failed` : ""}${result.unfinished ? `, ${result.unfinished} unfinished: run the sweep again to go on` : ""} in ${formatDuration(seconds)}`;
+    summary = summaryLine(result, ": run the sweep again to go on");
   } finally {
     // in a notebook cell the progress line becomes the summary; elsewhere the summary follows it
     if (ownsProgress) progress?.done(summary);
