@@ -158,9 +158,19 @@ export const adamUpdate: AdamUpdate = (
 /** Optimizer state slot names as they appear in checkpoints: "optim.<slot>.<param>". */
 const SLOT_PREFIX = "optim.";
 
+/** Per-parameter state: m, v (Adam), buf (SGD momentum), init (decay toward init), ema (Grokfast). */
+export type OptimizerSlot = "m" | "v" | "buf" | "init" | "ema";
+
+/** The state slots a configuration keeps, and no others (every engine keeps and checkpoints exactly these). */
+export function optimizerSlots(cfg: OptimizerConfig): OptimizerSlot[] {
+  const slots: OptimizerSlot[] = cfg.kind === "sgd" ? (cfg.momentum > 0 ? ["buf"] : []) : ["m", "v"];
+  if (cfg.weightDecay > 0 && cfg.decayToward === "init") slots.push("init");
+  if (cfg.grokfast) slots.push("ema");
+  return slots;
+}
+
 export class Optimizer {
-  /** Per-parameter state: m, v (Adam), buf (SGD momentum), init (decay toward init), ema (Grokfast). */
-  private readonly slots = new Map<string, Map<string, Float32Array>>();
+  private readonly slots = new Map<OptimizerSlot, Map<string, Float32Array>>();
 
   constructor(
     readonly cfg: OptimizerConfig,
@@ -170,18 +180,17 @@ export class Optimizer {
     /** The Adam/AdamW inner loop: this module's, or an engine's native kernel with the same arithmetic. */
     private readonly adam: AdamUpdate = adamUpdate,
   ) {
-    const zeros = (): Map<string, Float32Array> =>
-      new Map([...initialWeights].map(([name, t]) => [name, new Float32Array(t.data.length)]));
-    if (cfg.kind === "sgd") {
-      if (cfg.momentum > 0) this.slots.set("buf", zeros());
-    } else {
-      this.slots.set("m", zeros());
-      this.slots.set("v", zeros());
-    }
-    if (cfg.weightDecay > 0 && cfg.decayToward === "init") {
-      this.slots.set("init", new Map([...initialWeights].map(([name, t]) => [name, new Float32Array(t.data)])));
-    }
-    if (cfg.grokfast) this.slots.set("ema", zeros());
+    // every slot starts at zero, except init: a copy of the initial weights
+    for (const slot of optimizerSlots(cfg))
+      this.slots.set(
+        slot,
+        new Map(
+          [...initialWeights].map(([name, t]) => [
+            name,
+            slot === "init" ? new Float32Array(t.data) : new Float32Array(t.data.length),
+          ]),
+        ),
+      );
   }
 
   /**

@@ -19,7 +19,7 @@
 // its own (so its buffers never displace the pack's). Results agree with the fast engine to f32 rounding.
 
 import { ModelConfig, ModelDims, paramSpecs } from "../../model/config";
-import { learningRate, OptimizerConfig } from "../../optim/optimizer";
+import { learningRate, OptimizerConfig, optimizerSlots, OptimizerSlot as Slot } from "../../optim/optimizer";
 import { UserError } from "../../util/errors";
 import { Rng, Stream } from "../../util/rng";
 import { NamedTensors } from "../../util/tensors";
@@ -50,17 +50,6 @@ import {
 } from "./kernels";
 import { GpuArray, GpuContext, Recorder } from "./kernels/dispatch";
 import { GpuModelKernels } from "./model-kernels";
-
-/** Optimizer state slots, named as optim/optimizer.ts names them in checkpoints ("optim.<slot>.<param>"). */
-export type Slot = "m" | "v" | "buf" | "init" | "ema";
-
-/** The slots optim/optimizer.ts keeps for a configuration, and no others. */
-export function optimizerSlots(cfg: OptimizerConfig): Slot[] {
-  const slots: Slot[] = cfg.kind === "sgd" ? (cfg.momentum > 0 ? ["buf"] : []) : ["m", "v"];
-  if (cfg.weightDecay > 0 && cfg.decayToward === "init") slots.push("init");
-  if (cfg.grokfast) slots.push("ema");
-  return slots;
-}
 
 /** One run's optimizer hyperparameters at its step `step`, as optim/optimizer.ts's update() derives them. */
 function stepHyperparameters(cfg: OptimizerConfig, step: number): StepHyperparameters {
