@@ -19,20 +19,27 @@ export interface TableAnswers {
   inTrain: Uint8Array;
 }
 
-/** The network's logits [n × numSymbols] for each of `inputs` ([n, 4] row-major) under `weights`. */
+/**
+ * The network's logits [n × numSymbols] for each of `inputs` ([n, 4] row-major) under each of `weights` (one
+ * network, or e.g. a run's snapshots), all on one engine.
+ */
 export async function predictLogits(
   dataset: Dataset,
   config: Pick<RunConfig, "model" | "optimizer">,
-  weights: NamedTensors,
+  weights: NamedTensors[],
   inputs: Int32Array,
   engineOptions: EngineOptions = {},
-): Promise<Float32Array> {
+): Promise<Float32Array[]> {
   const { engine } = await createEngine(engineOptions);
   try {
     const dims = modelDims(dataset);
-    engine.initialize({ model: config.model, dims, optimizer: config.optimizer, seed: 0 }, weights);
     const n = inputs.length / dataset.seqLen;
-    return await engine.logits({ size: n, inputs, targets: new Int32Array(n) });
+    const out: Float32Array[] = [];
+    for (const w of weights) {
+      engine.initialize({ model: config.model, dims, optimizer: config.optimizer, seed: 0 }, w);
+      out.push(await engine.logits({ size: n, inputs, targets: new Int32Array(n) }));
+    }
+    return out;
   } finally {
     engine.dispose();
   }
@@ -46,7 +53,7 @@ export async function predictAnswers(
   inputs: Int32Array,
   engineOptions: EngineOptions = {},
 ): Promise<Int32Array> {
-  const logits = await predictLogits(dataset, config, weights, inputs, engineOptions);
+  const [logits] = await predictLogits(dataset, config, [weights], inputs, engineOptions);
   const k = dataset.numSymbols;
   const out = new Int32Array(logits.length / k);
   for (let i = 0; i < out.length; i++) {
